@@ -1,0 +1,34 @@
+# podfs: see README.md. Every target works on a fresh Debian 12 machine as root.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/podfs
+
+.PHONY: build build-norados test bench demo deps vet clean
+
+build:
+	hack/deps.sh --minimal
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/podfs
+
+# Without cgo and librados: no rados:// storage.
+build-norados:
+	CGO_ENABLED=0 $(GO) build -tags norados -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)-norados ./cmd/podfs
+
+deps:
+	hack/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+# The whole test suite against real components (FUSE, etcd, Ceph, kube-apiserver).
+test:
+	hack/test.sh
+
+bench:
+	hack/bench.sh
+
+# Set up this machine and run podfs on the embedded default.
+demo:
+	hack/quickstart.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every podfs test against real components: FUSE mounts, an etcd server,
+# a one-node Ceph cluster and a kube-apiserver, all on 127.0.0.1 and all
+# started (and stopped) by the tests themselves. Needs root and /dev/fuse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/deps.sh
+go vet ./...
+go build -tags norados ./...
+go test -race -count=1 -timeout 45m ./... 2>&1

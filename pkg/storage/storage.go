@@ -1,0 +1,39 @@
+// Package storage keeps podfs's data blocks in an object store: a local
+// directory (file://, the default), Ceph RADOS (rados://) or memory (mem://,
+// for tests).
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) for an object that does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// Object describes one stored object.
+type Object struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
+}
+
+// Store is an object store. Keys are slash-separated paths without a leading slash.
+type Store interface {
+	// Put stores data under key, replacing any object there; when it returns
+	// nil the object is durable.
+	Put(ctx context.Context, key string, data []byte) error
+	// Get reads up to len(p) bytes of key starting at off, returning how many it
+	// read; a read past the end returns what is there and no error.
+	Get(ctx context.Context, key string, off int64, p []byte) (int, error)
+	// Delete removes key; deleting a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+	Head(ctx context.Context, key string) (Object, error)
+	// List returns up to limit objects whose keys start with prefix and sort
+	// after marker, in key order.
+	List(ctx context.Context, prefix, marker string, limit int) ([]Object, error)
+	// String names the store for logs and errors (never with credentials).
+	String() string
+	Close() error
+}
