@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/deps.sh
+# envtest (webhook tests) runs a real kube-apiserver built once and cached.
+KUBEBUILDER_ASSETS=$(hack/kube-bins.sh)
+export KUBEBUILDER_ASSETS
 go vet ./...
 go build -tags norados ./...
 go test -race -count=1 -timeout 45m ./... 2>&1
