@@ -62,7 +62,7 @@ type Driver struct {
 	busy    *keyLocks
 }
 
-// New checks cfg and returns a driver. It touches nothing on disk; Start does.
+// New checks cfg and returns a driver. Start prepares the node and serves.
 func New(cfg Config) (*Driver, error) {
 	var errs []error
 	if cfg.NodeID == "" {

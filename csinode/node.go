@@ -46,6 +46,11 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 		return nil, status.Errorf(codes.Aborted, "an operation on %s or %s is in progress", p.target, p.podDir)
 	}
 	defer s.d.busy.unlock(p.target, p.podDir)
+	if flags := req.GetVolumeCapability().GetMount().GetMountFlags(); len(flags) > 0 {
+		// They would only reach the bind, never the FUSE mount on top of it.
+		s.d.log.Warn("mount flags ignored: the podfs sidecar mounts the file system, set its options there",
+			"target", p.target, "mount_flags", flags)
+	}
 	if err := s.d.publish(p); err != nil {
 		return nil, err
 	}

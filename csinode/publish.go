@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -101,12 +102,14 @@ func (d *Driver) checkPublished(t mountTable, tb *mountinfo.Info, p publication)
 // nowhere else. It reports whether it created the mount.
 func (d *Driver) preparePodDir(t mountTable, dir string) (bool, error) {
 	if db := t.base(dir); db != nil {
+		// A bind of the directory now would bind whatever is mounted on top
+		// of it and miss the sidecar's later remounts.
+		if top := t.top(dir); top != db {
+			return false, status.Errorf(codes.FailedPrecondition,
+				"per-pod directory %s is already served by a %s mount but the target is not bound to it; delete the pod to start over", dir, top.FSType)
+		}
 		if isShared(db) {
 			return false, nil
-		}
-		if t.top(dir) != db {
-			return false, status.Errorf(codes.FailedPrecondition,
-				"per-pod directory %s is mounted over but its mount is not shared, so the pod would never see the file system: restart the pod", dir)
 		}
 		if err := d.setPropagation(dir, "--make-shared"); err != nil {
 			return false, status.Error(codes.Internal, err.Error())
@@ -139,7 +142,9 @@ func (d *Driver) preparePodDir(t mountTable, dir string) (bool, error) {
 
 // bindTarget binds p.podDir onto p.target (read-only when asked). The bind
 // joins the per-pod directory's peer group, which is what makes the sidecar's
-// later mount appear at the target.
+// later mount appear at the target. The read-only flag belongs to the bind
+// alone: a mount propagated on top of it keeps its own flags, so the sidecar
+// must mount a read-only volume read-only itself.
 func (d *Driver) bindTarget(p publication) error {
 	if err := os.MkdirAll(p.target, 0o750); err != nil {
 		return status.Errorf(codes.Internal, "create target path: %v", err)
@@ -185,7 +190,10 @@ func (d *Driver) unpublish(target string) error {
 		return status.Error(codes.Internal, err.Error())
 	}
 	if db := t.base(podDir); db != nil {
-		if others := t.binds(db); len(others) > 0 {
+		// Other targets bound to it. Copies elsewhere (a container that sees
+		// the host's root under /host) do not count.
+		others := slices.DeleteFunc(t.binds(db), func(m *mountinfo.Info) bool { return !within(m.Mountpoint, d.cfg.KubeletDir) })
+		if len(others) > 0 {
 			d.log.Info("unpublished; per-pod directory still in use", "target", target, "pod_dir", podDir, "other_binds", len(others))
 			return nil
 		}
@@ -197,18 +205,28 @@ func (d *Driver) unpublish(target string) error {
 	return nil
 }
 
-// podDirOf finds the per-pod directory published at target: the bind under the
-// pods directory that shows the same directory as the target's mount. When the
-// target is not mounted (a publish interrupted between its steps, or a retry),
-// the kubelet path layout still names it.
-func (d *Driver) podDirOf(t mountTable, target string) string {
-	if tb := t.base(target); tb != nil {
-		for _, m := range t.binds(tb) {
-			if within(m.Mountpoint, d.cfg.PodsDir) && m.Mountpoint != d.cfg.PodsDir && t.base(m.Mountpoint) == m {
-				return m.Mountpoint
-			}
-		}
+// publishedPodDir finds the per-pod directory published at target: the bind
+// under the pods directory that shows the same directory as the target's
+// mount, or "" when target is not such a bind.
+func (d *Driver) publishedPodDir(t mountTable, target string) string {
+	tb := t.base(target)
+	if tb == nil {
 		return ""
+	}
+	for _, m := range t.binds(tb) {
+		if within(m.Mountpoint, d.cfg.PodsDir) && m.Mountpoint != d.cfg.PodsDir && t.base(m.Mountpoint) == m {
+			return m.Mountpoint
+		}
+	}
+	return ""
+}
+
+// podDirOf finds the per-pod directory that belongs to target: the published
+// one, or else the one kubelet's path layout names (a publish interrupted
+// between its steps leaves a per-pod directory and no target mount).
+func (d *Driver) podDirOf(t mountTable, target string) string {
+	if dir := d.publishedPodDir(t, target); dir != "" {
+		return dir
 	}
 	rel, err := filepath.Rel(filepath.Join(d.cfg.KubeletDir, "pods"), target)
 	if err != nil {

@@ -31,9 +31,9 @@ type registrationServer struct {
 func (r *registrationServer) GetInfo(ctx context.Context, _ *registerapi.InfoRequest) (*registerapi.PluginInfo, error) {
 	r.log.Info("kubelet asked for plugin info", "endpoint", r.endpoint)
 	return &registerapi.PluginInfo{
-		Type:              registerapi.CSIPlugin,
-		Name:              DriverName,
-		Endpoint:          r.endpoint,
+		Type:     registerapi.CSIPlugin,
+		Name:     DriverName,
+		Endpoint: r.endpoint,
 		// The CSI versions kubelet may speak to the plugin.
 		SupportedVersions: []string{"1.0.0"},
 	}, nil

@@ -27,7 +27,7 @@ func (d *Driver) volumeStats(ctx context.Context, path string) (*csi.NodeGetVolu
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	base := t.base(path)
-	if base == nil || !within(path, d.cfg.KubeletDir) || d.podDirOf(t, path) == "" {
+	if base == nil || !within(path, d.cfg.KubeletDir) || d.publishedPodDir(t, path) == "" {
 		return nil, notFound
 	}
 
