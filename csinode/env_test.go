@@ -36,17 +36,14 @@ const testNodeID = "node-under-test"
 // directory's own mount: the plugin must leave nothing behind.
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	requireMountPrivileges(t)
-	root := t.TempDir()
+	root, podsDir := newTestRoot(t)
 	e := &testEnv{
 		root:       root,
 		kubeletDir: filepath.Join(root, "kubelet"),
-		podsDir:    filepath.Join(root, "pods"),
+		podsDir:    podsDir,
 		regDir:     filepath.Join(root, "reg"),
 		endpoint:   filepath.Join(root, "csi.sock"),
 	}
-	// Registered after TempDir, so it runs before the directory is removed.
-	t.Cleanup(func() { cleanupMounts(t, root, e.podsDir) })
 	if err := os.MkdirAll(e.kubeletDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +68,18 @@ func newTestEnv(t *testing.T) *testEnv {
 	e.drv, e.srv = d, srv
 	e.node, e.ident = csi.NewNodeClient(conn), csi.NewIdentityClient(conn)
 	return e
+}
+
+// newTestRoot returns a temporary directory whose mounts are all gone when the
+// test ends, and the pods directory in it, the one mount allowed to remain.
+func newTestRoot(t *testing.T) (root, podsDir string) {
+	t.Helper()
+	requireMountPrivileges(t)
+	root = t.TempDir()
+	podsDir = filepath.Join(root, "pods")
+	// Registered after TempDir, so it runs before the directory is removed.
+	t.Cleanup(func() { cleanupMounts(t, root, podsDir) })
+	return root, podsDir
 }
 
 func requireMountPrivileges(t *testing.T) {
@@ -104,6 +113,13 @@ func (e *testEnv) target(t *testing.T, podUID, name string) string {
 		t.Fatal(err)
 	}
 	return filepath.Join(dir, "mount")
+}
+
+// volume returns the target path of a pod's volume (see target) and the
+// per-pod directory that goes with it.
+func (e *testEnv) volume(t *testing.T, podUID, name string) (target, podDir string) {
+	t.Helper()
+	return e.target(t, podUID, name), filepath.Join(e.podsDir, podUID, name)
 }
 
 func publishRequest(podUID, target string, readOnly bool) *csi.NodePublishVolumeRequest {

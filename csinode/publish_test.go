@@ -52,8 +52,7 @@ func TestPublishPropagation(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			e := newTestEnv(t)
 			const uid = "4f7c2a1e-0000-4000-8000-00000000000a"
-			target := e.target(t, uid, "pv-shared")
-			podDir := filepath.Join(e.podsDir, uid, "pv-shared")
+			target, podDir := e.volume(t, uid, "pv-shared")
 			e.publish(t, publishRequest(uid, target, false))
 
 			mt, err := readMounts()
@@ -149,8 +148,7 @@ func TestReadOnlyPublish(t *testing.T) {
 func TestIdempotent(t *testing.T) {
 	e := newTestEnv(t)
 	const uid = "idem-pod"
-	target := e.target(t, uid, "pv-idem")
-	podDir := filepath.Join(e.podsDir, uid, "pv-idem")
+	target, podDir := e.volume(t, uid, "pv-idem")
 	req := publishRequest(uid, target, false)
 	e.publish(t, req)
 	e.publish(t, req)
@@ -179,8 +177,7 @@ func TestIdempotent(t *testing.T) {
 func TestUnpublishInterruptedPublish(t *testing.T) {
 	e := newTestEnv(t)
 	const uid = "crash-pod"
-	target := e.target(t, uid, "pv-crash")
-	podDir := filepath.Join(e.podsDir, uid, "pv-crash")
+	target, podDir := e.volume(t, uid, "pv-crash")
 	mt, err := readMounts()
 	if err != nil {
 		t.Fatal(err)
@@ -199,8 +196,7 @@ func TestUnpublishInterruptedPublish(t *testing.T) {
 func TestPublishOverServedPodDir(t *testing.T) {
 	e := newTestEnv(t)
 	const uid = "lost-pod"
-	target := e.target(t, uid, "pv-lost")
-	podDir := filepath.Join(e.podsDir, uid, "pv-lost")
+	target, podDir := e.volume(t, uid, "pv-lost")
 	e.publish(t, publishRequest(uid, target, false))
 	if err := unix.Unmount(target, 0); err != nil {
 		t.Fatal(err)
@@ -222,8 +218,7 @@ func TestPublishOverServedPodDir(t *testing.T) {
 func TestDeadFUSEMount(t *testing.T) {
 	e := newTestEnv(t)
 	const uid = "dead-pod"
-	target := e.target(t, uid, "pv-dead")
-	podDir := filepath.Join(e.podsDir, uid, "pv-dead")
+	target, podDir := e.volume(t, uid, "pv-dead")
 	e.publish(t, publishRequest(uid, target, false))
 
 	helper := startFUSEProcess(t, podDir)

@@ -75,10 +75,7 @@ func TestRegistration(t *testing.T) {
 // cancelling the context, as SIGTERM does. A second start over the state the
 // first left behind (the pods directory's mount, stale sockets) works.
 func TestRun(t *testing.T) {
-	requireMountPrivileges(t)
-	root := t.TempDir()
-	podsDir := filepath.Join(root, "pods")
-	t.Cleanup(func() { cleanupMounts(t, root, podsDir) })
+	root, podsDir := newTestRoot(t)
 	endpoint := filepath.Join(root, "csi.sock")
 	d, err := New(Config{
 		Endpoint:   endpoint,
@@ -120,13 +117,10 @@ func TestRun(t *testing.T) {
 	}
 }
 
-// TestStaleSocket checks that a leftover socket is replaced but another file
-// at the endpoint is refused rather than deleted.
+// TestStaleSocket checks that a file at the endpoint that is not a socket is
+// refused rather than deleted (TestRun replaces a stale socket).
 func TestStaleSocket(t *testing.T) {
-	requireMountPrivileges(t)
-	root := t.TempDir()
-	podsDir := filepath.Join(root, "pods")
-	t.Cleanup(func() { cleanupMounts(t, root, podsDir) })
+	root, podsDir := newTestRoot(t)
 	endpoint := filepath.Join(root, "csi.sock")
 	if err := os.WriteFile(endpoint, []byte("not a socket"), 0o600); err != nil {
 		t.Fatal(err)
