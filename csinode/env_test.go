@@ -34,9 +34,15 @@ const testNodeID = "node-under-test"
 // newTestEnv starts the plugin. Its cleanup unmounts whatever is left under
 // the temporary directory, and fails the test for anything besides the pods
 // directory's own mount: the plugin must leave nothing behind.
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
-	root, podsDir := newTestRoot(t)
+	return newTestEnvAt(t, t.TempDir())
+}
+
+// newTestEnvAt is newTestEnv in a given directory.
+func newTestEnvAt(t testing.TB, root string) *testEnv {
+	t.Helper()
+	podsDir := watchMounts(t, root)
 	e := &testEnv{
 		root:       root,
 		kubeletDir: filepath.Join(root, "kubelet"),
@@ -72,17 +78,24 @@ func newTestEnv(t *testing.T) *testEnv {
 
 // newTestRoot returns a temporary directory whose mounts are all gone when the
 // test ends, and the pods directory in it, the one mount allowed to remain.
-func newTestRoot(t *testing.T) (root, podsDir string) {
+func newTestRoot(t testing.TB) (root, podsDir string) {
+	t.Helper()
+	root = t.TempDir()
+	return root, watchMounts(t, root)
+}
+
+// watchMounts makes sure that nothing stays mounted under root when the test
+// ends, and returns root's pods directory, the one mount allowed to remain.
+func watchMounts(t testing.TB, root string) (podsDir string) {
 	t.Helper()
 	requireMountPrivileges(t)
-	root = t.TempDir()
 	podsDir = filepath.Join(root, "pods")
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() { cleanupMounts(t, root, podsDir) })
-	return root, podsDir
+	return podsDir
 }
 
-func requireMountPrivileges(t *testing.T) {
+func requireMountPrivileges(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("csinode tests mount and unmount for real: run them as root")
@@ -94,7 +107,7 @@ func requireMountPrivileges(t *testing.T) {
 	}
 }
 
-func dial(t *testing.T, socket string) *grpc.ClientConn {
+func dial(t testing.TB, socket string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -106,7 +119,7 @@ func dial(t *testing.T, socket string) *grpc.ClientConn {
 
 // target returns kubelet's target path for a CSI volume of a pod and creates
 // its parent, as kubelet does before calling NodePublishVolume.
-func (e *testEnv) target(t *testing.T, podUID, name string) string {
+func (e *testEnv) target(t testing.TB, podUID, name string) string {
 	t.Helper()
 	dir := filepath.Join(e.kubeletDir, "pods", podUID, "volumes", "kubernetes.io~csi", name)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -117,7 +130,7 @@ func (e *testEnv) target(t *testing.T, podUID, name string) string {
 
 // volume returns the target path of a pod's volume (see target) and the
 // per-pod directory that goes with it.
-func (e *testEnv) volume(t *testing.T, podUID, name string) (target, podDir string) {
+func (e *testEnv) volume(t testing.TB, podUID, name string) (target, podDir string) {
 	t.Helper()
 	return e.target(t, podUID, name), filepath.Join(e.podsDir, podUID, name)
 }
@@ -140,14 +153,14 @@ func publishRequest(podUID, target string, readOnly bool) *csi.NodePublishVolume
 	}
 }
 
-func (e *testEnv) publish(t *testing.T, req *csi.NodePublishVolumeRequest) {
+func (e *testEnv) publish(t testing.TB, req *csi.NodePublishVolumeRequest) {
 	t.Helper()
 	if _, err := e.node.NodePublishVolume(context.Background(), req); err != nil {
 		t.Fatalf("NodePublishVolume(%s): %v", req.TargetPath, err)
 	}
 }
 
-func (e *testEnv) unpublish(t *testing.T, target string) {
+func (e *testEnv) unpublish(t testing.TB, target string) {
 	t.Helper()
 	req := &csi.NodeUnpublishVolumeRequest{VolumeId: "vol-" + filepath.Base(filepath.Dir(target)), TargetPath: target}
 	if _, err := e.node.NodeUnpublishVolume(context.Background(), req); err != nil {
@@ -156,7 +169,7 @@ func (e *testEnv) unpublish(t *testing.T, target string) {
 }
 
 // mountsUnder lists the mount points under dir, dir's own mounts included.
-func mountsUnder(t *testing.T, dir string) []*mountinfo.Info {
+func mountsUnder(t testing.TB, dir string) []*mountinfo.Info {
 	t.Helper()
 	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
@@ -167,7 +180,7 @@ func mountsUnder(t *testing.T, dir string) []*mountinfo.Info {
 
 // assertOnlyPodsDirMounted checks that the plugin left nothing mounted under
 // root but the pods directory itself.
-func (e *testEnv) assertOnlyPodsDirMounted(t *testing.T) {
+func (e *testEnv) assertOnlyPodsDirMounted(t testing.TB) {
 	t.Helper()
 	for _, m := range mountsUnder(t, e.root) {
 		if m.Mountpoint != e.podsDir {
@@ -176,7 +189,7 @@ func (e *testEnv) assertOnlyPodsDirMounted(t *testing.T) {
 	}
 }
 
-func assertGone(t *testing.T, paths ...string) {
+func assertGone(t testing.TB, paths ...string) {
 	t.Helper()
 	for _, p := range paths {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
@@ -188,7 +201,7 @@ func assertGone(t *testing.T, paths ...string) {
 // cleanupMounts unmounts everything under root, deepest first and lazily (a
 // dead FUSE mount may refuse a plain unmount), and reports what the plugin
 // left behind besides keep.
-func cleanupMounts(t *testing.T, root, keep string) {
+func cleanupMounts(t testing.TB, root, keep string) {
 	for range 32 {
 		infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(root))
 		if err != nil {
@@ -220,7 +233,7 @@ func cleanupMounts(t *testing.T, root, keep string) {
 }
 
 // tree lists every path under root, to prove a rejected request created nothing.
-func tree(t *testing.T, root string) []string {
+func tree(t testing.TB, root string) []string {
 	t.Helper()
 	var out []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {

@@ -3,6 +3,7 @@ package csinode
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -341,4 +342,19 @@ func TestBadRequests(t *testing.T) {
 		t.Errorf("rejected requests changed the disk:\nbefore %q\nafter  %q", before, after)
 	}
 	e.assertOnlyPodsDirMounted(t)
+}
+
+// BenchmarkPublishUnpublish measures one kubelet volume cycle: publish a
+// fresh target, unpublish it.
+func BenchmarkPublishUnpublish(b *testing.B) {
+	e := newTestEnv(b)
+	i := 0
+	for b.Loop() {
+		i++
+		uid := fmt.Sprintf("bench-pod-%d", i)
+		target := e.target(b, uid, "pv")
+		e.publish(b, publishRequest(uid, target, false))
+		e.unpublish(b, target)
+	}
+	e.assertOnlyPodsDirMounted(b)
 }

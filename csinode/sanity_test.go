@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -42,7 +43,12 @@ var sanityMustPass = []string{
 // controller service; podfs has none (an administrator writes the PVs), so a
 // test-only controller stands in for that administrator (startSanityFront).
 func TestSanity(t *testing.T) {
-	e := newTestEnv(t)
+	root := os.Getenv(sanityChildEnv)
+	if root == "" {
+		runSanityChild(t)
+		return
+	}
+	e := newTestEnvAt(t, root)
 	const uid = "5a0c9d3e-7a41-4bd4-9c64-sanity000001"
 	volumes := filepath.Join(e.kubeletDir, "pods", uid, "volumes", "kubernetes.io~csi")
 	if err := os.MkdirAll(volumes, 0o750); err != nil {
@@ -99,6 +105,23 @@ func TestSanity(t *testing.T) {
 	}
 	t.Logf("%d sanity specs passed", len(passed))
 	e.assertOnlyPodsDirMounted(t)
+}
+
+// sanityChildEnv names the directory a child process runs the suite in.
+const sanityChildEnv = "PODFS_CSINODE_SANITY_IN"
+
+// runSanityChild runs TestSanity in a fresh process: Ginkgo runs a suite once
+// per process, and "go test -count=N" runs a test N times. The parent watches
+// the child's directory, so mounts a crashed child leaves are still removed.
+func runSanityChild(t *testing.T) {
+	root, _ := newTestRoot(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSanity$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), sanityChildEnv+"="+root)
+	out, err := cmd.CombinedOutput()
+	t.Logf("sanity suite in a child process:\n%s", out)
+	if err != nil {
+		t.Fatalf("sanity suite: %v", err)
+	}
 }
 
 func skipReason(spec string) string {
