@@ -13,7 +13,11 @@ import (
 
 // Config says what to mount where and how.
 type Config struct {
-	MetaURL    string
+	MetaURL string
+	// StorageURL overrides the storage URL recorded in the volume's settings
+	// (a sidecar may reach the same pool through other monitors or
+	// credentials); "" = use the recorded one.
+	StorageURL string
 	MountPoint string
 	SubDir     string // serve this directory of the volume as the root; "" = the whole volume
 	ReadOnly   bool
