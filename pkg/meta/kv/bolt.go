@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -38,6 +39,7 @@ type Bolt struct {
 	stop  chan struct{}
 	done  chan struct{}
 	once  sync.Once
+	commits atomic.Int64
 }
 
 type boltReq struct {
@@ -53,7 +55,9 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("bolt: create directory of %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, NoSync: opt.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, NoSync: opt.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		// Map a large range up front: a remap blocks every reader.
+		InitialMmapSize: 1 << 30})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("bolt: %s is in use by another process (it holds the file lock; the embedded engine serves one process — stop the other podfs mount, or use etcd:// or tikv:// for several clients)", path)
 	}
@@ -134,6 +138,7 @@ func (b *Bolt) committer() {
 			}
 		}
 		b.commit(batch)
+		b.commits.Add(1)
 	}
 }
 
