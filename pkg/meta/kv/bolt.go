@@ -33,12 +33,12 @@ type BoltOptions struct {
 // bolt transaction (each against its own write overlay, so a failing one is
 // dropped alone) and commits them with one pair of fsyncs.
 type Bolt struct {
-	path  string
-	db    *bolt.DB
-	queue chan *boltReq
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	path    string
+	db      *bolt.DB
+	queue   chan *boltReq
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 	commits atomic.Int64
 }
 
