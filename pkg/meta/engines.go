@@ -2,15 +2,14 @@ package meta
 
 import (
 	"context"
-	"errors"
 
 	"podfs.io/podfs/pkg/meta/kv"
 )
 
 func openEtcd(ctx context.Context, p *ParsedURL, opt Options) (kv.Engine, error) {
-	return nil, errors.New("etcd engine: not implemented yet")
+	return kv.OpenEtcd(ctx, p.Hosts, p.Volume, keyPrefix(p.Volume), opt.ConnectTimeout)
 }
 
 func openTiKV(ctx context.Context, p *ParsedURL, opt Options) (kv.Engine, error) {
-	return nil, errors.New("tikv engine: not implemented yet")
+	return kv.OpenTiKV(ctx, p.Hosts, p.Volume, keyPrefix(p.Volume), opt.ConnectTimeout)
 }

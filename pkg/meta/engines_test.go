@@ -62,4 +62,4 @@ func startClient(t testing.TB, e kv.Engine) *Client {
 	return c
 }
 
-func allEngines() []engineCase { return []engineCase{boltCase()} }
+func allEngines() []engineCase { return []engineCase{boltCase(), etcdCase(), tikvCase()} }

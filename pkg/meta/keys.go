@@ -147,3 +147,7 @@ func decodeSlices(b []byte) ([]Slice, error) {
 	}
 	return ss, nil
 }
+
+// present is the value of keys whose existence is the information (TiKV
+// stores no empty values).
+var present = []byte{1}

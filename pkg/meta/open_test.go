@@ -6,6 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"podfs.io/podfs/internal/testenv"
 )
 
 func TestParseURL(t *testing.T) {
@@ -52,5 +55,29 @@ func TestOpenBolt(t *testing.T) {
 	opt.LockTimeout = 100e6
 	if _, err := Open(ctx, url, opt); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second open: %v", err)
+	}
+}
+
+// Networked engines with nothing at the address fail within the connect
+// timeout, naming the address.
+func TestOpenUnreachable(t *testing.T) {
+	ctx := context.Background()
+	addr := testenv.Addr(testenv.FreePort(t))
+	for _, scheme := range []string{"etcd", "tikv"} {
+		opt := testOptions()
+		opt.ConnectTimeout = time.Second
+		done := make(chan error, 1)
+		go func() {
+			_, err := Open(ctx, scheme+"://"+addr+"/vol", opt)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), addr) {
+				t.Fatalf("%s: %v; want an error naming %s", scheme, err, addr)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: Open still blocked 30 s after a 1 s connect timeout", scheme)
+		}
 	}
 }

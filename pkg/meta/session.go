@@ -243,8 +243,8 @@ func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) 
 			if err := tx.Lock(attrKey(ino)); err != nil {
 				return err
 			}
-			tx.Set(openKey(ino, sid), nil)
-			tx.Set(sessOpenKey(sid, ino), nil)
+			tx.Set(openKey(ino, sid), present)
+			tx.Set(sessOpenKey(sid, ino), present)
 			return nil
 		})
 	}

@@ -12,6 +12,11 @@ type reader interface {
 	iter(start, end []byte) iterator
 }
 
+// batchReader is a reader that reads many keys in one round trip.
+type batchReader interface {
+	batchGet(keys [][]byte) [][]byte
+}
+
 type iterator interface {
 	// next returns the next key and value (copies) or ok=false at the end.
 	next() (key, value []byte, ok bool)
@@ -24,7 +29,10 @@ type overlay struct {
 	r        reader
 	writes   map[string][]byte // nil value = deleted
 	readOnly bool
-	err      error // a write in a read-only transaction
+	// lockWrites makes Lock rewrite the key, for engines where a key only
+	// read does not conflict with a concurrent writer that merely reads it too.
+	lockWrites bool
+	err        error // a write in a read-only transaction
 }
 
 func newOverlay(r reader, readOnly bool) *overlay {
@@ -40,8 +48,24 @@ func (o *overlay) Get(key []byte) ([]byte, error) {
 
 func (o *overlay) BatchGet(keys [][]byte) ([][]byte, error) {
 	out := make([][]byte, len(keys))
+	br, ok := o.r.(batchReader)
+	if !ok {
+		for i, k := range keys {
+			out[i], _ = o.Get(k)
+		}
+		return out, nil
+	}
+	var miss [][]byte
+	var at []int
 	for i, k := range keys {
-		out[i], _ = o.Get(k)
+		if v, ok := o.writes[string(k)]; ok {
+			out[i] = clone(v)
+		} else {
+			miss, at = append(miss, k), append(at, i)
+		}
+	}
+	for j, v := range br.batchGet(miss) {
+		out[at[j]] = v
 	}
 	return out, nil
 }
@@ -71,7 +95,18 @@ func (o *overlay) Delete(key []byte) {
 	o.writes[string(key)] = nil
 }
 
-func (o *overlay) Lock(key []byte) error { return nil }
+func (o *overlay) Lock(key []byte) error {
+	if !o.lockWrites || o.readOnly {
+		return nil
+	}
+	if _, ok := o.writes[string(key)]; ok {
+		return nil
+	}
+	if v := o.r.get(key); v != nil {
+		o.Set(key, v)
+	}
+	return nil
+}
 
 func (o *overlay) Scan(start, end []byte, limit int, fn func(k, v []byte) bool) error {
 	// The overlay's own keys in range, sorted, merged with the store's.
