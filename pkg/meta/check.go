@@ -216,6 +216,22 @@ func (c *Client) Check(ctx context.Context, repair bool) (*CheckReport, error) {
 		return nil, fmt.Errorf("check: %w", err)
 	}
 
+	if r.Repaired > 0 {
+		// Repairs (orphan removal) moved the counters: count again.
+		space, inodes = 0, 0
+		if err := c.scanAll(ctx, []byte{pAttr}, func(k, v []byte) error {
+			var a Attr
+			if decodeAttr(v, &a) == nil && Ino(u64(k[1:])) != RootIno {
+				inodes++
+				if isReg(a.Mode) {
+					space += align4k(a.Size)
+				}
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("check: %w", err)
+		}
+	}
 	var cs, ci int64
 	if err := c.view(ctx, func(tx kv.Tx) error {
 		var err error
