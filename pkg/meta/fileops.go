@@ -31,7 +31,7 @@ func (c *Client) Fallocate(ctx context.Context, ino Ino, mode uint32, off, lengt
 		return wrap(syscall.EINVAL)
 	}
 	end := off + length
-	return wrapErr(wrap, c.txn(ctx, func(tx kv.Tx) error {
+	return wrapErr(wrap, c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
 		a, err := getAttr(tx, ino)
 		if err != nil {
 			return err
@@ -135,7 +135,7 @@ func (c *Client) CopyFileRange(ctx context.Context, src Ino, srcOff uint64, dst 
 		return 0, wrap(fmt.Errorf("overlapping ranges of one file: %w", syscall.EINVAL))
 	}
 	var n uint64
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{src, dst}, func(tx kv.Tx) error {
 		n = 0
 		sa, err := getAttr(tx, src)
 		if err != nil {
