@@ -71,6 +71,17 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 	if end <= start {
 		return nil
 	}
+	// A sparse chunk (writes far apart) would turn into one slice full of
+	// zeros: leave it fragmented, reads stay correct.
+	covered := uint32(0)
+	for _, g := range resolve(old, start, end) {
+		if g.id != 0 {
+			covered += g.end - g.start
+		}
+	}
+	if covered < (end-start)/2 {
+		return nil
+	}
 	var id uint64
 	err = retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "new slice id", func() error {
 		id, err = s.m.NewSliceID(ctx)
@@ -111,6 +122,7 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 		cleanup()
 		return fmt.Errorf("compact inode %d chunk %d: chunk changed or metadata refused: %w", ino, index, err)
 	}
+	s.stats.compactions.Add(1)
 	s.forget(ino, index)
 	s.wakeDeleter()
 	return nil
@@ -169,5 +181,6 @@ func (s *Store) DeletePending(ctx context.Context) (int, error) {
 			return done, fmt.Errorf("mark %d slices deleted: %w", len(ids), err)
 		}
 		done += len(ids)
+		s.stats.deleted.Add(int64(len(ids)))
 	}
 }

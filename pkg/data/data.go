@@ -118,6 +118,30 @@ type Store struct {
 	bg     sync.WaitGroup
 
 	peakBuf atomic.Int64
+	stats   counters
+}
+
+type counters struct {
+	uploads, fetches, compactions, relieves, deleted atomic.Int64
+}
+
+// Stats counts what the store did since New.
+type Stats struct {
+	Uploads     int64 // block objects stored
+	Fetches     int64 // block objects read from the object store (cache misses)
+	Compactions int64 // chunks compacted
+	Relieves    int64 // times full write buffers forced partial blocks out
+	Deleted     int64 // slices whose objects were deleted
+	PeakBuffer  int64 // most write-buffer bytes held at once
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Uploads: s.stats.uploads.Load(), Fetches: s.stats.fetches.Load(),
+		Compactions: s.stats.compactions.Load(), Relieves: s.stats.relieves.Load(),
+		Deleted: s.stats.deleted.Load(), PeakBuffer: s.peakBuf.Load(),
+	}
 }
 
 type chunkRef struct {
@@ -218,6 +242,12 @@ func (s *Store) Close(ctx context.Context) error {
 // PeakBuffer is the most write-buffer memory the store held at once.
 func (s *Store) PeakBuffer() int64 { return s.peakBuf.Load() }
 
+func (s *Store) bufferUsed() int64 {
+	s.bufMu.Lock()
+	defer s.bufMu.Unlock()
+	return s.bufUsed
+}
+
 // reserve takes n bytes of write-buffer memory, waiting while the buffers are
 // full. It must be called holding no file lock: uploads free memory by taking
 // file locks.
@@ -237,6 +267,7 @@ func (s *Store) reserve(ctx context.Context, n int64) error {
 		// Full. If nothing is uploading, the memory is held by partial blocks
 		// that will never fill on their own: upload them.
 		if s.uploading.Load() == 0 {
+			s.stats.relieves.Add(1)
 			s.relieve()
 		}
 		select {
@@ -323,6 +354,7 @@ func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) 
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.fetches }()
+	s.stats.fetches.Add(1)
 	buf := make([]byte, blen)
 	err := retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "get "+key, func() error {
 		n, err := s.obj.Get(ctx, key, 0, buf)
@@ -350,6 +382,7 @@ func (s *Store) put(ctx context.Context, key string, data []byte) error {
 		return s.obj.Put(ctx, key, data)
 	})
 	if err == nil {
+		s.stats.uploads.Add(1)
 		s.mem.Add(key, data)
 	}
 	return err

@@ -407,6 +407,11 @@ func (f *File) Truncate(ctx context.Context, size uint64) error {
 	defer f.commitMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.truncateLocked(size)
+	return nil
+}
+
+func (f *File) truncateLocked(size uint64) {
 	f.size = size
 	for idx, list := range f.pending {
 		cs := uint64(idx) * meta.ChunkSize
@@ -424,6 +429,21 @@ func (f *File) Truncate(ctx context.Context, size uint64) error {
 	}
 	f.invalidateLocked()
 	f.notifyLocked()
+}
+
+// Resize changes the file's length: it runs setLength (the metadata change,
+// e.g. meta.SetAttr with SetSize) while no slice of this file can be
+// committed, then cuts buffered writes at size. Prefer it to Truncate: no
+// buffered write beyond size can reach metadata after the length changed.
+func (f *File) Resize(ctx context.Context, size uint64, setLength func(ctx context.Context) error) error {
+	f.commitMu.Lock()
+	defer f.commitMu.Unlock()
+	if err := setLength(ctx); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.truncateLocked(size)
 	return nil
 }
 

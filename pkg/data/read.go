@@ -152,25 +152,41 @@ func (s *Store) run(ctx context.Context, tasks []blockTask) error {
 	return errors.Join(errs...)
 }
 
-// committed returns chunk index's slice list, from the cache or metadata.
-func (f *File) committed(ctx context.Context, index uint32) ([]meta.Slice, error) {
-	f.mu.Lock()
-	if l, ok := f.slices[index]; ok {
+// view plans a read of [pos, pos+len(dst)) of chunk idx: the committed
+// slice list (cached, or read from metadata) with this process's pending
+// slices on top, taken under one lock so that no slice moving from pending
+// to committed meanwhile is missed.
+func (f *File) view(ctx context.Context, idx, pos uint32, dst []byte) ([]blockTask, error) {
+	end := pos + uint32(len(dst))
+	for {
+		f.mu.Lock()
+		l, ok := f.slices[idx]
+		if !ok {
+			gen := f.gen
+			f.mu.Unlock()
+			var err error
+			l, err = f.s.m.ReadChunk(ctx, f.ino, idx)
+			if err != nil {
+				return nil, fmt.Errorf("read chunk %d of inode %d: %w", idx, f.ino, err)
+			}
+			f.mu.Lock()
+			if f.gen != gen {
+				f.mu.Unlock()
+				continue // a commit or invalidation raced with the read
+			}
+			f.slices[idx] = l
+		}
+		segs := resolve(l, pos, end)
+		for _, ws := range f.pending[idx] {
+			segs = overlay(segs, ws.pos, ws.visible, 0, ws.id, ws.length, ws)
+		}
+		tasks, err := f.s.plan(segs, pos, dst, nil)
 		f.mu.Unlock()
-		return l, nil
+		if err != nil {
+			return nil, fmt.Errorf("chunk %d of inode %d: %w", idx, f.ino, err)
+		}
+		return tasks, nil
 	}
-	gen := f.gen
-	f.mu.Unlock()
-	l, err := f.s.m.ReadChunk(ctx, f.ino, index)
-	if err != nil {
-		return nil, fmt.Errorf("read chunk %d of inode %d: %w", index, f.ino, err)
-	}
-	f.mu.Lock()
-	if f.gen == gen {
-		f.slices[index] = l
-	}
-	f.mu.Unlock()
-	return l, nil
 }
 
 // ReadAt reads at off, seeing this process's own buffered writes. At the end
@@ -204,20 +220,9 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 
 func (f *File) readChunk(ctx context.Context, idx, pos uint32, dst []byte) error {
 	for attempt := 0; ; attempt++ {
-		slices, err := f.committed(ctx, idx)
+		tasks, err := f.view(ctx, idx, pos, dst)
 		if err != nil {
 			return err
-		}
-		end := pos + uint32(len(dst))
-		segs := resolve(slices, pos, end)
-		f.mu.Lock()
-		for _, ws := range f.pending[idx] {
-			segs = overlay(segs, ws.pos, ws.visible, 0, ws.id, ws.length, ws)
-		}
-		tasks, err := f.s.plan(segs, pos, dst, nil)
-		f.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("chunk %d of inode %d: %w", idx, f.ino, err)
 		}
 		err = f.s.run(ctx, tasks)
 		if err != nil && errors.Is(err, storage.ErrNotFound) && attempt == 0 {
