@@ -90,7 +90,7 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := openMeta(ctx, cfg.MetaURL, log)
+	m, err := OpenMeta(ctx, cfg.MetaURL, log)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if storeURL == "" {
 		storeURL = format.Storage
 	}
-	obj, err := openStorage(ctx, storeURL)
+	obj, err := OpenStorage(ctx, storeURL)
 	if err != nil {
 		return nil, fmt.Errorf("open the volume's storage %s: %w", redactURL(storeURL), err)
 	}

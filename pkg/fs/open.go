@@ -13,13 +13,13 @@ import (
 	"podfs.io/podfs/pkg/storage"
 )
 
-// openMeta connects to the metadata engine a URL names.
-func openMeta(ctx context.Context, url string, log *slog.Logger) (meta.Meta, error) {
+// OpenMeta connects to the metadata engine a URL names.
+func OpenMeta(ctx context.Context, url string, log *slog.Logger) (meta.Meta, error) {
 	return nil, fmt.Errorf("open metadata %s: %w", redactURL(url), errors.New("metadata engines not merged yet"))
 }
 
-// openStorage opens the object store a URL names.
-func openStorage(ctx context.Context, url string) (storage.Store, error) {
+// OpenStorage opens the object store a URL names.
+func OpenStorage(ctx context.Context, url string) (storage.Store, error) {
 	return nil, errors.New("storage not merged yet")
 }
 
