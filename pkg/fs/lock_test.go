@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -127,5 +126,4 @@ func TestLocksBetweenProcesses(t *testing.T) {
 			t.Fatalf("POSIX lock survived close (exit %d)", code)
 		}
 	})
-	_ = syscall.Getpid
 }

@@ -90,6 +90,10 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
+	mo, err := resolveOptions(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	m, err := OpenMeta(ctx, cfg.MetaURL, log)
 	if err != nil {
 		return nil, err
@@ -112,9 +116,8 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 		return nil, fmt.Errorf("volume %q has format version %d, this podfs understands up to %d: upgrade podfs", format.Name, format.Version, meta.FormatVersion)
 	}
 	mnt.format = format
-	mo, err := resolveOptions(&cfg, format.Name)
-	if err != nil {
-		return nil, err
+	if mo.fuse.FsName == "" {
+		mo.fuse.FsName = "podfs:" + format.Name
 	}
 	root, err := resolveSubDir(ctx, m, cfg.SubDir)
 	if err != nil {

@@ -55,7 +55,7 @@ func parseDuration(s string) (time.Duration, error) {
 
 // resolveOptions turns Config into go-fuse mount options. Unknown options are
 // an error: a typo must not silently mount with other semantics than asked.
-func resolveOptions(cfg *Config, volume string) (*mountOptions, error) {
+func resolveOptions(cfg *Config) (*mountOptions, error) {
 	mo := &mountOptions{
 		readOnly:     cfg.ReadOnly,
 		attrTimeout:  cfg.AttrTimeout,
@@ -70,7 +70,6 @@ func resolveOptions(cfg *Config, volume string) (*mountOptions, error) {
 	defaultPerms := true
 	var kernel []string
 	fo := &mo.fuse
-	fo.FsName = "podfs:" + volume
 	for _, raw := range cfg.Options {
 		for _, o := range strings.Split(raw, ",") {
 			o = strings.TrimSpace(o)
