@@ -43,17 +43,20 @@ func (r benchResult) perOp() string {
 func runBench(ctx context.Context, log *slog.Logger, args []string) error {
 	f := newFlags("bench", "PATH [options]", `
 Benchmark the file system mounted at PATH (any directory works; compare podfs
-with a local disk): a big file written and read sequentially, then many small
-files created, stat'ed and removed. Works in a fresh directory under PATH and
-removes it at the end. Prints progress while it runs and a summary table.`)
+with a local disk): a big file written and read sequentially, small files
+written, then many empty files created, stat'ed, listed (ls -l) and removed in
+one directory. Works in a fresh directory under PATH and removes it at the
+end. Prints progress while it runs and a summary table.`)
 	bigSize := &sizeFlag{v: 1 << 30}
-	f.Var(bigSize, "big-size", "size of the big file")
+	f.Var(bigSize, "big-size", "size of the big file (0 skips the big-file steps)")
 	ioSize := &sizeFlag{v: 1 << 20}
 	f.Var(ioSize, "io-size", "size of each big-file read and write")
-	smallCount := f.Int("small-count", 1000, "number of small files")
+	smallCount := f.Int("small-count", 1000, "number of small files written (0 skips)")
 	smallSize := &sizeFlag{v: 128 << 10}
 	f.Var(smallSize, "small-size", "size of each small file")
+	files := f.Int("files", 10000, "number of empty files created, stat'ed, listed and removed (0 skips)")
 	dropCaches := f.Bool("drop-caches", os.Geteuid() == 0, "drop the kernel's caches before reads and stats (root only), so they measure the file system, not the page cache")
+	format := f.String("format", "table", "summary format: table, or tsv (name, count, seconds, MiB/s, ops/s) for scripts")
 	pos, err := parseInterleaved(f, args)
 	if err != nil {
 		return err
@@ -61,8 +64,11 @@ removes it at the end. Prints progress while it runs and a summary table.`)
 	if len(pos) != 1 {
 		return usagef("bench takes one PATH (see podfs bench --help)")
 	}
-	if ioSize.v <= 0 || *smallCount <= 0 || bigSize.v < ioSize.v {
-		return usagef("--big-size must be at least --io-size, and counts and sizes positive")
+	if ioSize.v <= 0 || *smallCount < 0 || *files < 0 || (bigSize.v > 0 && bigSize.v < ioSize.v) {
+		return usagef("--big-size must be 0 or at least --io-size; counts must not be negative")
+	}
+	if *format != "table" && *format != "tsv" {
+		return usagef("--format %q: use table or tsv", *format)
 	}
 	st, err := os.Stat(pos[0])
 	if err != nil || !st.IsDir() {
@@ -75,26 +81,49 @@ removes it at the end. Prints progress while it runs and a summary table.`)
 	defer os.RemoveAll(dir)
 
 	b := &bencher{ctx: ctx, drop: *dropCaches}
-	var results []benchResult
-	big := filepath.Join(dir, "big")
-	steps := []func() (benchResult, error){
-		func() (benchResult, error) { return b.writeBig(big, bigSize.v, ioSize.v) },
-		func() (benchResult, error) { return b.readBig(big, ioSize.v) },
-		func() (benchResult, error) { return b.smallFiles(dir, *smallCount, smallSize.v) },
-		func() (benchResult, error) { return b.statFiles(dir, *smallCount) },
-		func() (benchResult, error) { return b.removeFiles(dir, *smallCount) },
+	var steps []func() (benchResult, error)
+	if bigSize.v > 0 {
+		big := filepath.Join(dir, "big")
+		steps = append(steps,
+			func() (benchResult, error) { return b.writeBig(big, bigSize.v, ioSize.v) },
+			func() (benchResult, error) { return b.readBig(big, ioSize.v) },
+			func() (benchResult, error) { return benchResult{}, os.Remove(big) })
 	}
+	if *smallCount > 0 {
+		small := filepath.Join(dir, "small")
+		steps = append(steps,
+			func() (benchResult, error) { return b.smallFiles(small, *smallCount, smallSize.v) },
+			func() (benchResult, error) { return b.removeFiles(small, "remove small files", *smallCount) })
+	}
+	if *files > 0 {
+		many := filepath.Join(dir, "many")
+		steps = append(steps,
+			func() (benchResult, error) { return b.smallFiles(many, *files, 0) },
+			func() (benchResult, error) { return b.statFiles(many, *files) },
+			func() (benchResult, error) { return b.listLong(many, *files) },
+			func() (benchResult, error) { return b.removeFiles(many, "remove empty files", *files) })
+	}
+	var results []benchResult
 	for _, step := range steps {
 		r, err := step()
 		if err != nil {
 			return err
 		}
-		results = append(results, r)
+		if r.name != "" {
+			results = append(results, r)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	if *format == "tsv" {
+		for _, r := range results {
+			s := r.elapsed.Seconds()
+			fmt.Printf("%s\t%d\t%.3f\t%.1f\t%.0f\n", r.name, r.count, s, float64(r.bytes)/s/(1<<20), float64(r.count)/s)
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TEST\tCOUNT\tTIME\tRATE\tPER OP\t")
 	for _, r := range results {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t\n", r.name, r.count, r.elapsed.Round(time.Millisecond), r.rate(), r.perOp())
@@ -198,10 +227,17 @@ func (b *bencher) readBig(path string, bs int64) (benchResult, error) {
 func smallName(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("small-%06d", i)) }
 
 func (b *bencher) smallFiles(dir string, n int, size int64) (benchResult, error) {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return benchResult{}, err
+	}
 	buf := make([]byte, size)
 	_, _ = rand.Read(buf)
+	name := fmt.Sprintf("write small files (%s)", formatSize(size))
+	if size == 0 {
+		name = "create empty files"
+	}
 	var done atomic.Int64
-	stop := b.progress("write small files", &done, int64(n))
+	stop := b.progress(name, &done, int64(n))
 	defer stop()
 	start := time.Now()
 	for i := 0; i < n && b.ctx.Err() == nil; i++ {
@@ -210,13 +246,13 @@ func (b *bencher) smallFiles(dir string, n int, size int64) (benchResult, error)
 		}
 		done.Add(1)
 	}
-	return benchResult{name: fmt.Sprintf("write small files (%s)", formatSize(size)), count: done.Load(), elapsed: time.Since(start)}, nil
+	return benchResult{name: name, count: done.Load(), elapsed: time.Since(start)}, nil
 }
 
 func (b *bencher) statFiles(dir string, n int) (benchResult, error) {
 	b.dropCaches()
 	var done atomic.Int64
-	stop := b.progress("stat small files", &done, int64(n))
+	stop := b.progress("stat files", &done, int64(n))
 	defer stop()
 	start := time.Now()
 	var st unix.Stat_t
@@ -226,16 +262,16 @@ func (b *bencher) statFiles(dir string, n int) (benchResult, error) {
 		}
 		done.Add(1)
 	}
-	name := "stat small files"
+	name := "stat files"
 	if b.drop {
 		name += " (cold)"
 	}
 	return benchResult{name: name, count: done.Load(), elapsed: time.Since(start)}, nil
 }
 
-func (b *bencher) removeFiles(dir string, n int) (benchResult, error) {
+func (b *bencher) removeFiles(dir, name string, n int) (benchResult, error) {
 	var done atomic.Int64
-	stop := b.progress("remove small files", &done, int64(n))
+	stop := b.progress(name, &done, int64(n))
 	defer stop()
 	start := time.Now()
 	for i := 0; i < n && b.ctx.Err() == nil; i++ {
@@ -244,5 +280,29 @@ func (b *bencher) removeFiles(dir string, n int) (benchResult, error) {
 		}
 		done.Add(1)
 	}
-	return benchResult{name: "remove small files", count: done.Load(), elapsed: time.Since(start)}, nil
+	return benchResult{name: name, count: done.Load(), elapsed: time.Since(start)}, nil
+}
+
+// listLong is ls -l: read the directory, then stat every entry.
+func (b *bencher) listLong(dir string, n int) (benchResult, error) {
+	b.dropCaches()
+	var done atomic.Int64
+	stop := b.progress("ls -l", &done, int64(n))
+	defer stop()
+	start := time.Now()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return benchResult{}, err
+	}
+	var st unix.Stat_t
+	for _, e := range ents {
+		if err := unix.Lstat(filepath.Join(dir, e.Name()), &st); err != nil {
+			return benchResult{}, err
+		}
+		done.Add(1)
+	}
+	if len(ents) != n {
+		return benchResult{}, fmt.Errorf("ls -l listed %d entries, want %d", len(ents), n)
+	}
+	return benchResult{name: "ls -l (entries)", count: int64(n), elapsed: time.Since(start)}, nil
 }
