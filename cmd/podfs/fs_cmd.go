@@ -158,9 +158,9 @@ the same name and storage again changes nothing.`)
 	if err := probeStorage(ctx, store); err != nil {
 		return fmt.Errorf("storage %s does not work: %w", store, err)
 	}
-	m, err := fs.OpenMeta(ctx, metaURL, log)
+	m, err := meta.Open(ctx, metaURL, meta.Options{Logger: log})
 	if err != nil {
-		return err
+		return fmt.Errorf("open metadata %s: %w", metaURL, err)
 	}
 	defer m.Close(context.Background())
 	if old, err := m.Load(ctx); err == nil {

@@ -37,6 +37,7 @@ func main() {
 			MaxWrite:      1 << 20,
 			MaxReadAhead:  1 << 20,
 			MaxBackground: 64,
+			DisableSplice: true, // as podfs: 1 MiB replies do not fit a pipe
 			DirectMount:   os.Geteuid() == 0,
 			Options:       []string{"default_permissions"},
 		},

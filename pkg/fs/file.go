@@ -63,7 +63,18 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 		return fuse.EROFS
 	}
 	ino := fs.toMeta(in.NodeId)
-	a, err := fs.m.Open(context.Background(), ino, in.Flags)
+	ctx := context.Background()
+	var a meta.Attr
+	var err error
+	if fs.rel.reuse(ino) {
+		// A release of ino is still queued: keep its open marker, and
+		// only read fresh attributes.
+		if a, err = fs.m.GetAttr(ctx, ino); err != nil {
+			fs.rel.deferRelease(ino)
+		}
+	} else {
+		a, err = fs.m.Open(ctx, ino, in.Flags)
+	}
 	if err != nil {
 		return fs.status("open", ino, err)
 	}
@@ -201,9 +212,7 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	if err := h.of.f.Release(ctx); err != nil {
 		fs.log.Error("release: data not committed", "ino", h.ino, "err", err)
 	}
-	if err := fs.m.Release(ctx, h.ino); err != nil {
-		fs.log.Warn("release", "ino", h.ino, "err", err)
-	}
+	fs.rel.deferRelease(h.ino)
 	if last {
 		// Our own writes changed size and mtime: next open reads them fresh.
 		fs.mu.Lock()

@@ -27,6 +27,7 @@ type fileSystem struct {
 
 	m        meta.Meta
 	d        *data.Store
+	rel      *releaser
 	log      *slog.Logger
 	met      *metrics
 	root     meta.Ino // the metadata inode served as the kernel's root
@@ -81,6 +82,7 @@ func newFileSystem(m meta.Meta, d *data.Store, root meta.Ino, cfg *Config, met *
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		m:             m,
 		d:             d,
+		rel:           newReleaser(m, log),
 		log:           log,
 		met:           met,
 		root:          root,

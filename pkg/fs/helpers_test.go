@@ -49,7 +49,7 @@ func newBoltVolume(t *testing.T) *volume {
 func formatVolume(t *testing.T, metaURL, storage, name string, version int) {
 	t.Helper()
 	ctx := context.Background()
-	m, err := OpenMeta(ctx, metaURL, testLogger(t))
+	m, err := meta.Open(ctx, metaURL, meta.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("open metadata %s: %v", metaURL, err)
 	}

@@ -202,6 +202,9 @@ func (m *Mount) abort() {
 	if m.d != nil {
 		_ = m.d.Close(ctx)
 	}
+	if m.fs != nil {
+		m.fs.rel.close()
+	}
 	_ = m.m.Close(ctx)
 }
 
@@ -319,6 +322,7 @@ func (m *Mount) shutdown(ctx context.Context) error {
 		if err := m.d.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush data: %w", err))
 		}
+		m.fs.rel.close()
 		if err := m.m.CloseSession(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close session: %w", err))
 		}

@@ -132,6 +132,8 @@ func resolveOptions(cfg *Config) (*mountOptions, error) {
 	fo.MaxReadAhead = ioSize
 	fo.MaxBackground = 64
 	fo.EnableLocks = true
+	// Replies are byte slices; splicing them only fails on 1 MiB reads (pipe size).
+	fo.DisableSplice = true
 	fo.DisableXAttrs = false
 	if os.Geteuid() == 0 {
 		// No fusermount needed (containers rarely have it); fall back to it

@@ -32,7 +32,7 @@ func (fs *fileSystem) loadSecXattrs(ctx context.Context) error {
 	case err == nil:
 		fs.secXattrs.Store(true)
 		return nil
-	case errors.Is(err, syscall.ENODATA), errors.Is(err, syscall.ENOENT):
+	case errors.Is(err, syscall.ENODATA), errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENOSYS):
 		return nil
 	default:
 		return err
