@@ -36,6 +36,12 @@ func checkMountPoint(mp string) (mpState, error) {
 		return 0, fmt.Errorf("mount point %s is not a directory (%s): mount on a directory", mp, st.Mode().Type())
 	}
 	if fstype, ok := mountedFS(mp); ok && strings.HasPrefix(fstype, "fuse") {
+		// stat may be answered from the kernel's attribute cache for a
+		// moment after the server died; statfs always asks the server.
+		var sfs syscall.Statfs_t
+		if err := syscall.Statfs(mp, &sfs); errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+			return mpStale, nil
+		}
 		return 0, fmt.Errorf("%s is already a mounted FUSE file system (%s): unmount it first (podfs umount %s)", mp, fstype, mp)
 	}
 	return mpDir, nil
