@@ -85,12 +85,11 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 	fs.mu.Unlock()
 	if known && prev == st {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
-	} else if known {
-		// Changed elsewhere since we last looked: make the kernel forget the
-		// size and times it cached, not only the pages (close-to-open).
-		if s := fs.server.Load(); s != nil {
-			s.InodeNotify(fs.toKernel(ino), -1, 0)
-		}
+	} else if s := fs.server.Load(); s != nil {
+		// Maybe changed elsewhere: without KEEP_CACHE the kernel drops the
+		// pages; make it forget the size and times it cached too
+		// (close-to-open). Only attributes: this cannot deadlock with open.
+		s.InodeNotify(fs.toKernel(ino), -1, 0)
 	}
 	out.Fh = fs.newHandle(ino, &a, in.Flags)
 	return fuse.OK
@@ -147,7 +146,14 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, p []byte) 
 	if fs.readOnly || !writable(h.flags) {
 		return 0, fuse.EBADF
 	}
-	n, err := h.of.f.WriteAt(context.Background(), p, int64(in.Offset))
+	off := int64(in.Offset)
+	if h.flags&syscall.O_APPEND != 0 {
+		// The kernel placed the write at the end it knows, which may be
+		// stale when another client appended since; the data layer knows
+		// the length as of our open plus our own writes.
+		off = max(off, int64(h.of.f.Size()))
+	}
+	n, err := h.of.f.WriteAt(context.Background(), p, off)
 	h.of.mtime.Store(time.Now().UnixNano())
 	fs.met.writeBytes.Add(float64(n))
 	if err != nil {
