@@ -99,6 +99,11 @@ log file = $dir/log/\$name.log
 mon data = $dir/mon/\$cluster-\$id
 osd data = $dir/osd/\$cluster-\$id
 keyring = $dir/mon.keyring
+# The OSD is placed in the CRUSH map by this script: a starting OSD that
+# sends its own placement command can race its monitor session (the command
+# goes out with a zero fsid and init fails).
+osd crush update on start = false
+osd class update on start = false
 osd objectstore = memstore
 memstore device bytes = ${CEPH_MEMSTORE_BYTES:-8589934592}
 osd max object size = 134217728
@@ -122,15 +127,36 @@ ceph-mon -c "$conf" -i a 2>>"$dir/log/start.log" || die "ceph-mon did not start;
 
 c() { timeout 30 ceph -c "$conf" --connect-timeout 20 "$@"; }
 osd_uuid=$(cat /proc/sys/kernel/random/uuid)
-id=$(c osd new "$osd_uuid") || die "ceph osd new failed; see $dir/log/mon.a.log"
+id=$(c osd new "$osd_uuid" 2>>"$dir/log/start.log") || die "ceph osd new failed; see $dir/log/mon.a.log"
 mkdir -p "$dir/osd/ceph-$id"
 ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" >"$dir/log/osd-mkfs.log" 2>&1 ||
 	die "ceph-osd --mkfs failed; see $dir/log/osd-mkfs.log"
-ceph-osd -c "$conf" -i "$id" 2>>"$dir/log/start.log" || die "ceph-osd did not start; see $dir/log/osd.$id.log"
+c osd crush add-bucket localhost host >/dev/null 2>&1 || true
+c osd crush move localhost root=default >/dev/null 2>&1 || true
+c osd crush add "osd.$id" 1.0 host=localhost >>"$dir/log/start.log" 2>&1 ||
+	die "ceph osd crush add osd.$id failed; see $dir/log/start.log"
+started=0
+for i in 1 2 3; do
+	if ceph-osd -c "$conf" -i "$id" 2>>"$dir/log/start.log"; then
+		started=1
+		break
+	fi
+	sleep 1
+done
+((started)) || die "ceph-osd did not start; see $dir/log/osd.$id.log"
 
-c osd pool create "$pool" 8 8 >/dev/null 2>&1 || die "ceph osd pool create $pool failed"
-c osd pool set "$pool" size 1 --yes-i-really-mean-it >/dev/null 2>&1
-c osd pool application enable "$pool" podfs >/dev/null 2>&1
+# Each CLI call retried: a monitor busy committing a new map may time out one.
+retry_c() {
+	local i out
+	for i in 1 2 3; do
+		out=$(c "$@" 2>&1) && return 0
+		sleep 1
+	done
+	die "ceph $* failed: $out"
+}
+retry_c osd pool create "$pool" 8 8
+retry_c osd pool set "$pool" size 1 --yes-i-really-mean-it
+retry_c osd pool application enable "$pool" podfs
 
 # Up when a write to the pool goes through (the OSD is up and its PGs active).
 ok=0

@@ -57,12 +57,20 @@ func RepoRoot(t testing.TB) string {
 // test ends (also when it fails). Ceph that cannot start fails the test.
 func StartCeph(t testing.TB) (conf string, monAddr string) {
 	t.Helper()
+	c := StartCephCluster(t)
+	return c.Conf, c.MonAddr
+}
+
+// StartCephCluster is StartCeph returning the cluster, for tests that stop
+// parts of it (StopOSD).
+func StartCephCluster(t testing.TB) *Ceph {
+	t.Helper()
 	c, err := startCeph(t, RepoRoot(t), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.stop(t) })
-	return c.Conf, c.MonAddr
+	return c
 }
 
 func startCeph(t testing.TB, root, dir string) (*Ceph, error) {

@@ -253,9 +253,10 @@ func (f *File) uploadLocked(ws *wslice, i int) {
 		if ws.frozen && ws.flight == 0 {
 			f.startCommitterLocked()
 		}
+		// Freed before anyone waiting on this file wakes (bufMu is a leaf lock).
+		s.release(int64(len(data)))
 		f.notifyLocked()
 		f.mu.Unlock()
-		s.release(int64(len(data)))
 	}()
 }
 
@@ -355,10 +356,10 @@ func (f *File) commitLoop() {
 				}
 			}
 		}
+		f.s.release(freed)
 		f.notifyLocked()
 		f.mu.Unlock()
 		f.commitMu.Unlock()
-		f.s.release(freed)
 		for _, k := range orphans {
 			// Best effort; GC finds whatever this misses.
 			_ = f.s.obj.Delete(ctx, k)

@@ -287,7 +287,7 @@ func TestModel(t *testing.T) {
 	}()
 	for seed := uint64(1); seed <= 8; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(seed, 42))
+			r := newRand(seed)
 			h := newHarness(t, storage.NewMem("model"))
 			b := make([]byte, 5)
 			for i := 0; i < 600; i++ {
@@ -333,6 +333,8 @@ func TestSequential(t *testing.T) {
 		t.Fatalf("write buffers peaked at %d bytes, bound %d", peak, h.cfg.BufferSize)
 	}
 }
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 42)) }
 
 func FuzzDataLayer(f *testing.F) {
 	f.Add([]byte{0, 4, 0, 0, 50, 4, 4, 0, 0, 50})

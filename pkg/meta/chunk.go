@@ -48,7 +48,7 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 	if err := c.checkSpaceQuota(ctx); err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
 		a, err := getAttr(tx, ino)
 		if err != nil {
 			return err
@@ -106,7 +106,7 @@ func (c *Client) CompactChunk(ctx context.Context, ino Ino, index uint32, old []
 	if err := checkSlice(s); err != nil {
 		return fmt.Errorf("compact chunk %d of %d: %w", index, ino, err)
 	}
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
 		k := chunkKey(ino, index)
 		b, err := tx.Get(k)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -48,6 +49,12 @@ type Client struct {
 	opensMu sync.Mutex
 	opens   map[Ino]*openFile
 
+	// stripes serialize this client's transactions on one inode (usually a
+	// parent directory): on engines with optimistic concurrency, goroutines
+	// of one client would otherwise mostly conflict with each other.
+	stripes [256]sync.Mutex
+	serial  bool // the engine never conflicts: no stripes needed
+
 	reap     chan Ino
 	stop     chan struct{}
 	bg       sync.WaitGroup
@@ -65,6 +72,7 @@ type openFile struct {
 func NewClient(e kv.Engine, opt Options) *Client {
 	opt.defaults()
 	c := &Client{e: e, opt: opt, log: opt.Logger.With("meta", e.Name()), opens: make(map[Ino]*openFile), reap: make(chan Ino, 4096), stop: make(chan struct{})}
+	_, c.serial = e.(kv.Serial)
 	c.bg.Add(1)
 	go c.reaper()
 	return c
@@ -75,6 +83,28 @@ func (c *Client) Engine() kv.Engine { return c.e }
 
 func (c *Client) txn(ctx context.Context, fn func(kv.Tx) error) error {
 	return kv.Txn(ctx, c.e, fn)
+}
+
+// txnOn is txn holding this client's stripes of inos for the duration.
+func (c *Client) txnOn(ctx context.Context, inos []Ino, fn func(kv.Tx) error) error {
+	if c.serial {
+		return c.txn(ctx, fn)
+	}
+	var idx []int
+	for _, ino := range inos {
+		idx = append(idx, int(uint64(ino)%uint64(len(c.stripes))))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		c.stripes[i].Lock()
+	}
+	defer func() {
+		for _, i := range idx {
+			c.stripes[i].Unlock()
+		}
+	}()
+	return c.txn(ctx, fn)
 }
 
 func (c *Client) view(ctx context.Context, fn func(kv.Tx) error) error {

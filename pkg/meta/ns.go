@@ -135,7 +135,7 @@ func (c *Client) GetAttr(ctx context.Context, ino Ino) (Attr, error) {
 // SetAttr implements Meta.
 func (c *Client) SetAttr(ctx context.Context, ino Ino, set uint32, in Attr) (Attr, error) {
 	var a Attr
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
 		var err error
 		if a, err = getAttr(tx, ino); err != nil {
 			return err
@@ -224,7 +224,7 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
-	err = c.txn(ctx, func(tx kv.Tx) error {
+	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
 		pa, err := getDir(tx, parent)
 		if err != nil {
 			return err
@@ -311,7 +311,7 @@ func (c *Client) Link(ctx context.Context, ino, newParent Ino, newName string) (
 		return Attr{}, fmt.Errorf("link %d as %q in %d: %w", ino, newName, newParent, err)
 	}
 	var a Attr
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{newParent, ino}, func(tx kv.Tx) error {
 		pa, err := getDir(tx, newParent)
 		if err != nil {
 			return err
@@ -353,7 +353,7 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 		return fmt.Errorf("unlink %q in %d: %w", name, parent, err)
 	}
 	var removed Ino
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
 		removed = 0
 		pa, err := getDir(tx, parent)
 		if err != nil {
@@ -445,7 +445,7 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 	if err := checkName(name); err != nil {
 		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
 	}
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
 		pa, err := getDir(tx, parent)
 		if err != nil {
 			return err

@@ -25,7 +25,7 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 		return wrap(fmt.Errorf("flags %#x: %w", flags, syscall.EINVAL))
 	}
 	var removed Ino
-	err := c.txn(ctx, func(tx kv.Tx) error {
+	err := c.txnOn(ctx, []Ino{oldParent, newParent}, func(tx kv.Tx) error {
 		removed = 0
 		opa, err := getDir(tx, oldParent)
 		if err != nil {

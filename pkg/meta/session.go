@@ -105,8 +105,7 @@ func (c *Client) CloseSession(ctx context.Context) error {
 	if c.sid == 0 {
 		return nil
 	}
-	close(c.hbStop)
-	<-c.hbDone
+	c.stopHeartbeatLocked()
 	err := c.reclaim(ctx, c.sid)
 	if err == nil {
 		c.opensMu.Lock()
@@ -125,13 +124,14 @@ func (c *Client) CloseSession(ctx context.Context) error {
 func (c *Client) StopHeartbeat() {
 	c.sessMu.Lock()
 	defer c.sessMu.Unlock()
-	if c.sid != 0 {
-		select {
-		case <-c.hbStop:
-		default:
-			close(c.hbStop)
-			<-c.hbDone
-		}
+	c.stopHeartbeatLocked()
+}
+
+func (c *Client) stopHeartbeatLocked() {
+	if c.hbStop != nil {
+		close(c.hbStop)
+		<-c.hbDone
+		c.hbStop, c.hbDone = nil, nil
 	}
 }
 

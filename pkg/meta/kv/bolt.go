@@ -76,6 +76,9 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	return b, nil
 }
 
+// Serial implements Serial: the committer orders all transactions.
+func (b *Bolt) Serial() {}
+
 // Name implements Engine.
 func (b *Bolt) Name() string { return "bolt://" + b.path }
 

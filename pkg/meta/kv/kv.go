@@ -51,8 +51,15 @@ type Engine interface {
 	Close() error
 }
 
+// Serial is implemented by engines that run read-write transactions one
+// after another and so never report conflicts (bolt); clients skip their own
+// conflict-avoiding serialization on them.
+type Serial interface {
+	Serial()
+}
+
 // MaxAttempts bounds Txn's retries of conflicting attempts.
-const MaxAttempts = 50
+const MaxAttempts = 100
 
 // Txn runs fn in a read-write transaction, retrying conflicts with
 // exponential, jittered backoff (1 ms doubling up to 50 ms) at most
