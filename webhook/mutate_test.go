@@ -23,7 +23,9 @@ func pvcVol(name, claim string) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}
 }
 
-func mount(name, path string) corev1.VolumeMount { return corev1.VolumeMount{Name: name, MountPath: path} }
+func mount(name, path string) corev1.VolumeMount {
+	return corev1.VolumeMount{Name: name, MountPath: path}
+}
 
 func app(name string, mounts ...corev1.VolumeMount) corev1.Container {
 	return corev1.Container{Name: name, Image: "busybox:1.36", Command: []string{"sleep", "3600"}, VolumeMounts: mounts}
