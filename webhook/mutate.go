@@ -22,6 +22,14 @@ const (
 	AnnMountOptions  = "podfs.io/mount-options"
 )
 
+// SidecarLabel marks pods whose sidecar is an ordinary container
+// (SidecarLabelContainer): the apps-done controller tells those sidecars
+// when the app is done.
+const (
+	SidecarLabel          = "podfs.io/sidecar"
+	SidecarLabelContainer = "container"
+)
+
 // Names of the volumes the webhook adds for the sidecar.
 const (
 	hostVolumeName    = "podfs-host"
@@ -245,6 +253,14 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		ops = append(ops, Op{"add", "/metadata/annotations", map[string]string{volumeset.InjectedAnnotation: injectedValue(native, serverless)}})
 	} else {
 		ops = append(ops, Op{"add", "/metadata/annotations/" + escapePointer(volumeset.InjectedAnnotation), injectedValue(native, serverless)})
+	}
+	if !native {
+		// The apps-done controller watches only pods with this label.
+		if pod.Labels == nil {
+			ops = append(ops, Op{"add", "/metadata/labels", map[string]string{SidecarLabel: SidecarLabelContainer}})
+		} else {
+			ops = append(ops, Op{"add", "/metadata/labels/" + escapePointer(SidecarLabel), SidecarLabelContainer})
+		}
 	}
 	return ops, nil
 }
