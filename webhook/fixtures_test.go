@@ -93,8 +93,9 @@ func fixtureLookup() *memLookup {
 	add(testPVC("apps", "no-meta", "pv-nometa", "", nil), testPV("pv-nometa", map[string]string{}, nil))
 	add(testPVC("apps", "pending", "", "podfs", nil), nil)
 	add(testPVC("apps", "local-wffc", "", "local-path", nil), nil)
-	add(testPVC("apps", "ebs", "pv-ebs", "gp3", nil), &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-ebs"},
-		Spec: corev1.PersistentVolumeSpec{PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "ebs.csi.aws.com", VolumeHandle: "vol-1"}}}})
+	ebs := testPV("pv-ebs", nil, nil)
+	ebs.Spec.CSI.Driver = "ebs.csi.aws.com"
+	add(testPVC("apps", "ebs", "pv-ebs", "gp3", nil), ebs)
 	add(testPVC("apps", "dangling", "pv-gone", "", nil), nil)
 	for i := range 3 {
 		n := "data-web-" + string(rune('0'+i))
