@@ -11,12 +11,18 @@ import (
 // FSMounter mounts volumes with pkg/fs, all in this process.
 type FSMounter struct {
 	Log *slog.Logger
-	// MetricsAddr, when set, serves the first mount's metrics.
+	// MetricsAddr, when set, serves the first mount's metrics (one
+	// listener per process).
 	MetricsAddr string
+	mounted     int
 }
 
 // Mount implements Mounter.
-func (f FSMounter) Mount(ctx context.Context, v Volume) (Mount, error) {
+func (f *FSMounter) Mount(ctx context.Context, v Volume) (Mount, error) {
+	metrics := ""
+	if f.mounted == 0 {
+		metrics = f.MetricsAddr
+	}
 	log := f.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -36,10 +42,12 @@ func (f FSMounter) Mount(ctx context.Context, v Volume) (Mount, error) {
 			Readahead:    v.Cache.Readahead,
 			Logger:       log.With("volume", v.Name),
 		},
-		Logger: log.With("volume", v.Name),
+		MetricsAddr: metrics,
+		Logger:      log.With("volume", v.Name),
 	})
 	if err != nil {
 		return nil, err
 	}
+	f.mounted++
 	return m, nil
 }

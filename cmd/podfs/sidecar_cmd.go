@@ -39,7 +39,7 @@ volume is served instead (the startup probe and postStart hook).`)
 	}
 	return sidecar.Run(ctx, sidecar.Config{
 		Set:            set,
-		Mounter:        sidecar.FSMounter{Log: log, MetricsAddr: *metrics},
+		Mounter:        &sidecar.FSMounter{Log: log, MetricsAddr: *metrics},
 		ProbeSocket:    *socket,
 		TerminationLog: *termLog,
 		StopGrace:      *grace,
