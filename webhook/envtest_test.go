@@ -40,6 +40,7 @@ type kubeWorld struct {
 	srv    *Server
 	health string
 	ctx    context.Context
+	url    string
 }
 
 func newClient(t testing.TB, k *testenv.Kube) client.Client {
@@ -78,7 +79,7 @@ func poll(t testing.TB, what string, timeout time.Duration, f func() error) {
 	}
 }
 
-func startWorld(t *testing.T, config string) *kubeWorld {
+func startWorld(t testing.TB, config string, log *slog.Logger) *kubeWorld {
 	k := testenv.StartKube(t)
 	c := newClient(t, k)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -120,7 +121,9 @@ func startWorld(t *testing.T, config string) *kubeWorld {
 	}))
 
 	health := testenv.Addr(testenv.FreePort(t))
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	srv, err := NewServer(ctx, Options{
 		RestConfig: k.Config, Namespace: whNamespace, ConfigMapName: whConfigMap, DefaultImage: "podfs:default",
 		Host: "127.0.0.1", Port: port, CASecretName: whCASecret, WebhookConfig: whMWC,
@@ -152,7 +155,7 @@ func startWorld(t *testing.T, config string) *kubeWorld {
 		}
 		return nil
 	})
-	w := &kubeWorld{c: c, srv: srv, health: health, ctx: ctx}
+	w := &kubeWorld{c: c, srv: srv, health: health, ctx: ctx, url: url}
 	w.createFixtures(t, "inj")
 	w.createFixtures(t, "sls")
 	w.createFixtures(t, "plain")
@@ -168,7 +171,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // createFixtures creates the fixture PVs, PVCs (bound through their status,
 // as the PV controller would) and Secret in namespace ns.
-func (w *kubeWorld) createFixtures(t *testing.T, ns string) {
+func (w *kubeWorld) createFixtures(t testing.TB, ns string) {
 	t.Helper()
 	ctx, c := w.ctx, w.c
 	lk := fixtureLookup()
@@ -212,7 +215,7 @@ func podIn(p *corev1.Pod, ns, name string) *corev1.Pod {
 }
 
 func TestKubeAdmission(t *testing.T) {
-	w := startWorld(t, "image: podfs:from-configmap\nmountOptions: [allow_other]\n")
+	w := startWorld(t, "image: podfs:from-configmap\nmountOptions: [allow_other]\n", nil)
 	ctx, c := w.ctx, w.c
 	if !w.srv.Handler.Native {
 		t.Fatal("API server v1.33 detected as without native sidecars")
