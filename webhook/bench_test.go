@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -36,7 +37,7 @@ import (
 //	go test ./webhook -run '^$' -bench Admission -benchtime 20000x
 func BenchmarkAdmission(b *testing.B) {
 	w := startBenchWorld(b)
-	body := admissionBody(b)
+	body := admissionBody(b, "inj")
 
 	type row struct {
 		proto    string
@@ -119,7 +120,7 @@ func startBenchWorld(b *testing.B) *benchWorld {
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	// Let the informers fill before measuring.
 	c := benchClient(w.srv.Certs.CABundle(), "h2", 1)
-	poll(b, "first admission", 20*time.Second, func() error { return post(c, w.url, admissionBody(b)) })
+	poll(b, "first admission", 20*time.Second, func() error { return post(c, w.url, admissionBody(b, "inj")) })
 	return &benchWorld{url: w.url, bundle: w.srv.Certs.CABundle(), load: strings.TrimSpace(string(load))}
 }
 
@@ -158,11 +159,11 @@ func post(c *http.Client, url string, body []byte) error {
 }
 
 // admissionBody is the AdmissionReview for a pod with two podfs volumes.
-func admissionBody(b testing.TB) []byte {
+func admissionBody(b testing.TB, ns string) []byte {
 	p := podIn(pod(func(p *corev1.Pod) {
 		p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("models", "models"))
 		p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, mount("models", "/models"))
-	}), "inj", "")
+	}), ns, "")
 	p.GenerateName = "web-"
 	raw, err := json.Marshal(p)
 	if err != nil {
@@ -174,7 +175,7 @@ func admissionBody(b testing.TB) []byte {
 			UID:       types.UID("0d6b1c1e-bench"),
 			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
 			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-			Namespace: "inj", Operation: admissionv1.Create,
+			Namespace: ns, Operation: admissionv1.Create,
 			Object: k8sruntime.RawExtension{Raw: raw},
 		},
 	}
@@ -184,3 +185,34 @@ func admissionBody(b testing.TB) []byte {
 	}
 	return body
 }
+
+// BenchmarkHandler is the CPU cost of one admission in the handler alone
+// (decode, decide, encode; in-memory lookups), without TLS or HTTP.
+func BenchmarkHandler(b *testing.B) {
+	h := &Handler{Lookup: fixtureLookup(), Config: NewConfigStore(fixtureConfig(b)), Native: true, Metrics: NewMetrics(nil),
+		Namespaces: func(context.Context, string) (map[string]string, error) { return nil, nil }}
+	body := admissionBody(b, "apps")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		req, _ := http.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))
+		rec := &discardWriter{h: http.Header{}}
+		h.ServeHTTP(rec, req)
+		if (rec.code != 0 && rec.code != 200) || !bytes.Contains(rec.body, []byte(`"patchType":"JSONPatch"`)) {
+			b.Fatalf("status %d: %s", rec.code, rec.body)
+		}
+	}
+}
+
+type discardWriter struct {
+	h    http.Header
+	code int
+	body []byte
+}
+
+func (d *discardWriter) Header() http.Header { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) {
+	d.body = append(d.body[:0], p...)
+	return len(p), nil
+}
+func (d *discardWriter) WriteHeader(c int) { d.code = c }
