@@ -91,6 +91,7 @@ func fixtureLookup() *memLookup {
 		testPV("pv-models", map[string]string{AttrMetaURLSecretKey: "meta", AttrStorageURLSecret: "storage", AttrMountOptions: "attr_timeout=10s"}, &corev1.SecretReference{Namespace: "apps", Name: "podfs-creds"}))
 	add(testPVC("apps", "cross-ns", "pv-cross", "", nil), testPV("pv-cross", map[string]string{AttrMetaURLSecretKey: "meta"}, &corev1.SecretReference{Namespace: "kube-system", Name: "creds"}))
 	add(testPVC("apps", "no-meta", "pv-nometa", "", nil), testPV("pv-nometa", map[string]string{}, nil))
+	add(testPVC("apps", "bad-subdir", "pv-badsub", "", nil), testPV("pv-badsub", map[string]string{AttrMetaURL: "bolt:///m.db", AttrSubDir: "../etc"}, nil))
 	add(testPVC("apps", "pending", "", "podfs", nil), nil)
 	add(testPVC("apps", "local-wffc", "", "local-path", nil), nil)
 	ebs := testPV("pv-ebs", nil, nil)

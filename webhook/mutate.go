@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -170,7 +169,8 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	}
 	js, err := set.Encode()
 	if err != nil {
-		return nil, fmt.Errorf("build the sidecar's volume set: %w", err)
+		// Bad PV attributes (a subDir with "..", an option with a space).
+		return nil, refusef("the sidecar's volume set is invalid: %s; fix the PersistentVolume's volumeAttributes or the webhook configuration", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 
 	sc := corev1.Container{

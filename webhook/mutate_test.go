@@ -180,6 +180,10 @@ func mutateCases() []mutateCase {
 		{name: "no-meta-url", native: true, refuse: `volume "data": volumeAttributes has neither metaURL nor metaURLSecretKey`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "no-meta"
 		})},
+		{name: "bad-subdir", native: true, refuse: `volume 1 ("data"): subDir "../etc" must be a clean relative path`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = append([]corev1.Volume{{Name: "inline", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: volumeset.DriverName, VolumeAttributes: map[string]string{AttrMetaURL: "bolt:///x.db"}}}}}, p.Spec.Volumes...)
+			p.Spec.Volumes[1].PersistentVolumeClaim.ClaimName = "bad-subdir"
+		})},
 		{name: "name-clash", native: true, refuse: `already has a container named "podfs-sidecar"`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, app(volumeset.ContainerName))
 		})},

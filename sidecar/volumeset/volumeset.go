@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 )
 
@@ -133,12 +132,33 @@ func Decode(s string) (*VolumeSet, error) {
 	return &vs, nil
 }
 
-var (
-	// A DNS-1123 label, what Kubernetes allows as a volume name.
-	nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-	// A C identifier, what an environment variable name should be.
-	envRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
+// isLabel reports whether s is a DNS-1123 label, what Kubernetes allows as
+// a volume name. (Hand-written: the webhook validates every set it builds.)
+func isLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// isEnvName reports whether s is a C identifier, what an environment
+// variable name should be.
+func isEnvName(s string) bool {
+	if len(s) == 0 || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate says what is wrong with the set, all problems at once.
 func (s *VolumeSet) Validate() error {
@@ -160,7 +180,7 @@ func (s *VolumeSet) Validate() error {
 		e := func(format string, a ...any) {
 			errs = append(errs, fmt.Errorf("volume %d (%q): %s", i, v.Name, fmt.Sprintf(format, a...)))
 		}
-		if !nameRE.MatchString(v.Name) {
+		if !isLabel(v.Name) {
 			e("name must be a DNS-1123 label")
 		}
 		if names[v.Name] {
@@ -183,13 +203,13 @@ func (s *VolumeSet) Validate() error {
 			e("no metadata URL: set the PV's volumeAttributes metaURL or metaURLSecretKey")
 		case v.MetaURL != "" && v.MetaURLEnv != "":
 			e("both metaURL and metaURLEnv are set; use one")
-		case v.MetaURLEnv != "" && !envRE.MatchString(v.MetaURLEnv):
+		case v.MetaURLEnv != "" && !isEnvName(v.MetaURLEnv):
 			e("metaURLEnv %q is not an environment variable name", v.MetaURLEnv)
 		}
 		switch {
 		case v.StorageURL != "" && v.StorageURLEnv != "":
 			e("both storageURL and storageURLEnv are set; use one")
-		case v.StorageURLEnv != "" && !envRE.MatchString(v.StorageURLEnv):
+		case v.StorageURLEnv != "" && !isEnvName(v.StorageURLEnv):
 			e("storageURLEnv %q is not an environment variable name", v.StorageURLEnv)
 		}
 		if v.SubDir != "" && (path.IsAbs(v.SubDir) || path.Clean(v.SubDir) != v.SubDir || strings.HasPrefix(v.SubDir, "..")) {
