@@ -48,7 +48,8 @@ build_podfs() {
 	local version
 	version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 	CGO_ENABLED=1 go build -trimpath -ldflags "-X main.version=$version" -o bin/podfs ./cmd/podfs
-	local extra=()
+	# util-linux mount/umount: mount-utils (CSI node, sidecar) parses their errors.
+	local extra=(-add /usr/bin/mount:/usr/bin/mount -add /usr/bin/umount:/usr/bin/umount)
 	# go-fuse mounts directly as root; fusermount3 is the fallback when present.
 	[[ -x /bin/fusermount3 ]] && extra+=(-add /bin/fusermount3:/usr/bin/fusermount3)
 	bin/imagebuild -o "$out/podfs.tar" -tag "$podfs_image" \
