@@ -292,12 +292,39 @@ share_pods_dir() {
 
 # mounts_under DIR...: mount points at or below the given dirs, deepest first.
 mounts_under() {
-	local d
+	local d m
 	awk '{print $5}' /proc/self/mountinfo | while read -r m; do
 		for d in "$@"; do
-			[[ $m == "$d" || $m == "$d"/* ]] && echo "$m"
+			if [[ $m == "$d" || $m == "$d"/* ]]; then echo "$m"; fi
 		done
-	done | awk '{print gsub("/", "/"), $0}' | sort -rn | cut -d' ' -f2- | uniq
+	done | awk '{print gsub("/", "/"), $0}' | sort -rn | cut -d' ' -f2- | uniq || true
+}
+
+# Host paths the node components create outside the state dir. up records
+# those that did not exist yet; down removes exactly those.
+host_paths=(/var/log/pods /var/log/containers /var/lib/cni /run/containerd /run/netns
+	"$(dirname "$pods_dir")" "$pods_dir")
+
+record_host_paths() {
+	local p
+	[[ -f $state/created-paths ]] && return 0
+	for p in "${host_paths[@]}"; do
+		[[ -e $p ]] || echo "$p"
+	done >"$state/created-paths"
+}
+
+remove_host_paths() {
+	local p
+	[[ -f $state/created-paths ]] || return 0
+	# Deepest first, so a parent goes after its children.
+	while read -r p; do
+		[[ -n $p && -e $p ]] || continue
+		if [[ -n $(mounts_under "$p") ]]; then
+			log "not removing $p: something is still mounted under it"
+			continue
+		fi
+		rm -rf --one-file-system "$p"
+	done < <(sort -r "$state/created-paths")
 }
 
 unmount_under() {
@@ -317,6 +344,7 @@ up() {
 	"$root/hack/deps.sh" --e2e
 	kube_bins
 	mkdir -p "$etc" "$run" "$logs"
+	record_host_paths
 	save_sysctls
 	make_pki
 	write_configs
@@ -461,6 +489,7 @@ down() {
 	fi
 	remove_cgroups
 	restore_sysctls
+	remove_host_paths
 	local left
 	left=$(mounts_under "$state" "$pods_dir")
 	[[ -z $left ]] || die "mounts left behind: $left"
