@@ -66,19 +66,35 @@ func repoRoot(t *testing.T) string {
 	}
 }
 
-func startCeph(t *testing.T) *cephCluster {
+// cephFor returns the run's Ceph, starting it on first use: scenarios that
+// need no data (5, 6) run without it. It stops when TestE2E ends.
+func (e *env) cephFor(t *testing.T) *cephCluster {
+	t.Helper()
+	if e.ceph == nil {
+		e.ceph = startCeph(e.root, t)
+	}
+	return e.ceph
+}
+
+// startCeph starts a cluster whose stop is registered on owner (the
+// parent test) and whose failure to start fails t.
+func startCeph(owner, t *testing.T) *cephCluster {
 	t.Helper()
 	testenv.RequireRoot(t)
 	script := filepath.Join(repoRoot(t), "hack", "ceph.sh")
 	if _, err := os.Stat(script); err != nil {
 		t.Fatalf("hack/ceph.sh is missing: %v", err)
 	}
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "podfs-e2e-ceph-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	port := testenv.FreePort(t)
 	c := &cephCluster{dir: dir, monAddr: testenv.Addr(port), pool: "podfs"}
-	t.Cleanup(func() {
+	owner.Cleanup(func() {
+		defer os.RemoveAll(dir)
 		if out, err := exec.Command(script, "down", dir).CombinedOutput(); err != nil {
-			t.Errorf("stop Ceph: %v\n%s", err, out)
+			owner.Errorf("stop Ceph: %v\n%s", err, out)
 		}
 	})
 	start := time.Now()
@@ -104,7 +120,7 @@ func (e *env) formatVolume(t *testing.T, name string) volume {
 	v := volume{
 		name:       name,
 		metaURL:    fmt.Sprintf("etcd://%s/%s", e.etcdAddr, name),
-		storageURL: e.ceph.url(name),
+		storageURL: e.cephFor(t).url(name),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -27,6 +27,7 @@ import (
 
 // env is what every scenario needs: the cluster and the backends on the host.
 type env struct {
+	root       *testing.T // TestE2E: owns the backends
 	kc         kubernetes.Interface
 	kubeconfig string
 	kubectl    string
@@ -96,7 +97,7 @@ func TestE2E(t *testing.T) {
 	start := time.Now()
 	e := newEnv(t)
 	e.etcdAddr = startEtcd(t)
-	e.ceph = startCeph(t)
+	e.root = t
 	t.Cleanup(func() { t.Logf("e2e scenarios took %s", time.Since(start).Round(time.Second)) })
 
 	t.Run("5-untouched", e.testUntouched)

@@ -176,7 +176,7 @@ func (e *env) createVolume(t *testing.T, ns string, v volume, attrs map[string]s
 // busybox. It uses the host network: the podfs backends listen on the
 // host's loopback only.
 func (e *env) appPod(name, script string) *corev1.Pod {
-	grace := int64(5)
+	grace := int64(2)
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{

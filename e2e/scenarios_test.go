@@ -160,7 +160,8 @@ func (e *env) testServerless(t *testing.T) {
 
 // Scenario 5: an unlabelled namespace and an opted-out pod are untouched.
 func (e *env) testUntouched(t *testing.T) {
-	v := volume{name: "untouched", metaURL: "etcd://" + e.etcdAddr + "/untouched", storageURL: e.ceph.url("untouched")}
+	// Never formatted nor mounted: nothing serves these pods' volumes.
+	v := volume{name: "untouched", metaURL: "etcd://" + e.etcdAddr + "/untouched", storageURL: "rados://podfs?mon_host=v1:127.0.0.1:1"}
 
 	plain := e.newNamespace(t, "s5plain", "")
 	_, claim := e.createVolume(t, plain, v, nil)
