@@ -103,7 +103,7 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 		a := start + uint32(i*s.bs)
 		tasks, err := s.plan(resolve(old, a, a+uint32(blen)), a, buf[:blen], nil)
 		if err == nil {
-			err = s.run(ctx, tasks)
+			err = s.run(ctx, tasks, false)
 		}
 		if err != nil {
 			cleanup()

@@ -89,6 +89,9 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 	bs  int
+	// local: the object store is this machine's disk (file://), whose page
+	// cache makes our block cache and readahead pure overhead.
+	local bool
 
 	mem  *memCache
 	disk *diskCache
@@ -168,7 +171,7 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("data: buffer size %d is smaller than one block (%d); raise it", cfg.BufferSize, cfg.BlockSize)
 	}
 	s := &Store{
-		m: m, obj: obj, cfg: cfg, log: cfg.Logger, bs: cfg.BlockSize,
+		m: m, obj: obj, cfg: cfg, log: cfg.Logger, bs: cfg.BlockSize, local: storage.IsLocal(obj),
 		mem:            newMemCache(cfg.CacheSize),
 		uploads:        make(chan struct{}, cfg.MaxUploads),
 		fetches:        make(chan struct{}, cfg.MaxFetches),

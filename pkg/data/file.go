@@ -183,8 +183,11 @@ func growBuf(b []byte, need, max int) []byte {
 	if need <= cap(b) {
 		return b[:need]
 	}
-	c := 2 * cap(b)
-	if c < 64<<10 {
+	// A block starts small (many files are small) and jumps to full size
+	// on its second growth: sequential writers then copy at most 64 KiB
+	// once per block instead of doubling their way up.
+	c := max
+	if cap(b) == 0 {
 		c = 64 << 10
 	}
 	if c < need {

@@ -352,3 +352,21 @@ func FuzzDataLayer(f *testing.F) {
 		h.finish()
 	})
 }
+
+// The model on a local file store, where reads go straight to the files.
+func TestModelFile(t *testing.T) {
+	obj, err := storage.Open(context.Background(), "file://"+t.TempDir()+"?fsync=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, obj)
+	r := newRand(5)
+	b := make([]byte, 5)
+	for i := 0; i < 400; i++ {
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		h.step(b)
+	}
+	h.finish()
+}

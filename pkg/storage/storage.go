@@ -37,3 +37,11 @@ type Store interface {
 	String() string
 	Close() error
 }
+
+// IsLocal reports whether s keeps its objects on this machine's own disks,
+// where the kernel's page cache already caches and reads ahead: the data
+// layer then reads objects directly instead of through its own block cache.
+func IsLocal(s Store) bool {
+	l, ok := s.(interface{ Local() bool })
+	return ok && l.Local()
+}
