@@ -239,5 +239,5 @@ func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Ob
 func (f *File) String() string { return "file://" + f.root }
 
 // Local marks the store as local to this machine (see IsLocal).
-func (f *File) Local() bool { return true }
-func (f *File) Close() error   { return nil }
+func (f *File) Local() bool  { return true }
+func (f *File) Close() error { return nil }
