@@ -132,7 +132,8 @@ func BenchmarkSequential(b *testing.B) {
 				wg.Wait()
 			}
 		}
-		var m *fakeMeta
+		m, ino := newBoltMetaBS(b, benchBlock)
+		written := false
 		b.Run(backend+"/raw-write-1", func(b *testing.B) { rawWrite(b, 1) })
 		b.Run(backend+"/raw-write-20", func(b *testing.B) { rawWrite(b, cfg.MaxUploads) })
 		b.Run(backend+"/data-write", func(b *testing.B) {
@@ -141,14 +142,13 @@ func BenchmarkSequential(b *testing.B) {
 			var peak uint64
 			var st Stats
 			for b.Loop() {
-				m = newFakeMeta(benchBlock)
 				runtime.GC()
 				stop := heapPeak()
 				d, err := New(m, s, cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
-				f := d.Open(1, 0)
+				f := d.Open(ino, 0)
 				for off := int64(0); off < benchTotal; off += benchIO {
 					if _, err := f.WriteAt(ctx, payload[off%benchBlock:off%benchBlock+benchIO], off); err != nil {
 						b.Fatal(err)
@@ -159,6 +159,7 @@ func BenchmarkSequential(b *testing.B) {
 				}
 				d.Close(ctx)
 				peak, st = stop(), d.Stats()
+				written = true
 			}
 			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 			b.ReportMetric(float64(st.PeakBuffer)/(1<<20), "peak-buffer-MiB")
@@ -167,10 +168,9 @@ func BenchmarkSequential(b *testing.B) {
 		b.Run(backend+"/raw-read-16", func(b *testing.B) { rawRead(b, 16) })
 		b.Run(backend+"/data-read", func(b *testing.B) {
 			s := open(b)
-			if m == nil { // data-write filtered out: write the file untimed
-				m = newFakeMeta(benchBlock)
+			if !written { // data-write filtered out: write the file untimed
 				d, _ := New(m, s, cfg)
-				f := d.Open(1, 0)
+				f := d.Open(ino, 0)
 				for off := int64(0); off < benchTotal; off += benchIO {
 					if _, err := f.WriteAt(ctx, payload[off%benchBlock:off%benchBlock+benchIO], off); err != nil {
 						b.Fatal(err)
@@ -191,7 +191,7 @@ func BenchmarkSequential(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				f := d.Open(1, m.length(1))
+				f := d.Open(ino, fileLength(b, m, ino))
 				for off := int64(0); off < benchTotal; off += benchIO {
 					if n, err := f.ReadAt(ctx, p, off); err != nil || n != benchIO {
 						b.Fatal(n, err)
