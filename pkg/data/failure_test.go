@@ -161,13 +161,13 @@ func TestCrashAbandonedWriter(t *testing.T) {
 // nothing committed points at a missing object, and earlier data survives.
 func TestFailingBackend(t *testing.T) {
 	ctx := context.Background()
-	m := newFakeMeta(page)
+	m, ino := newBoltMeta(t)
 	obj := &faulty{Store: storage.NewMem("faulty")}
 	cfg := quietConfig()
 	cfg.MaxRetries = 3
 	s, _ := New(m, obj, cfg)
 	defer s.Close(ctx)
-	f := s.Open(1, 0)
+	f := s.Open(ino, 0)
 	old := pattern(2*page, 3)
 	if _, err := f.WriteAt(ctx, old, 0); err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestFailingBackend(t *testing.T) {
 	obj.failPuts.Store(0)
 	s2, _ := New(m, obj, quietConfig())
 	defer s2.Close(ctx)
-	if got := readAll(t, s2, m, 1); !bytes.Equal(got, want) {
+	if got := readAll(t, s2, m, ino); !bytes.Equal(got, want) {
 		t.Fatal("data committed before the failure changed")
 	}
 
@@ -218,7 +218,7 @@ func TestFailingBackend(t *testing.T) {
 	obj.failGets.Store(-1)
 	s3, _ := New(m, obj, cfg)
 	defer s3.Close(ctx)
-	f3 := s3.Open(1, fileLength(t, m, 1))
+	f3 := s3.Open(ino, fileLength(t, m, ino))
 	if _, err := f3.ReadAt(ctx, make([]byte, 10), 0); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read on a failing store: %v, want EIO", err)
 	}
@@ -358,12 +358,12 @@ func TestRadosStoppedOSD(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer obj.Close()
-	m := newFakeMeta(page)
+	m, ino := newBoltMeta(t)
 	cfg := quietConfig()
 	cfg.MaxRetries, cfg.RetryBackoff = 1, 10*time.Millisecond
 	s, _ := New(m, obj, cfg)
 	defer s.Close(ctx)
-	f := s.Open(1, 0)
+	f := s.Open(ino, 0)
 	if _, err := f.WriteAt(ctx, pattern(3*page, 1), 0); err != nil {
 		t.Fatal(err)
 	}
