@@ -111,8 +111,7 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 		}
 		key := BlockKey(id, i, blen)
 		keys = append(keys, key)
-		// put caches the block; give it its own copy since buf is reused.
-		if err := s.put(ctx, key, append([]byte(nil), buf[:blen]...)); err != nil {
+		if err := s.put(ctx, key, buf[:blen]); err != nil {
 			cleanup()
 			return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, err)
 		}

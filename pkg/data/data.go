@@ -104,6 +104,7 @@ type Store struct {
 	bufUsed    int64
 	bufChanged chan struct{} // closed and replaced whenever bufUsed drops
 	uploading  atomic.Int64  // blocks being uploaded now
+	bufPool    sync.Pool     // *[]byte of capacity BlockSize
 
 	flightMu sync.Mutex
 	flight   map[string]*fetchCall
@@ -378,15 +379,15 @@ func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) 
 	return buf, nil
 }
 
-// put uploads one block with retries and remembers it in the memory cache
-// (a file's own recent writes are the likeliest reads).
+// put uploads one block with retries. Written blocks are not kept in the
+// memory cache: their buffers are reused for the next writes, and a reader
+// of a file's own recent writes is served from the buffers until upload.
 func (s *Store) put(ctx context.Context, key string, data []byte) error {
 	err := retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "put "+key, func() error {
 		return s.obj.Put(ctx, key, data)
 	})
 	if err == nil {
 		s.stats.uploads.Add(1)
-		s.mem.Add(key, data)
 	}
 	return err
 }
