@@ -155,7 +155,6 @@ type chunkRef struct {
 
 type fetchCall struct {
 	done chan struct{}
-	data []byte
 	err  error
 }
 
@@ -173,7 +172,6 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		m: m, obj: obj, cfg: cfg, log: cfg.Logger, bs: cfg.BlockSize, local: storage.IsLocal(obj),
-		mem:            newMemCache(cfg.CacheSize),
 		uploads:        make(chan struct{}, cfg.MaxUploads),
 		fetches:        make(chan struct{}, cfg.MaxFetches),
 		bufChanged:     make(chan struct{}),
@@ -183,6 +181,7 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 		compactWake:    make(chan struct{}, 1),
 		deleteWake:     make(chan struct{}, 1),
 	}
+	s.mem = newMemCache(cfg.CacheSize, s.recycle)
 	if cfg.CacheDir != "" {
 		d, err := newDiskCache(cfg.CacheDir, cfg.CacheDirSize, s.log)
 		if err != nil {
@@ -315,51 +314,71 @@ func (s *Store) relieve() {
 	}
 }
 
-// fetch returns block key of blen bytes from the caches or the object store,
-// fetching each block once however many readers want it.
-func (s *Store) fetch(ctx context.Context, key string, blen int) ([]byte, error) {
-	if b, ok := s.mem.Get(key); ok {
-		return b, nil
+// fetch brings block key of blen bytes into the memory cache (from the disk
+// cache or the object store), loading each block once however many readers
+// want it. With dst, it also copies the block's bytes from off into dst
+// (done under the cache's lock, or before the block enters the cache); a
+// block that could not stay cached is read directly.
+func (s *Store) fetch(ctx context.Context, key string, blen, off int, dst []byte) error {
+	if s.mem.CopyOut(key, off, dst) {
+		return nil
 	}
 	s.flightMu.Lock()
 	if c, ok := s.flight[key]; ok {
 		s.flightMu.Unlock()
 		select {
 		case <-c.done:
-			return c.data, c.err
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
+		if c.err != nil {
+			return c.err
+		}
+		if dst == nil || s.mem.CopyOut(key, off, dst) {
+			return nil
+		}
+		// Evicted already (a tiny cache): read just our bytes.
+		return s.getRange(ctx, blockTask{key: key, blen: blen, boff: off, dst: dst})
 	}
 	c := &fetchCall{done: make(chan struct{})}
 	s.flight[key] = c
 	s.flightMu.Unlock()
 
-	c.data, c.err = s.load(ctx, key, blen)
+	var data []byte
+	data, c.err = s.load(ctx, key, blen)
 	if c.err == nil {
-		s.mem.Add(key, c.data)
+		copy(dst, data[off:])
+		s.mem.Add(key, data)
 	}
 	s.flightMu.Lock()
 	delete(s.flight, key)
 	s.flightMu.Unlock()
 	close(c.done)
-	return c.data, c.err
+	return c.err
+}
+
+// newBlock returns a buffer for a block of blen bytes: a reused full-size
+// buffer for big blocks, an exact one for small (a slice's short tail).
+func (s *Store) newBlock(blen int) []byte {
+	if blen >= s.bs/2 {
+		return s.blockBuf()[:blen]
+	}
+	return make([]byte, blen)
 }
 
 func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) {
-	if s.disk != nil {
-		if b, ok := s.disk.Get(key, blen); ok {
-			return b, nil
-		}
+	buf := s.newBlock(blen)
+	if s.disk != nil && s.disk.Read(key, buf) {
+		return buf, nil
 	}
 	select {
 	case s.fetches <- struct{}{}:
 	case <-ctx.Done():
+		s.recycle(buf)
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.fetches }()
 	s.stats.fetches.Add(1)
-	buf := make([]byte, blen)
 	err := retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "get "+key, func() error {
 		n, err := s.obj.Get(ctx, key, 0, buf)
 		if err != nil {
@@ -371,6 +390,7 @@ func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) 
 		return nil
 	})
 	if err != nil {
+		s.recycle(buf)
 		return nil, err
 	}
 	if s.disk != nil {

@@ -145,42 +145,24 @@ func (s *Store) run(ctx context.Context, tasks []blockTask, direct bool) error {
 }
 
 func (s *Store) readTask(ctx context.Context, t blockTask, direct bool) error {
-	if b, ok := s.mem.Get(t.key); ok {
-		copy(t.dst, b[t.boff:])
+	if s.mem.CopyOut(t.key, t.boff, t.dst) {
 		return nil
 	}
 	if direct {
 		s.flightMu.Lock()
-		c, inFlight := s.flight[t.key]
+		_, inFlight := s.flight[t.key]
 		s.flightMu.Unlock()
 		if !inFlight {
 			return s.getRange(ctx, t)
 		}
-		select {
-		case <-c.done:
-			if c.err == nil {
-				copy(t.dst, c.data[t.boff:])
-				return nil
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	}
-	b, err := s.fetch(ctx, t.key, t.blen)
-	if err != nil {
-		return err
-	}
-	copy(t.dst, b[t.boff:])
-	return nil
+	return s.fetch(ctx, t.key, t.blen, t.boff, t.dst)
 }
 
 // getRange reads a task's bytes straight into its destination.
 func (s *Store) getRange(ctx context.Context, t blockTask) error {
-	if s.disk != nil {
-		if b, ok := s.disk.Get(t.key, t.blen); ok {
-			copy(t.dst, b[t.boff:])
-			return nil
-		}
+	if s.disk != nil && s.disk.ReadAt(t.key, t.boff, t.dst) {
+		return nil
 	}
 	s.stats.fetches.Add(1)
 	return retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "get "+t.key, func() error {
@@ -337,13 +319,13 @@ func (f *File) prefetch(idx, pos, n uint32) {
 				continue
 			}
 			seen[t.key] = true
-			if _, ok := f.s.mem.Get(t.key); ok {
+			if f.s.mem.Has(t.key) {
 				continue
 			}
 			f.s.bg.Add(1)
 			go func() {
 				defer f.s.bg.Done()
-				_, _ = f.s.fetch(f.s.ctx, t.key, t.blen)
+				_ = f.s.fetch(f.s.ctx, t.key, t.blen, 0, nil)
 			}()
 		}
 	}()
