@@ -2,9 +2,9 @@ package data
 
 import (
 	"container/list"
-	"io"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
