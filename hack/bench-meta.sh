@@ -22,12 +22,12 @@ awk '
     if ($(i+1) == "B/op") bop = $i
     if ($(i+1) == "allocs/op") al = $i
   }
-  printf "%-6s %-11s %12.0f %12.0f %10d %10d\n", eng, op, ops, ns, bop, al
+  printf "%-12s %-11s %12.0f %12.0f %10d %10d\n", eng, op, ops, ns, bop, al
   next
 }
 /^BenchmarkBoltUpdate/ {
   for (i = 2; i <= NF; i++) { if ($(i+1) == "txn/s") t = $i; if ($(i+1) == "txn/commit") g = $i }
   printf "\nbolt kv: %.0f small txn/s, %.1f txn per commit (group commit)\n", t, g
 }
-BEGIN { printf "%-6s %-11s %12s %12s %10s %10s\n", "engine", "op", "ops/s", "ns/op", "B/op", "allocs/op" }
+BEGIN { printf "%-12s %-11s %12s %12s %10s %10s\n", "engine", "op", "ops/s", "ns/op", "B/op", "allocs/op" }
 ' "$out"
