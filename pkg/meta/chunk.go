@@ -277,9 +277,11 @@ func (c *Client) reaper() {
 }
 
 // reapFile turns a removed file's chunks into pending deletes, a few chunks
-// per transaction so a huge file never makes one huge transaction.
+// per transaction so a huge file never makes one huge transaction (etcd
+// refuses transactions of more than --max-txn-ops operations, 128 by
+// default; each chunk costs a few per slice).
 func (c *Client) reapFile(ctx context.Context, ino Ino) error {
-	const per = 64
+	const per = 8
 	for done := false; !done; {
 		err := c.txn(ctx, func(tx kv.Tx) error {
 			done = false
