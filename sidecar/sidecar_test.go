@@ -247,6 +247,9 @@ func TestMain(m *testing.M) {
 }
 
 func child(mode string) int {
+	if mode == "fuse" {
+		return fuseChild(os.Getenv("FUSE_DIR"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	set, err := volumeset.Decode(os.Getenv(volumeset.EnvVar))
