@@ -3,12 +3,23 @@
 // each. It buffers writes, uploads blocks in the background, commits slices to
 // metadata only after their blocks are durable, and serves reads through a
 // block cache with readahead.
+//
+// Layout: file offset x lies in chunk x/meta.ChunkSize. A chunk's slice list
+// (oldest first, later slices cover earlier ones) says which bytes of which
+// slice are visible where. A slice of Size bytes is stored as blocks
+// 0..ceil(Size/BlockSize)-1, block i holding slice bytes [i*BlockSize,
+// min((i+1)*BlockSize, Size)) under BlockKey(id, i, len). Objects are written
+// once and never modified, which is what makes caching them safe.
 package data
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"podfs.io/podfs/pkg/meta"
 	"podfs.io/podfs/pkg/storage"
@@ -25,42 +36,366 @@ type Config struct {
 	Readahead    int64  // sequential readahead window in bytes; default 16 MiB
 	MaxRetries   int    // retries of a failing object request before EIO; default 10
 	Logger       *slog.Logger
+
+	RetryBackoff   time.Duration // first retry's delay, doubling up to 5 s; default 100 ms
+	MaxFetches     int           // concurrent block downloads (reads and readahead); default 16
+	CompactSlices  int           // compact a chunk once it has this many slices; default 64; <0 = never
+	DeleteInterval time.Duration // how often to look for objects to delete; default 10 s; <0 = never
+}
+
+func (c *Config) defaults() {
+	if c.BlockSize <= 0 {
+		c.BlockSize = 4 << 20
+	}
+	if c.BufferSize <= 0 {
+		c.BufferSize = 300 << 20
+	}
+	if c.MaxUploads <= 0 {
+		c.MaxUploads = 20
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = 256 << 20
+	}
+	if c.CacheDirSize <= 0 {
+		c.CacheDirSize = 10 << 30
+	}
+	if c.Readahead == 0 {
+		c.Readahead = 16 << 20
+	}
+	if c.MaxRetries <= 0 {
+		c.MaxRetries = 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 100 * time.Millisecond
+	}
+	if c.MaxFetches <= 0 {
+		c.MaxFetches = 16
+	}
+	if c.CompactSlices == 0 {
+		c.CompactSlices = 64
+	}
+	if c.DeleteInterval == 0 {
+		c.DeleteInterval = 10 * time.Second
+	}
 }
 
 // Store is the data layer of one mounted volume.
-type Store struct{}
+type Store struct {
+	m   meta.Meta
+	obj storage.Store
+	cfg Config
+	log *slog.Logger
+	bs  int
+
+	mem  *memCache
+	disk *diskCache
+
+	uploads chan struct{} // semaphore of MaxUploads
+	fetches chan struct{} // semaphore of MaxFetches
+
+	// Write buffer accounting: bytes held by all files' unuploaded blocks.
+	bufMu      sync.Mutex
+	bufUsed    int64
+	bufChanged chan struct{} // closed and replaced whenever bufUsed drops
+	uploading  atomic.Int64  // blocks being uploaded now
+
+	flightMu sync.Mutex
+	flight   map[string]*fetchCall
+
+	mu    sync.Mutex
+	files map[meta.Ino]*File
+
+	compactMu      sync.Mutex
+	compactPending map[chunkRef]bool
+	compactWake    chan struct{}
+	deleteWake     chan struct{}
+
+	ctx    context.Context // ends at Close, stopping background work
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+
+	peakBuf atomic.Int64
+	stats   counters
+}
+
+type counters struct {
+	uploads, fetches, compactions, relieves, deleted atomic.Int64
+}
+
+// Stats counts what the store did since New.
+type Stats struct {
+	Uploads     int64 // block objects stored
+	Fetches     int64 // block objects read from the object store (cache misses)
+	Compactions int64 // chunks compacted
+	Relieves    int64 // times full write buffers forced partial blocks out
+	Deleted     int64 // slices whose objects were deleted
+	PeakBuffer  int64 // most write-buffer bytes held at once
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Uploads: s.stats.uploads.Load(), Fetches: s.stats.fetches.Load(),
+		Compactions: s.stats.compactions.Load(), Relieves: s.stats.relieves.Load(),
+		Deleted: s.stats.deleted.Load(), PeakBuffer: s.peakBuf.Load(),
+	}
+}
+
+type chunkRef struct {
+	ino   meta.Ino
+	index uint32
+}
+
+type fetchCall struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
 
 // New starts the data layer over m and obj.
 func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
-	return nil, errors.New("data: not implemented")
+	if m == nil || obj == nil {
+		return nil, errors.New("data: New needs a metadata engine and an object store")
+	}
+	cfg.defaults()
+	if cfg.BlockSize > meta.ChunkSize || meta.ChunkSize%cfg.BlockSize != 0 {
+		return nil, fmt.Errorf("data: block size %d must divide the chunk size %d", cfg.BlockSize, meta.ChunkSize)
+	}
+	if cfg.BufferSize < int64(cfg.BlockSize) {
+		return nil, fmt.Errorf("data: buffer size %d is smaller than one block (%d); raise it", cfg.BufferSize, cfg.BlockSize)
+	}
+	s := &Store{
+		m: m, obj: obj, cfg: cfg, log: cfg.Logger, bs: cfg.BlockSize,
+		mem:            newMemCache(cfg.CacheSize),
+		uploads:        make(chan struct{}, cfg.MaxUploads),
+		fetches:        make(chan struct{}, cfg.MaxFetches),
+		bufChanged:     make(chan struct{}),
+		flight:         map[string]*fetchCall{},
+		files:          map[meta.Ino]*File{},
+		compactPending: map[chunkRef]bool{},
+		compactWake:    make(chan struct{}, 1),
+		deleteWake:     make(chan struct{}, 1),
+	}
+	if cfg.CacheDir != "" {
+		d, err := newDiskCache(cfg.CacheDir, cfg.CacheDirSize, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("data: disk cache %s: %w", cfg.CacheDir, err)
+		}
+		s.disk = d
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if cfg.CompactSlices > 0 {
+		s.bg.Add(1)
+		go s.compactLoop()
+	}
+	if cfg.DeleteInterval > 0 {
+		s.bg.Add(1)
+		go s.deleteLoop()
+	}
+	return s, nil
 }
 
 // Open returns the shared handle of ino (one per inode, reference counted),
-// with size the file's current length from metadata.
-func (s *Store) Open(ino meta.Ino, size uint64) *File { return nil }
+// with size the file's current length from metadata. Every Open forgets the
+// cached slice lists, so a file opened after another client closed it sees
+// that client's writes (close-to-open consistency).
+func (s *Store) Open(ino meta.Ino, size uint64) *File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.files[ino]
+	if f == nil {
+		f = newFile(s, ino)
+		s.files[ino] = f
+	}
+	f.mu.Lock()
+	f.refs++
+	if size > f.size || !f.dirtyLocked() {
+		f.size = size
+	}
+	f.invalidateLocked()
+	f.mu.Unlock()
+	return f
+}
 
 // Close flushes every file and stops background work.
-func (s *Store) Close(ctx context.Context) error { return nil }
+func (s *Store) Close(ctx context.Context) error {
+	s.mu.Lock()
+	files := make([]*File, 0, len(s.files))
+	for _, f := range s.files {
+		files = append(files, f)
+	}
+	s.mu.Unlock()
+	var first error
+	for _, f := range files {
+		if err := f.Flush(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	s.cancel()
+	s.bg.Wait()
+	return first
+}
 
-// File is the data of one inode, shared by all its open handles in this process.
-type File struct{}
+// PeakBuffer is the most write-buffer memory the store held at once.
+func (s *Store) PeakBuffer() int64 { return s.peakBuf.Load() }
 
-// ReadAt reads at off, seeing this process's own buffered writes; it returns
-// fewer bytes only at the end of the file.
-func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) { return 0, nil }
+func (s *Store) bufferUsed() int64 {
+	s.bufMu.Lock()
+	defer s.bufMu.Unlock()
+	return s.bufUsed
+}
 
-// WriteAt buffers p at off; full blocks upload in the background.
-func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) { return 0, nil }
+// reserve takes n bytes of write-buffer memory, waiting while the buffers are
+// full. It must be called holding no file lock: uploads free memory by taking
+// file locks.
+func (s *Store) reserve(ctx context.Context, n int64) error {
+	for {
+		s.bufMu.Lock()
+		if s.bufUsed == 0 || s.bufUsed+n <= s.cfg.BufferSize {
+			s.bufUsed += n
+			if s.bufUsed > s.peakBuf.Load() {
+				s.peakBuf.Store(s.bufUsed)
+			}
+			s.bufMu.Unlock()
+			return nil
+		}
+		ch := s.bufChanged
+		s.bufMu.Unlock()
+		// Full. If nothing is uploading, the memory is held by partial blocks
+		// that will never fill on their own: upload them.
+		if s.uploading.Load() == 0 {
+			s.stats.relieves.Add(1)
+			s.relieve()
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+			// Re-check: an upload may have started and finished between the
+			// check above and the wait.
+		}
+	}
+}
 
-// Flush uploads what is buffered and commits its slices to metadata.
-func (f *File) Flush(ctx context.Context) error { return nil }
+// release returns n bytes of write-buffer memory.
+func (s *Store) release(n int64) {
+	if n == 0 {
+		return
+	}
+	s.bufMu.Lock()
+	s.bufUsed -= n
+	if s.bufUsed < 0 {
+		panic(fmt.Sprintf("data: write buffer accounting went negative (%d)", s.bufUsed))
+	}
+	close(s.bufChanged)
+	s.bufChanged = make(chan struct{})
+	s.bufMu.Unlock()
+}
 
-// Size is the file's length including buffered writes.
-func (f *File) Size() uint64 { return 0 }
+// relieve starts uploading every file's partial blocks.
+func (s *Store) relieve() {
+	s.mu.Lock()
+	files := make([]*File, 0, len(s.files))
+	for _, f := range s.files {
+		files = append(files, f)
+	}
+	s.mu.Unlock()
+	for _, f := range files {
+		f.mu.Lock()
+		f.freezeAllLocked()
+		f.mu.Unlock()
+	}
+}
 
-// Truncate drops buffered data and cached slice lists beyond size; the caller
-// has already changed the length in metadata.
-func (f *File) Truncate(ctx context.Context, size uint64) error { return nil }
+// fetch returns block key of blen bytes from the caches or the object store,
+// fetching each block once however many readers want it.
+func (s *Store) fetch(ctx context.Context, key string, blen int) ([]byte, error) {
+	if b, ok := s.mem.Get(key); ok {
+		return b, nil
+	}
+	s.flightMu.Lock()
+	if c, ok := s.flight[key]; ok {
+		s.flightMu.Unlock()
+		select {
+		case <-c.done:
+			return c.data, c.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	s.flight[key] = c
+	s.flightMu.Unlock()
 
-// Release drops one reference; the last one flushes and frees the handle.
-func (f *File) Release(ctx context.Context) error { return nil }
+	c.data, c.err = s.load(ctx, key, blen)
+	if c.err == nil {
+		s.mem.Add(key, c.data)
+	}
+	s.flightMu.Lock()
+	delete(s.flight, key)
+	s.flightMu.Unlock()
+	close(c.done)
+	return c.data, c.err
+}
+
+func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) {
+	if s.disk != nil {
+		if b, ok := s.disk.Get(key, blen); ok {
+			return b, nil
+		}
+	}
+	select {
+	case s.fetches <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.fetches }()
+	s.stats.fetches.Add(1)
+	buf := make([]byte, blen)
+	err := retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "get "+key, func() error {
+		n, err := s.obj.Get(ctx, key, 0, buf)
+		if err != nil {
+			return err
+		}
+		if n != blen {
+			return fmt.Errorf("object %s holds %d bytes, want %d", key, n, blen)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.disk != nil {
+		s.disk.Add(key, buf)
+	}
+	return buf, nil
+}
+
+// put uploads one block with retries and remembers it in the memory cache
+// (a file's own recent writes are the likeliest reads).
+func (s *Store) put(ctx context.Context, key string, data []byte) error {
+	err := retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "put "+key, func() error {
+		return s.obj.Put(ctx, key, data)
+	})
+	if err == nil {
+		s.stats.uploads.Add(1)
+		s.mem.Add(key, data)
+	}
+	return err
+}
+
+func (s *Store) forget(ino meta.Ino, index uint32) {
+	s.mu.Lock()
+	f := s.files[ino]
+	s.mu.Unlock()
+	if f != nil {
+		f.mu.Lock()
+		delete(f.slices, index)
+		f.gen++
+		f.mu.Unlock()
+	}
+}

@@ -5,10 +5,19 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"podfs.io/podfs/pkg/data"
+	"podfs.io/podfs/pkg/meta"
 )
 
 // Config says what to mount where and how.
@@ -23,7 +32,9 @@ type Config struct {
 	ReadOnly   bool
 	// Options are mount options as a user writes them after -o, e.g.
 	// "allow_other", "attr_timeout=1s"; unknown ones are an error.
-	Options      []string
+	Options []string
+	// AttrTimeout and EntryTimeout are how long the kernel caches attributes
+	// and names; 0 = DefaultTimeout (use -o attr_timeout=0 for none).
 	AttrTimeout  time.Duration
 	EntryTimeout time.Duration
 	Data         data.Config
@@ -32,17 +43,332 @@ type Config struct {
 }
 
 // Mount is a served podfs mount.
-type Mount struct{}
+type Mount struct {
+	cfg    Config
+	mp     string
+	log    *slog.Logger
+	m      meta.Meta
+	d      *data.Store
+	fs     *fileSystem
+	server *fuse.Server
+	format *meta.Format
+
+	served       chan struct{} // closed when the FUSE serve loop ends
+	stopMetrics  func()
+	stopRefresh  chan struct{}
+	unmountOnce  sync.Once
+	unmountErr   error
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Format is the volume's settings as loaded at mount.
+func (m *Mount) Format() meta.Format { return *m.format }
+
+// MountPoint is the absolute path served.
+func (m *Mount) MountPoint() string { return m.mp }
 
 // New mounts the volume and returns once the kernel serves the mount point. A
 // dead mount left at the mount point by a crashed process is cleared first.
+// Every check that can fail runs before anything is changed.
 func New(ctx context.Context, cfg Config) (*Mount, error) {
-	return nil, errors.New("fs: not implemented")
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.MetaURL == "" {
+		return nil, errors.New("no metadata URL: give one, e.g. bolt:///var/lib/podfs/meta.db")
+	}
+	if cfg.MountPoint == "" {
+		return nil, errors.New("no mount point: give the directory to mount on")
+	}
+	mp, err := filepath.Abs(cfg.MountPoint)
+	if err != nil {
+		return nil, fmt.Errorf("mount point %s: %w", cfg.MountPoint, err)
+	}
+	state, err := checkMountPoint(mp)
+	if err != nil {
+		return nil, err
+	}
+	mo, err := resolveOptions(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := OpenMeta(ctx, cfg.MetaURL, log)
+	if err != nil {
+		return nil, err
+	}
+	mnt := &Mount{cfg: cfg, mp: mp, log: log, m: m, served: make(chan struct{}), stopRefresh: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			mnt.abort()
+		}
+	}()
+	format, err := m.Load(ctx)
+	if errors.Is(err, syscall.ENOENT) {
+		return nil, fmt.Errorf("no volume at %s: format one first (podfs format %s NAME --storage URL)", redactURL(cfg.MetaURL), redactURL(cfg.MetaURL))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load the volume at %s: %w", redactURL(cfg.MetaURL), err)
+	}
+	if format.Version > meta.FormatVersion {
+		return nil, fmt.Errorf("volume %q has format version %d, this podfs understands up to %d: upgrade podfs", format.Name, format.Version, meta.FormatVersion)
+	}
+	mnt.format = format
+	if mo.fuse.FsName == "" {
+		mo.fuse.FsName = "podfs:" + format.Name
+	}
+	root, err := resolveSubDir(ctx, m, cfg.SubDir)
+	if err != nil {
+		return nil, err
+	}
+	storeURL := cfg.StorageURL
+	if storeURL == "" {
+		storeURL = format.Storage
+	}
+	obj, err := OpenStorage(ctx, storeURL)
+	if err != nil {
+		return nil, fmt.Errorf("open the volume's storage %s: %w", redactURL(storeURL), err)
+	}
+	met := newMetrics()
+	dcfg := cfg.Data
+	if format.BlockSize > 0 {
+		dcfg.BlockSize = format.BlockSize
+	}
+	if dcfg.Logger == nil {
+		dcfg.Logger = log
+	}
+	d, err := data.New(m, &instrumentedStore{Store: obj, m: met}, dcfg)
+	if err != nil {
+		obj.Close()
+		return nil, fmt.Errorf("start the data layer: %w", err)
+	}
+	mnt.d = d
+	registerLayerMetrics(met, m, d)
+	if cfg.MetricsAddr != "" {
+		stop, err := met.serve(cfg.MetricsAddr, log)
+		if err != nil {
+			return nil, err
+		}
+		mnt.stopMetrics = stop
+	}
+	cfg.ReadOnly = mo.readOnly
+	cfg.AttrTimeout, cfg.EntryTimeout = mo.attrTimeout, mo.entryTimeout
+	fsys := newFileSystem(m, d, root, &cfg, met, log)
+	if err := fsys.loadSecXattrs(ctx); err != nil {
+		return nil, fmt.Errorf("read the volume's xattr marker: %w", err)
+	}
+	mnt.fs = fsys
+
+	if err := prepareMountPoint(mp, state); err != nil {
+		return nil, err
+	}
+	if state == mpStale {
+		log.Warn("cleared a dead mount left at the mount point", "mountpoint", mp)
+	}
+	if err := m.NewSession(ctx, mp); err != nil {
+		return nil, fmt.Errorf("register this mount's session: %w", err)
+	}
+	server, err := fuse.NewServer(fsys, mp, &mo.fuse)
+	if err != nil {
+		_ = m.CloseSession(context.Background())
+		return nil, fmt.Errorf("mount FUSE at %s: %w (is /dev/fuse there, and are you root or is fusermount3 installed?)", mp, err)
+	}
+	mnt.server = server
+	go func() {
+		server.Serve()
+		close(mnt.served)
+	}()
+	if err := server.WaitMount(); err != nil {
+		_ = Unmount(mp, true)
+		<-mnt.served
+		_ = m.CloseSession(context.Background())
+		return nil, fmt.Errorf("wait for the mount at %s: %w", mp, err)
+	}
+	setReadahead(mp, log)
+	go mnt.refresh()
+	ok = true
+	log.Info("mounted", "volume", format.Name, "mountpoint", mp, "subdir", cfg.SubDir, "readonly", mo.readOnly)
+	return mnt, nil
+}
+
+// abort releases what a failed New opened.
+func (m *Mount) abort() {
+	ctx := context.Background()
+	if m.stopMetrics != nil {
+		m.stopMetrics()
+	}
+	if m.d != nil {
+		_ = m.d.Close(ctx)
+	}
+	if m.fs != nil {
+		m.fs.rel.close()
+	}
+	_ = m.m.Close(ctx)
+}
+
+// refresh re-reads, now and then, what other clients may change that this
+// one caches for the life of the mount.
+func (m *Mount) refresh() {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stopRefresh:
+			return
+		case <-m.served:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if !m.fs.secXattrs.Load() {
+				if err := m.fs.loadSecXattrs(ctx); err != nil {
+					m.log.Warn("refresh xattr marker", "err", err)
+				}
+			}
+			cancel()
+		}
+	}
+}
+
+// resolveSubDir finds the directory served as the root.
+func resolveSubDir(ctx context.Context, m meta.Meta, sub string) (meta.Ino, error) {
+	ino := meta.RootIno
+	for _, name := range strings.Split(sub, "/") {
+		if name == "" || name == "." {
+			continue
+		}
+		next, a, err := m.Lookup(ctx, ino, name)
+		if errors.Is(err, syscall.ENOENT) {
+			return 0, fmt.Errorf("sub-directory %q does not exist in the volume: create it first (mount the volume and mkdir -p it)", sub)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("look up sub-directory %q: %w", sub, err)
+		}
+		if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return 0, fmt.Errorf("sub-directory %q: %s is not a directory", sub, name)
+		}
+		ino = next
+	}
+	return ino, nil
+}
+
+// setReadahead raises the kernel's readahead window for the mount to ioSize:
+// the FUSE INIT reply cannot raise it above the default 128 KiB.
+func setReadahead(mp string, log *slog.Logger) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mp, &st); err != nil {
+		return
+	}
+	major, minor := (st.Dev>>8)&0xfff, (st.Dev&0xff)|((st.Dev>>12)&0xfff00)
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	if err := os.WriteFile(p, []byte(fmt.Sprint(ioSize>>10)), 0o644); err != nil {
+		log.Debug("readahead left at the kernel default", "path", p, "err", err)
+	}
 }
 
 // Unmount flushes buffered data, commits slices, closes the metadata session
 // and unmounts (lazily when busy). It is safe to call more than once.
-func (m *Mount) Unmount(ctx context.Context) error { return nil }
+func (m *Mount) Unmount(ctx context.Context) error {
+	m.unmountOnce.Do(func() {
+		// Make written data durable first: if the unmount below has to be
+		// lazy, processes may keep the mount for a while.
+		ferr := m.fs.flushAll(ctx)
+		if ferr != nil {
+			m.log.Error("flush before unmount", "err", ferr)
+		}
+		uerr := m.unmountKernel()
+		select {
+		case <-m.served:
+		case <-ctx.Done():
+			m.log.Warn("unmounted lazily; processes still use the mount, stopping anyway", "mountpoint", m.mp)
+		case <-time.After(10 * time.Second):
+			m.log.Warn("unmounted lazily; processes still use the mount, stopping anyway", "mountpoint", m.mp)
+		}
+		m.unmountErr = errors.Join(ferr, uerr, m.shutdown(ctx))
+	})
+	return m.unmountErr
+}
+
+// unmountKernel detaches the mount from the kernel.
+func (m *Mount) unmountKernel() error {
+	err := syscall.Unmount(m.mp, 0)
+	if errors.Is(err, syscall.EBUSY) {
+		m.log.Info("mount point busy: unmounting lazily", "mountpoint", m.mp)
+		err = syscall.Unmount(m.mp, syscall.MNT_DETACH)
+	}
+	if errors.Is(err, syscall.EPERM) {
+		err = m.server.Unmount() // not root: fusermount -u
+	}
+	if errors.Is(err, syscall.EINVAL) {
+		select {
+		case <-m.served:
+			return nil // already unmounted by someone else
+		default:
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", m.mp, err)
+	}
+	return nil
+}
+
+// shutdown stops the data layer (flushing it), closes the session and the
+// metadata engine, once, whoever ends the mount.
+func (m *Mount) shutdown(ctx context.Context) error {
+	m.shutdownOnce.Do(func() {
+		close(m.stopRefresh)
+		var errs []error
+		if err := m.d.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush data: %w", err))
+		}
+		m.fs.rel.close()
+		if err := m.m.CloseSession(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close session: %w", err))
+		}
+		if err := m.m.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close metadata: %w", err))
+		}
+		if m.stopMetrics != nil {
+			m.stopMetrics()
+		}
+		m.shutdownErr = errors.Join(errs...)
+		m.log.Info("unmounted", "mountpoint", m.mp, "err", m.shutdownErr)
+	})
+	return m.shutdownErr
+}
 
 // Wait blocks until the mount ends (unmounted by anyone) and returns why, if not cleanly.
-func (m *Mount) Wait() error { return nil }
+func (m *Mount) Wait() error {
+	<-m.served
+	return m.shutdown(context.Background())
+}
+
+// flushAll commits every open file's buffered writes.
+func (fs *fileSystem) flushAll(ctx context.Context) error {
+	fs.mu.Lock()
+	files := make([]*openFile, 0, len(fs.open))
+	for _, of := range fs.open {
+		files = append(files, of)
+	}
+	fs.mu.Unlock()
+	var errs []error
+	for _, of := range files {
+		if err := of.f.Flush(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// redactURL drops credentials from a URL for messages.
+func redactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	if at := strings.LastIndexByte(strings.SplitN(rest, "/", 2)[0], '@'); at >= 0 {
+		rest = "***@" + rest[at+1:]
+	}
+	return scheme + "://" + rest
+}

@@ -1,0 +1,301 @@
+package data
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/storage"
+)
+
+// seg is a visible range [start, end) of a chunk and where its bytes come
+// from: zeros (id 0 and ws nil), a committed slice's objects, or a write
+// slice of this process.
+type seg struct {
+	start, end uint32
+	id         uint64
+	size       uint32  // the slice's stored length
+	soff       uint32  // slice offset of start
+	ws         *wslice // pending write slice, when not nil
+}
+
+// overlay places a slice covering [pos, pos+n) with slice offset off at pos
+// on top of segs (sorted, contiguous).
+func overlay(segs []seg, pos, n uint32, off uint32, id uint64, size uint32, ws *wslice) []seg {
+	if n == 0 {
+		return segs
+	}
+	end := pos + n
+	out := make([]seg, 0, len(segs)+2)
+	for _, g := range segs {
+		if g.end <= pos || g.start >= end {
+			out = append(out, g)
+			continue
+		}
+		if g.start < pos {
+			left := g
+			left.end = pos
+			out = append(out, left)
+		}
+		a, b := max(g.start, pos), min(g.end, end)
+		out = append(out, seg{start: a, end: b, id: id, size: size, soff: off + (a - pos), ws: ws})
+		if g.end > end {
+			right := g
+			right.start = end
+			right.soff += end - g.start
+			out = append(out, right)
+		}
+	}
+	return out
+}
+
+// resolve returns the visible ranges of [a, b) given a chunk's slice list.
+func resolve(slices []meta.Slice, a, b uint32) []seg {
+	segs := []seg{{start: a, end: b}}
+	for _, s := range slices {
+		segs = overlay(segs, s.Pos, s.Len, s.Off, s.ID, s.Size, nil)
+	}
+	return segs
+}
+
+// blockTask copies bytes [boff, boff+len(dst)) of a block into dst.
+type blockTask struct {
+	key  string
+	blen int
+	boff int
+	dst  []byte
+}
+
+// plan turns the segments of a read at chunk offset base into dst into
+// copies now (zeros, buffered writes) and block fetches for later. f.mu held
+// when segments come from pending write slices. With dst nil it only lists
+// the blocks (readahead).
+func (s *Store) plan(segs []seg, base uint32, dst []byte, tasks []blockTask) ([]blockTask, error) {
+	bs := s.bs
+	for _, g := range segs {
+		var out []byte
+		if dst != nil {
+			out = dst[g.start-base : g.end-base]
+		}
+		if g.ws == nil && g.id == 0 {
+			clear(out)
+			continue
+		}
+		r, total := int(g.soff), int(g.end-g.start)
+		for k := 0; k < total; {
+			bi, boff := (r+k)/bs, (r+k)%bs
+			var n int
+			var t blockTask
+			if g.ws != nil {
+				b := g.ws.blocks[bi]
+				switch {
+				case b.buf != nil:
+					n = min(total-k, len(b.buf)-boff)
+					if out != nil {
+						copy(out[k:k+n], b.buf[boff:])
+					}
+					k += n
+					continue
+				case b.uploaded:
+					n = min(total-k, b.blen-boff)
+					t = blockTask{BlockKey(g.ws.id, bi, b.blen), b.blen, boff, nil}
+				default:
+					return nil, fmt.Errorf("buffered write lost: %w", g.ws.failed)
+				}
+			} else {
+				blen := blockLen(g.size, bi, bs)
+				if boff >= blen {
+					return nil, fmt.Errorf("slice %d (%d bytes) has no byte %d: corrupt slice list", g.id, g.size, r+k)
+				}
+				n = min(total-k, blen-boff)
+				t = blockTask{BlockKey(g.id, bi, blen), blen, boff, nil}
+			}
+			if out != nil {
+				t.dst = out[k : k+n]
+			}
+			tasks = append(tasks, t)
+			k += n
+		}
+	}
+	return tasks, nil
+}
+
+// run fetches the blocks of tasks in parallel and copies them out.
+func (s *Store) run(ctx context.Context, tasks []blockTask) error {
+	if len(tasks) == 1 {
+		t := tasks[0]
+		b, err := s.fetch(ctx, t.key, t.blen)
+		if err != nil {
+			return err
+		}
+		copy(t.dst, b[t.boff:])
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(tasks))
+	for i, t := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := s.fetch(ctx, t.key, t.blen)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			copy(t.dst, b[t.boff:])
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// view plans a read of [pos, pos+len(dst)) of chunk idx: the committed
+// slice list (cached, or read from metadata) with this process's pending
+// slices on top, taken under one lock so that no slice moving from pending
+// to committed meanwhile is missed.
+func (f *File) view(ctx context.Context, idx, pos uint32, dst []byte) ([]blockTask, error) {
+	end := pos + uint32(len(dst))
+	for {
+		f.mu.Lock()
+		l, ok := f.slices[idx]
+		if !ok {
+			gen := f.gen
+			f.mu.Unlock()
+			var err error
+			l, err = f.s.m.ReadChunk(ctx, f.ino, idx)
+			if err != nil {
+				return nil, fmt.Errorf("read chunk %d of inode %d: %w", idx, f.ino, err)
+			}
+			f.mu.Lock()
+			if f.gen != gen {
+				f.mu.Unlock()
+				continue // a commit or invalidation raced with the read
+			}
+			f.slices[idx] = l
+		}
+		segs := resolve(l, pos, end)
+		for _, ws := range f.pending[idx] {
+			segs = overlay(segs, ws.pos, ws.visible, 0, ws.id, ws.length, ws)
+		}
+		tasks, err := f.s.plan(segs, pos, dst, nil)
+		f.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("chunk %d of inode %d: %w", idx, f.ino, err)
+		}
+		return tasks, nil
+	}
+}
+
+// ReadAt reads at off, seeing this process's own buffered writes. At the end
+// of the file it returns fewer bytes (0 at or past the end) and no error.
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read inode %d at %d: negative offset: %w", f.ino, off, syscall.EINVAL)
+	}
+	f.mu.Lock()
+	size := int64(f.size)
+	f.mu.Unlock()
+	if off >= size {
+		return 0, nil
+	}
+	if int64(len(p)) > size-off {
+		p = p[:size-off]
+	}
+	for done := 0; done < len(p); {
+		o := off + int64(done)
+		idx := uint32(o / meta.ChunkSize)
+		pos := uint32(o % meta.ChunkSize)
+		n := min(len(p)-done, meta.ChunkSize-int(pos))
+		if err := f.readChunk(ctx, idx, pos, p[done:done+n]); err != nil {
+			return done, eio(err)
+		}
+		done += n
+	}
+	f.readahead(off, int64(len(p)), size)
+	return len(p), nil
+}
+
+func (f *File) readChunk(ctx context.Context, idx, pos uint32, dst []byte) error {
+	for attempt := 0; ; attempt++ {
+		tasks, err := f.view(ctx, idx, pos, dst)
+		if err != nil {
+			return err
+		}
+		err = f.s.run(ctx, tasks)
+		if err != nil && errors.Is(err, storage.ErrNotFound) && attempt == 0 {
+			// The list may be stale (compacted or rewritten by another
+			// client, its objects deleted): read it again once.
+			f.mu.Lock()
+			delete(f.slices, idx)
+			f.gen++
+			f.mu.Unlock()
+			continue
+		}
+		return err
+	}
+}
+
+// readahead fetches the blocks after a sequential read into the cache in
+// the background.
+func (f *File) readahead(off, n, size int64) {
+	ra := f.s.cfg.Readahead
+	f.mu.Lock()
+	if off == f.lastEnd {
+		f.seq++
+	} else {
+		f.seq = 0
+		f.raUntil = 0
+	}
+	f.lastEnd = off + n
+	if ra <= 0 || (f.seq == 0 && off != 0) {
+		f.mu.Unlock()
+		return
+	}
+	from := max(off+n, f.raUntil)
+	to := min(off+n+ra, size)
+	if to-from < int64(f.s.bs) && to < size {
+		f.mu.Unlock()
+		return // wait until a block's worth is due
+	}
+	f.raUntil = to
+	f.mu.Unlock()
+	for o := from; o < to; {
+		idx := uint32(o / meta.ChunkSize)
+		pos := uint32(o % meta.ChunkSize)
+		n := min(to-o, meta.ChunkSize-int64(pos))
+		f.prefetch(idx, pos, uint32(n))
+		o += n
+	}
+}
+
+// prefetch starts fetching the committed blocks behind [pos, pos+n) of chunk idx.
+func (f *File) prefetch(idx, pos, n uint32) {
+	f.mu.Lock()
+	slices, ok := f.slices[idx]
+	f.mu.Unlock()
+	if !ok {
+		return // the next read will load the list; readahead then follows
+	}
+	tasks, err := f.s.plan(resolve(slices, pos, pos+n), pos, nil, nil)
+	if err != nil || f.s.ctx.Err() != nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, t := range tasks {
+		if seen[t.key] {
+			continue
+		}
+		seen[t.key] = true
+		if _, ok := f.s.mem.Get(t.key); ok {
+			continue
+		}
+		f.s.bg.Add(1)
+		go func() {
+			defer f.s.bg.Done()
+			_, _ = f.s.fetch(f.s.ctx, t.key, t.blen)
+		}()
+	}
+}

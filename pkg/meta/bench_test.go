@@ -1,0 +1,160 @@
+package meta
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"podfs.io/podfs/pkg/meta/kv"
+)
+
+// Benchmarks run the namespace operations with 8 goroutines (RunParallel
+// with the parallelism scaled to 8 on this machine's cores), per engine. The
+// bolt engine syncs to disk as in production.
+func benchEngines() []engineCase {
+	return append([]engineCase{{name: "bolt", newVolume: func(t testing.TB) func(testing.TB) *Client {
+		path := filepath.Join(t.TempDir(), "meta.db")
+		return func(t testing.TB) *Client {
+			e, err := kv.OpenBolt(path, kv.BoltOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return startClient(t, e)
+		}
+	}}}, benchNetEngines()...)
+}
+
+func parallel8(b *testing.B) {
+	p := (8 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
+	b.SetParallelism(p)
+}
+
+func BenchmarkMeta(b *testing.B) {
+	for _, ec := range benchEngines() {
+		b.Run(ec.name, func(b *testing.B) {
+			c := ec.newVolume(b)(b)
+			ctx := context.Background()
+			var seq atomic.Int64
+
+			b.Run("create", func(b *testing.B) {
+				parallel8(b)
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					// One directory per goroutine: the kernel serializes
+					// creates in one directory of one mount anyway.
+					d, _, err := c.Mkdir(ctx, RootIno, fmt.Sprintf("c%d", seq.Add(1)), 0o755, 0, 0)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					i := 0
+					for pb.Next() {
+						i++
+						if _, _, err := c.Mknod(ctx, d, fmt.Sprintf("f%d", i), 0o644, 0, 0, 0); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+
+			d, _, err := c.Mkdir(ctx, RootIno, "lookup", 0o755, 0, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			const files = 10000
+			inos := make([]Ino, files)
+			for i := range files {
+				inos[i], _, err = c.Mknod(ctx, d, fmt.Sprintf("f%05d", i), 0o644, 0, 0, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run("lookup", func(b *testing.B) {
+				parallel8(b)
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					i := int(seq.Add(1000))
+					for pb.Next() {
+						i++
+						if _, _, err := c.Lookup(ctx, d, fmt.Sprintf("f%05d", i%files)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+			b.Run("getattr", func(b *testing.B) {
+				parallel8(b)
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					i := int(seq.Add(1000))
+					for pb.Next() {
+						i++
+						if _, err := c.GetAttr(ctx, inos[i%files]); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+			b.Run("readdir10k", func(b *testing.B) {
+				parallel8(b)
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						n, cursor := 0, ""
+						for {
+							es, err := c.Readdir(ctx, d, cursor, 1000)
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							if len(es) == 0 {
+								break
+							}
+							n += len(es)
+							cursor = es[len(es)-1].Name
+						}
+						if n != files {
+							b.Errorf("readdir saw %d entries", n)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+			b.Run("rename", func(b *testing.B) {
+				parallel8(b)
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					g := seq.Add(1)
+					rd, _, err := c.Mkdir(ctx, RootIno, fmt.Sprintf("r%d", g), 0o755, 0, 0)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if _, _, err := c.Mknod(ctx, rd, "a0", 0o644, 0, 0, 0); err != nil {
+						b.Error(err)
+						return
+					}
+					i := 0
+					for pb.Next() {
+						if err := c.Rename(ctx, rd, fmt.Sprintf("a%d", i), rd, fmt.Sprintf("a%d", i+1), 0); err != nil {
+							b.Error(err)
+							return
+						}
+						i++
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+		})
+	}
+}

@@ -1,0 +1,52 @@
+// Package meta is a podfs volume's namespace: inodes, directory entries,
+// attributes, chunk slice lists, xattrs, sessions and locks, kept in a
+// transactional key-value store (package kv) whose engine the metadata URL
+// names: bolt:///path (embedded, one process), etcd://h:p[,h:p]/volume or
+// tikv://pd:p[,pd:p]/volume (networked, many clients).
+//
+// Every operation is one transaction, retried on conflict; a client caches
+// nothing another client could change, so all clients see each other's
+// committed changes at once.
+//
+// # Key schema
+//
+// Keys are binary; inode numbers, slice ids and session ids are 8-byte
+// big-endian so a scan visits them in order. The etcd and TiKV engines put
+// every key of a volume under "podfs\x00<volume>\x00"; a bolt file holds one
+// volume in one bucket.
+//
+//	key                          value                                  what
+//	F                            JSON Format                            volume settings (Init, Load)
+//	Cinode, Cslice, Csession     8-byte next id                         id counters; clients reserve inode and slice ids 1024 at a time
+//	U shard(2)                   space(8) inodes(8), signed             usage counters, 64 shards summed by StatFS so writers seldom collide
+//	A ino                        Attr, 60 bytes fixed                   inode attributes (mode, uid, gid, nlink, rdev, size, a/m/ctime, parent dir)
+//	D parent name                ino(8) type(1)                         directory entry; type is mode>>12 so readdir needs no inode read
+//	S ino                        target bytes                           symlink target
+//	X ino name                   value bytes                            extended attribute
+//	K ino index(4)               Slice records, 24 bytes each           a chunk's slice list, oldest first (later ones cover earlier)
+//	E slice-id                   8-byte count                           extra references to a slice (copy_file_range); absent = one
+//	P slice-id                   size(4)                                slice no file references: its objects may be deleted (PendingDeletes)
+//	R ino                        size(8)                                removed file whose chunks still await release into P
+//	N session-id                 JSON Session                           a client's registration and heartbeat
+//	O ino session-id             empty                                  ino is open in that session (kept after unlink until closed)
+//	Q session-id ino             empty                                  the same, indexed by session (reclaim)
+//	L ino                        flock records                          whole-file locks: (session, owner, type) each
+//	M ino                        plock records                          fcntl byte-range locks: (session, owner, pid, type, start, end) each
+//
+// # Invariants (what Check verifies)
+//
+// Every entry names a live inode of the entry's type; a directory's parent
+// field names the directory holding its entry; a directory's nlink is 2 plus
+// its subdirectories, a file's nlink its entries; an inode without entries
+// has nlink 0 and is open in a live session; chunk keys belong to live or
+// removed files; the usage counters equal the sum over the inodes.
+//
+// # Slices and garbage collection
+//
+// WriteChunk appends a slice (one per call, each with a fresh id from
+// NewSliceID); CompactChunk replaces a prefix of the list with one slice;
+// truncation drops whole chunks and covers the cut part with a hole (id 0);
+// the last unlink of a closed file marks it removed. Every slice that loses
+// its last reference becomes a pending delete, which the data layer's
+// garbage collector deletes and acknowledges with DoneDeleting.
+package meta

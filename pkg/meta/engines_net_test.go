@@ -1,0 +1,46 @@
+package meta
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"podfs.io/podfs/internal/testenv"
+	"podfs.io/podfs/pkg/meta/kv"
+	"podfs.io/podfs/pkg/meta/kv/tikvmock"
+)
+
+var volSeq atomic.Int64
+
+// etcdCase: every volume gets a fresh name on one etcd server per test.
+func etcdCase() engineCase {
+	return engineCase{name: "etcd", multi: true, newVolume: func(t testing.TB) func(testing.TB) *Client {
+		ep := testenv.StartEtcd(t)
+		vol := fmt.Sprintf("v%d", volSeq.Add(1))
+		return func(t testing.TB) *Client {
+			e, err := kv.OpenEtcd(context.Background(), []string{ep}, vol, keyPrefix(vol), testOptions().ConnectTimeout+5e9)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return startClient(t, e)
+		}
+	}}
+}
+
+// tikvCase: a mock cluster split into several regions inside the volume's
+// key range, so transactions span regions.
+func tikvCase() engineCase {
+	return engineCase{name: "tikv", multi: true, newVolume: func(t testing.TB) func(testing.TB) *Client {
+		vol := fmt.Sprintf("v%d", volSeq.Add(1))
+		p := keyPrefix(vol)
+		var splits [][]byte
+		for _, c := range []byte{pAttr, pEntry, pChunk, pPending, pUsage} {
+			splits = append(splits, append(append([]byte(nil), p...), c))
+		}
+		cli := tikvmock.New(t, splits...)
+		return func(t testing.TB) *Client {
+			return startClient(t, kv.NewTiKV(cli, "tikv-mock/"+vol, p))
+		}
+	}}
+}

@@ -1,0 +1,245 @@
+package kv
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// etcdBatch bounds the operations of one etcd transaction we build for
+// reading (etcd's --max-txn-ops defaults to 128).
+const etcdBatch = 100
+
+// Etcd is the engine over an etcd cluster. A transaction reads at one
+// revision (the first read's), buffers its writes, and commits them in one
+// etcd transaction that compares every key it read against the mod
+// revision it saw: serializable, retried by Txn when a compare fails.
+type Etcd struct {
+	cli    *clientv3.Client
+	prefix string
+	name   string
+}
+
+// OpenEtcd connects to the etcd endpoints (host:port each) and checks that
+// one answers within timeout.
+func OpenEtcd(ctx context.Context, endpoints []string, volume string, prefix []byte, timeout time.Duration) (*Etcd, error) {
+	name := "etcd://" + strings.Join(endpoints, ",") + "/" + volume
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: timeout,
+		Logger:      zap.NewNop(),
+		Context:     context.WithoutCancel(ctx),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(endpoints, ","), err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := cli.Get(cctx, "podfs-ping"); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd: no answer from %s within %s: %w (is etcd running and reachable?)", strings.Join(endpoints, ","), timeout, err)
+	}
+	return &Etcd{cli: cli, prefix: string(prefix), name: name}, nil
+}
+
+// Name implements Engine.
+func (e *Etcd) Name() string { return e.name }
+
+// Close implements Engine.
+func (e *Etcd) Close() error { return e.cli.Close() }
+
+// Update implements Engine.
+func (e *Etcd) Update(ctx context.Context, fn func(Tx) error) error {
+	r := &etcdReader{ctx: ctx, e: e, seen: make(map[string]int64)}
+	o := newOverlay(r, false)
+	o.lockWrites = true
+	err := fn(o)
+	if r.err != nil {
+		return r.err // a failed read may have looked like a missing key to fn
+	}
+	if err != nil {
+		return err
+	}
+	if len(o.writes) == 0 {
+		return nil
+	}
+	cmps := make([]clientv3.Cmp, 0, len(r.seen))
+	for k, rev := range r.seen {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
+	}
+	ops := make([]clientv3.Op, 0, len(o.writes))
+	for k, v := range o.writes {
+		if v == nil {
+			ops = append(ops, clientv3.OpDelete(e.prefix+k))
+		} else {
+			ops = append(ops, clientv3.OpPut(e.prefix+k, string(v)))
+		}
+	}
+	resp, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("%s: commit: %w", e.name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%s: %w", e.name, ErrConflict)
+	}
+	return nil
+}
+
+// View implements Engine.
+func (e *Etcd) View(ctx context.Context, fn func(Tx) error) error {
+	r := &etcdReader{ctx: ctx, e: e}
+	o := newOverlay(r, true)
+	err := fn(o)
+	if r.err != nil {
+		return r.err
+	}
+	if err != nil {
+		return err
+	}
+	return o.err
+}
+
+// etcdReader reads at one revision and remembers what it saw.
+type etcdReader struct {
+	ctx  context.Context
+	e    *Etcd
+	rev  int64            // 0 until the first read
+	seen map[string]int64 // full key -> mod revision read (0 = absent); nil in views
+	err  error
+}
+
+func (r *etcdReader) opts(extra ...clientv3.OpOption) []clientv3.OpOption {
+	if r.rev != 0 {
+		extra = append(extra, clientv3.WithRev(r.rev))
+	}
+	return extra
+}
+
+func (r *etcdReader) fail(err error) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%s: read: %w", r.e.name, err)
+	}
+}
+
+func (r *etcdReader) get(key []byte) []byte {
+	if r.err != nil {
+		return nil
+	}
+	k := r.e.prefix + string(key)
+	resp, err := r.e.cli.Get(r.ctx, k, r.opts()...)
+	if err != nil {
+		r.fail(err)
+		return nil
+	}
+	if r.rev == 0 {
+		r.rev = resp.Header.Revision
+	}
+	var v []byte
+	var mod int64
+	if len(resp.Kvs) > 0 {
+		v, mod = resp.Kvs[0].Value, resp.Kvs[0].ModRevision
+	}
+	if r.seen != nil {
+		r.seen[k] = mod
+	}
+	return v
+}
+
+// batchGet reads many keys in few round trips.
+func (r *etcdReader) batchGet(keys [][]byte) [][]byte {
+	res := make([][]byte, len(keys))
+	out := res
+	for len(keys) > 0 && r.err == nil {
+		if r.rev == 0 {
+			// Fix the revision with a first single read.
+			out[0] = r.get(keys[0])
+			keys, out = keys[1:], out[1:]
+			continue
+		}
+		n := min(len(keys), etcdBatch)
+		ops := make([]clientv3.Op, n)
+		for i := range n {
+			ops[i] = clientv3.OpGet(r.e.prefix+string(keys[i]), r.opts()...)
+		}
+		resp, err := r.e.cli.Txn(r.ctx).Then(ops...).Commit()
+		if err != nil {
+			r.fail(err)
+			break
+		}
+		for i, rp := range resp.Responses {
+			rr := rp.GetResponseRange()
+			var mod int64
+			if rr != nil && len(rr.Kvs) > 0 {
+				out[i], mod = rr.Kvs[0].Value, rr.Kvs[0].ModRevision
+			}
+			if r.seen != nil {
+				r.seen[r.e.prefix+string(keys[i])] = mod
+			}
+		}
+		keys, out = keys[n:], out[n:]
+	}
+	return res
+}
+
+func (r *etcdReader) iter(start, end []byte) iterator {
+	return &etcdIter{r: r, next_: r.e.prefix + string(start), end: r.endKey(end)}
+}
+
+func (r *etcdReader) endKey(end []byte) string {
+	if end == nil {
+		return string(PrefixEnd([]byte(r.e.prefix)))
+	}
+	return r.e.prefix + string(end)
+}
+
+// etcdIter pages through a range. Keys it returns join the compare set, so
+// a concurrent change of any of them fails the commit (inserts into the
+// range do not: the schema makes every insert also write a key the scanner
+// read, e.g. the parent directory's attributes).
+type etcdIter struct {
+	r     *etcdReader
+	next_ string
+	end   string
+	buf   []*kvPair
+	done  bool
+}
+
+type kvPair struct {
+	k, v []byte
+	mod  int64
+}
+
+func (it *etcdIter) next() ([]byte, []byte, bool) {
+	r := it.r
+	if len(it.buf) == 0 && !it.done && r.err == nil {
+		resp, err := r.e.cli.Get(r.ctx, it.next_, r.opts(clientv3.WithRange(it.end), clientv3.WithLimit(256))...)
+		if err != nil {
+			r.fail(err)
+			return nil, nil, false
+		}
+		if r.rev == 0 {
+			r.rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			it.buf = append(it.buf, &kvPair{kv.Key, kv.Value, kv.ModRevision})
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			it.done = true
+		} else {
+			it.next_ = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		}
+	}
+	if len(it.buf) == 0 {
+		return nil, nil, false
+	}
+	p := it.buf[0]
+	it.buf = it.buf[1:]
+	if r.seen != nil {
+		r.seen[string(p.k)] = p.mod
+	}
+	return p.k[len(r.e.prefix):], p.v, true
+}

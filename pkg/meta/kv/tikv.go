@@ -1,0 +1,225 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	tikverr "github.com/tikv/client-go/v2/error"
+	"github.com/tikv/client-go/v2/txnkv"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+)
+
+// TiKV is the engine over a TiKV cluster: client-go txnkv with optimistic
+// transactions (snapshot reads, write conflicts detected at commit and
+// retried by Txn). Every key lives under a per-volume prefix. Values must
+// not be empty (TiKV refuses them).
+type TiKV struct {
+	c      *txnkv.Client
+	prefix []byte
+	name   string
+	owned  bool // Close closes c
+}
+
+// OpenTiKV connects to the PD servers at pdAddrs. txnkv.NewClient retries
+// for minutes when no PD answers, so the attempt is bounded by timeout.
+func OpenTiKV(ctx context.Context, pdAddrs []string, volume string, prefix []byte, timeout time.Duration) (*TiKV, error) {
+	type result struct {
+		c   *txnkv.Client
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := txnkv.NewClient(pdAddrs)
+		ch <- result{c, err}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var r result
+	select {
+	case r = <-ch:
+	case <-t.C:
+		r.err = fmt.Errorf("no answer within %s", timeout)
+	case <-ctx.Done():
+		r.err = ctx.Err()
+	}
+	if r.c == nil && r.err == nil {
+		r.err = errors.New("no client")
+	}
+	if r.err != nil {
+		// A late client is closed when it arrives.
+		go func() {
+			if late := <-ch; late.c != nil {
+				late.c.Close()
+			}
+		}()
+		return nil, fmt.Errorf("tikv: connect to PD %s: %w (is PD running and reachable from here?)", strings.Join(pdAddrs, ","), r.err)
+	}
+	e := NewTiKV(r.c, "tikv://"+strings.Join(pdAddrs, ",")+"/"+volume, prefix)
+	e.owned = true
+	return e, nil
+}
+
+// NewTiKV wraps an existing client (tests pass the in-process mock cluster's);
+// Close leaves it open.
+func NewTiKV(c *txnkv.Client, name string, prefix []byte) *TiKV {
+	return &TiKV{c: c, prefix: append([]byte(nil), prefix...), name: name}
+}
+
+// Name implements Engine.
+func (e *TiKV) Name() string { return e.name }
+
+// Close implements Engine.
+func (e *TiKV) Close() error {
+	if e.owned {
+		return e.c.Close()
+	}
+	return nil
+}
+
+func isTiKVConflict(err error) bool {
+	var latch *tikverr.ErrWriteConflictInLatch
+	var retry *tikverr.ErrRetryable
+	return tikverr.IsErrWriteConflict(err) || errors.As(err, &latch) || errors.As(err, &retry)
+}
+
+// Update implements Engine.
+func (e *TiKV) Update(ctx context.Context, fn func(Tx) error) error {
+	txn, err := e.c.Begin()
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", e.name, err)
+	}
+	tx := &tikvTx{ctx: ctx, e: e, txn: txn}
+	if err := fn(tx); err != nil {
+		txn.Rollback()
+		return err
+	}
+	if tx.err != nil {
+		txn.Rollback()
+		return tx.err
+	}
+	if err := txn.Commit(ctx); err != nil {
+		if isTiKVConflict(err) {
+			return fmt.Errorf("%s: %w: %v", e.name, ErrConflict, err)
+		}
+		return fmt.Errorf("%s: commit: %w", e.name, err)
+	}
+	return nil
+}
+
+// View implements Engine.
+func (e *TiKV) View(ctx context.Context, fn func(Tx) error) error {
+	txn, err := e.c.Begin()
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", e.name, err)
+	}
+	defer txn.Rollback()
+	tx := &tikvTx{ctx: ctx, e: e, txn: txn, readOnly: true}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.err
+}
+
+type tikvTx struct {
+	ctx      context.Context
+	e        *TiKV
+	txn      *transaction.KVTxn
+	readOnly bool
+	err      error // first failed write, reported at commit
+}
+
+func (t *tikvTx) key(k []byte) []byte {
+	return append(append(make([]byte, 0, len(t.e.prefix)+len(k)), t.e.prefix...), k...)
+}
+
+func (t *tikvTx) Get(key []byte) ([]byte, error) {
+	v, err := t.txn.Get(t.ctx, t.key(key))
+	if tikverr.IsErrNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: get: %w", t.e.name, err)
+	}
+	return clone(v.Value), nil
+}
+
+func (t *tikvTx) BatchGet(keys [][]byte) ([][]byte, error) {
+	pk := make([][]byte, len(keys))
+	for i, k := range keys {
+		pk[i] = t.key(k)
+	}
+	m, err := t.txn.BatchGet(t.ctx, pk)
+	if err != nil {
+		return nil, fmt.Errorf("%s: batch get: %w", t.e.name, err)
+	}
+	out := make([][]byte, len(keys))
+	for i, k := range pk {
+		if v, ok := m[string(k)]; ok && len(v.Value) > 0 {
+			out[i] = clone(v.Value)
+		}
+	}
+	return out, nil
+}
+
+func (t *tikvTx) Set(key, value []byte) {
+	if t.readOnly {
+		t.err = errReadOnly
+		return
+	}
+	if len(value) == 0 {
+		t.err = fmt.Errorf("%s: set %q: empty values cannot be stored", t.e.name, key)
+		return
+	}
+	if err := t.txn.Set(t.key(key), value); err != nil && t.err == nil {
+		t.err = fmt.Errorf("%s: set: %w", t.e.name, err)
+	}
+}
+
+func (t *tikvTx) Delete(key []byte) {
+	if t.readOnly {
+		t.err = errReadOnly
+		return
+	}
+	if err := t.txn.Delete(t.key(key)); err != nil && t.err == nil {
+		t.err = fmt.Errorf("%s: delete: %w", t.e.name, err)
+	}
+}
+
+// Lock rewrites the key with its value: under snapshot isolation only
+// written keys conflict.
+func (t *tikvTx) Lock(key []byte) error {
+	v, err := t.Get(key)
+	if err != nil || v == nil {
+		return err
+	}
+	t.Set(key, v)
+	return nil
+}
+
+func (t *tikvTx) Scan(start, end []byte, limit int, fn func(k, v []byte) bool) error {
+	upper := PrefixEnd(t.e.prefix)
+	if end != nil {
+		upper = t.key(end)
+	}
+	it, err := t.txn.Iter(t.key(start), upper)
+	if err != nil {
+		return fmt.Errorf("%s: scan: %w", t.e.name, err)
+	}
+	defer it.Close()
+	n := 0
+	for it.Valid() {
+		if !fn(clone(it.Key()[len(t.e.prefix):]), clone(it.Value())) {
+			return nil
+		}
+		if n++; limit > 0 && n >= limit {
+			return nil
+		}
+		if err := it.Next(); err != nil {
+			return fmt.Errorf("%s: scan: %w", t.e.name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,546 @@
+package meta
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+
+	"podfs.io/podfs/pkg/meta/kv"
+)
+
+// MaxName is the longest name a directory entry may have, as NAME_MAX.
+const MaxName = 255
+
+// MaxSymlink is the longest symlink target, as PATH_MAX.
+const MaxSymlink = 4096
+
+func checkName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("name %q is reserved: %w", name, syscall.EINVAL)
+	case len(name) > MaxName:
+		return fmt.Errorf("name of %d bytes is longer than %d: %w", len(name), MaxName, syscall.ENAMETOOLONG)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("name %q contains '/' or NUL: %w", name, syscall.EINVAL)
+	}
+	return nil
+}
+
+func isDir(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFDIR }
+func isReg(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFREG }
+
+// getAttr reads ino's attributes in tx; ENOENT when it does not exist.
+func getAttr(tx kv.Tx, ino Ino) (Attr, error) {
+	var a Attr
+	b, err := tx.Get(attrKey(ino))
+	if err != nil {
+		return a, err
+	}
+	if b == nil {
+		return a, fmt.Errorf("inode %d: %w", ino, syscall.ENOENT)
+	}
+	if err := decodeAttr(b, &a); err != nil {
+		return a, fmt.Errorf("inode %d: %v: %w", ino, err, syscall.EIO)
+	}
+	return a, nil
+}
+
+func putAttr(tx kv.Tx, ino Ino, a *Attr) { tx.Set(attrKey(ino), encodeAttr(a)) }
+
+// getDir reads a directory that can take entries.
+func getDir(tx kv.Tx, ino Ino) (Attr, error) {
+	a, err := getAttr(tx, ino)
+	if err != nil {
+		return a, err
+	}
+	if !isDir(a.Mode) {
+		return a, fmt.Errorf("inode %d is not a directory: %w", ino, syscall.ENOTDIR)
+	}
+	if a.Nlink == 0 {
+		return a, fmt.Errorf("directory %d was removed: %w", ino, syscall.ENOENT)
+	}
+	return a, nil
+}
+
+// getEntry returns the child name points at in parent (0 when none).
+func getEntry(tx kv.Tx, parent Ino, name string) (Ino, uint32, error) {
+	b, err := tx.Get(entryKey(parent, name))
+	if err != nil || b == nil {
+		return 0, 0, err
+	}
+	ino, typ, err := decodeEntry(b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("entry %q in %d: %v: %w", name, parent, err, syscall.EIO)
+	}
+	return ino, typ, nil
+}
+
+// Lookup implements Meta.
+func (c *Client) Lookup(ctx context.Context, parent Ino, name string) (Ino, Attr, error) {
+	var ino Ino
+	var a Attr
+	err := c.view(ctx, func(tx kv.Tx) error {
+		var err error
+		switch name {
+		case ".":
+			ino = parent
+			a, err = getDir(tx, parent)
+			return err
+		case "..":
+			pa, err := getDir(tx, parent)
+			if err != nil {
+				return err
+			}
+			ino = pa.Parent
+			a, err = getAttr(tx, ino)
+			return err
+		}
+		if err := checkName(name); err != nil {
+			return err
+		}
+		ino, _, err = getEntry(tx, parent, name)
+		if err != nil {
+			return err
+		}
+		if ino == 0 {
+			if _, err := getDir(tx, parent); err != nil {
+				return err
+			}
+			return syscall.ENOENT
+		}
+		a, err = getAttr(tx, ino)
+		return err
+	})
+	if err != nil {
+		return 0, Attr{}, fmt.Errorf("lookup %q in %d: %w", name, parent, err)
+	}
+	return ino, a, nil
+}
+
+// GetAttr implements Meta.
+func (c *Client) GetAttr(ctx context.Context, ino Ino) (Attr, error) {
+	var a Attr
+	err := c.view(ctx, func(tx kv.Tx) error {
+		var err error
+		a, err = getAttr(tx, ino)
+		return err
+	})
+	if err != nil {
+		return Attr{}, fmt.Errorf("getattr: %w", err)
+	}
+	return a, nil
+}
+
+// SetAttr implements Meta.
+func (c *Client) SetAttr(ctx context.Context, ino Ino, set uint32, in Attr) (Attr, error) {
+	var a Attr
+	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
+		var err error
+		if a, err = getAttr(tx, ino); err != nil {
+			return err
+		}
+		t := now()
+		if set&SetSize != 0 && in.Size != a.Size {
+			if isDir(a.Mode) {
+				return fmt.Errorf("truncate directory %d: %w", ino, syscall.EISDIR)
+			}
+			if !isReg(a.Mode) {
+				return fmt.Errorf("truncate non-regular file %d: %w", ino, syscall.EINVAL)
+			}
+			if err := truncate(tx, ino, &a, in.Size); err != nil {
+				return err
+			}
+			a.Mtime = t
+		}
+		if set&SetMode != 0 {
+			a.Mode = a.Mode&syscall.S_IFMT | in.Mode&0o7777
+		}
+		if set&SetUid != 0 {
+			a.Uid = in.Uid
+		}
+		if set&SetGid != 0 {
+			a.Gid = in.Gid
+		}
+		switch {
+		case set&SetAtimeNow != 0:
+			a.Atime = t
+		case set&SetAtime != 0:
+			a.Atime = in.Atime
+		}
+		switch {
+		case set&SetMtimeNow != 0:
+			a.Mtime = t
+		case set&SetMtime != 0:
+			a.Mtime = in.Mtime
+		}
+		if set&SetCtime != 0 {
+			a.Ctime = in.Ctime
+		} else {
+			a.Ctime = t
+		}
+		putAttr(tx, ino, &a)
+		return nil
+	})
+	if err != nil {
+		return Attr{}, fmt.Errorf("setattr %d: %w", ino, err)
+	}
+	return a, nil
+}
+
+// Mknod implements Meta (Create is Mknod of a regular file).
+func (c *Client) Mknod(ctx context.Context, parent Ino, name string, mode, rdev, uid, gid uint32) (Ino, Attr, error) {
+	switch mode & syscall.S_IFMT {
+	case 0:
+		mode |= syscall.S_IFREG
+	case syscall.S_IFREG, syscall.S_IFCHR, syscall.S_IFBLK, syscall.S_IFIFO, syscall.S_IFSOCK:
+	default:
+		return 0, Attr{}, fmt.Errorf("mknod %q in %d: mode %o is not a file, device, fifo or socket (use Mkdir/Symlink): %w", name, parent, mode, syscall.EINVAL)
+	}
+	return c.create(ctx, "mknod", parent, name, Attr{Mode: mode, Rdev: rdev, Uid: uid, Gid: gid, Nlink: 1}, "")
+}
+
+// Mkdir implements Meta.
+func (c *Client) Mkdir(ctx context.Context, parent Ino, name string, mode, uid, gid uint32) (Ino, Attr, error) {
+	return c.create(ctx, "mkdir", parent, name, Attr{Mode: syscall.S_IFDIR | mode&0o7777, Uid: uid, Gid: gid, Nlink: 2, Size: 4096, Parent: parent}, "")
+}
+
+// Symlink implements Meta.
+func (c *Client) Symlink(ctx context.Context, parent Ino, name, target string, uid, gid uint32) (Ino, Attr, error) {
+	if target == "" || len(target) >= MaxSymlink || strings.IndexByte(target, 0) >= 0 {
+		return 0, Attr{}, fmt.Errorf("symlink %q in %d: target must be 1-%d bytes without NUL: %w", name, parent, MaxSymlink-1, syscall.EINVAL)
+	}
+	return c.create(ctx, "symlink", parent, name, Attr{Mode: syscall.S_IFLNK | 0o777, Uid: uid, Gid: gid, Nlink: 1, Size: uint64(len(target))}, target)
+}
+
+func (c *Client) create(ctx context.Context, op string, parent Ino, name string, a Attr, target string) (Ino, Attr, error) {
+	if err := checkName(name); err != nil {
+		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
+	}
+	if err := c.checkInodeQuota(ctx); err != nil {
+		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
+	}
+	ino, err := c.newIno(ctx)
+	if err != nil {
+		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
+	}
+	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
+		pa, err := getDir(tx, parent)
+		if err != nil {
+			return err
+		}
+		old, _, err := getEntry(tx, parent, name)
+		if err != nil {
+			return err
+		}
+		if old != 0 {
+			return syscall.EEXIST
+		}
+		t := now()
+		a.Atime, a.Mtime, a.Ctime = t, t, t
+		if pa.Mode&syscall.S_ISGID != 0 {
+			a.Gid = pa.Gid
+			if isDir(a.Mode) {
+				a.Mode |= syscall.S_ISGID
+			}
+		}
+		tx.Set(entryKey(parent, name), encodeEntry(ino, a.Mode))
+		putAttr(tx, ino, &a)
+		if target != "" {
+			tx.Set(symlinkKey(ino), []byte(target))
+		}
+		pa.Mtime, pa.Ctime = t, t
+		if isDir(a.Mode) {
+			pa.Nlink++
+		}
+		putAttr(tx, parent, &pa)
+		return addUsage(tx, 0, 1)
+	})
+	if err != nil {
+		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
+	}
+	return ino, a, nil
+}
+
+// checkInodeQuota refuses creation when the volume's inode quota is used up.
+func (c *Client) checkInodeQuota(ctx context.Context) error {
+	f, err := c.settings(ctx)
+	if err != nil {
+		return err
+	}
+	if f.Inodes == 0 {
+		return nil
+	}
+	st, err := c.cachedStatFS(ctx)
+	if err != nil {
+		return err
+	}
+	if st.AvailInodes == 0 {
+		return fmt.Errorf("inode quota of %d reached: %w", f.Inodes, syscall.ENOSPC)
+	}
+	return nil
+}
+
+// Readlink implements Meta.
+func (c *Client) Readlink(ctx context.Context, ino Ino) (string, error) {
+	var target []byte
+	err := c.view(ctx, func(tx kv.Tx) error {
+		var err error
+		target, err = tx.Get(symlinkKey(ino))
+		if err != nil || target != nil {
+			return err
+		}
+		a, err := getAttr(tx, ino)
+		if err != nil {
+			return err
+		}
+		if a.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+			return fmt.Errorf("inode %d is not a symlink: %w", ino, syscall.EINVAL)
+		}
+		return fmt.Errorf("symlink %d has no target: %w", ino, syscall.EIO)
+	})
+	if err != nil {
+		return "", fmt.Errorf("readlink: %w", err)
+	}
+	return string(target), nil
+}
+
+// Link implements Meta.
+func (c *Client) Link(ctx context.Context, ino, newParent Ino, newName string) (Attr, error) {
+	if err := checkName(newName); err != nil {
+		return Attr{}, fmt.Errorf("link %d as %q in %d: %w", ino, newName, newParent, err)
+	}
+	var a Attr
+	err := c.txnOn(ctx, []Ino{newParent, ino}, func(tx kv.Tx) error {
+		pa, err := getDir(tx, newParent)
+		if err != nil {
+			return err
+		}
+		if a, err = getAttr(tx, ino); err != nil {
+			return err
+		}
+		if isDir(a.Mode) {
+			return fmt.Errorf("hard link to a directory: %w", syscall.EPERM)
+		}
+		if a.Nlink == 0 {
+			return fmt.Errorf("inode %d was unlinked: %w", ino, syscall.ENOENT)
+		}
+		old, _, err := getEntry(tx, newParent, newName)
+		if err != nil {
+			return err
+		}
+		if old != 0 {
+			return syscall.EEXIST
+		}
+		t := now()
+		a.Nlink++
+		a.Ctime = t
+		putAttr(tx, ino, &a)
+		tx.Set(entryKey(newParent, newName), encodeEntry(ino, a.Mode))
+		pa.Mtime, pa.Ctime = t, t
+		putAttr(tx, newParent, &pa)
+		return nil
+	})
+	if err != nil {
+		return Attr{}, fmt.Errorf("link %d as %q in %d: %w", ino, newName, newParent, err)
+	}
+	return a, nil
+}
+
+// Unlink implements Meta.
+func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("unlink %q in %d: %w", name, parent, err)
+	}
+	var removed Ino
+	err := c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
+		removed = 0
+		pa, err := getDir(tx, parent)
+		if err != nil {
+			return err
+		}
+		ino, typ, err := getEntry(tx, parent, name)
+		if err != nil {
+			return err
+		}
+		if ino == 0 {
+			return syscall.ENOENT
+		}
+		if isDir(typ) {
+			return syscall.EISDIR
+		}
+		t := now()
+		tx.Delete(entryKey(parent, name))
+		pa.Mtime, pa.Ctime = t, t
+		putAttr(tx, parent, &pa)
+		gone, err := dropLink(tx, ino, t)
+		if gone {
+			removed = ino
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("unlink %q in %d: %w", name, parent, err)
+	}
+	c.reapLater(removed)
+	return nil
+}
+
+// dropLink takes one link from a non-directory inode; the last link removes
+// it unless some session has it open. It reports whether the inode is gone
+// (its chunks then wait for the reaper under a removed-file key).
+func dropLink(tx kv.Tx, ino Ino, t int64) (bool, error) {
+	a, err := getAttr(tx, ino)
+	if err != nil {
+		return false, err
+	}
+	if a.Nlink > 0 {
+		a.Nlink--
+	}
+	a.Ctime = t
+	if a.Nlink > 0 {
+		putAttr(tx, ino, &a)
+		return false, nil
+	}
+	open := false
+	if err := tx.Scan(inoKey(pOpen, ino), kv.PrefixEnd(inoKey(pOpen, ino)), 1, func(_, _ []byte) bool {
+		open = true
+		return false
+	}); err != nil {
+		return false, err
+	}
+	if open {
+		putAttr(tx, ino, &a) // kept until the last Release
+		return false, nil
+	}
+	return true, removeInode(tx, ino, &a)
+}
+
+// removeInode deletes an inode without links or openers.
+func removeInode(tx kv.Tx, ino Ino, a *Attr) error {
+	tx.Delete(attrKey(ino))
+	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+		tx.Delete(symlinkKey(ino))
+	}
+	var xk [][]byte
+	if err := tx.Scan(inoKey(pXattr, ino), kv.PrefixEnd(inoKey(pXattr, ino)), 0, func(k, _ []byte) bool {
+		xk = append(xk, k)
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, k := range xk {
+		tx.Delete(k)
+	}
+	var space int64
+	if isReg(a.Mode) {
+		space = align4k(a.Size)
+		tx.Set(removedKey(ino), be64(nil, a.Size))
+	}
+	return addUsage(tx, -space, -1)
+}
+
+// Rmdir implements Meta.
+func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
+	}
+	err := c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
+		pa, err := getDir(tx, parent)
+		if err != nil {
+			return err
+		}
+		ino, typ, err := getEntry(tx, parent, name)
+		if err != nil {
+			return err
+		}
+		if ino == 0 {
+			return syscall.ENOENT
+		}
+		if !isDir(typ) {
+			return syscall.ENOTDIR
+		}
+		a, err := getAttr(tx, ino)
+		if err != nil {
+			return err
+		}
+		if empty, err := dirEmpty(tx, ino); err != nil {
+			return err
+		} else if !empty {
+			return syscall.ENOTEMPTY
+		}
+		t := now()
+		tx.Delete(entryKey(parent, name))
+		pa.Nlink--
+		pa.Mtime, pa.Ctime = t, t
+		putAttr(tx, parent, &pa)
+		return removeInode(tx, ino, &a)
+	})
+	if err != nil {
+		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
+	}
+	return nil
+}
+
+func dirEmpty(tx kv.Tx, ino Ino) (bool, error) {
+	empty := true
+	p := inoKey(pEntry, ino)
+	err := tx.Scan(p, kv.PrefixEnd(p), 1, func(_, _ []byte) bool {
+		empty = false
+		return false
+	})
+	return empty, err
+}
+
+// Readdir implements Meta.
+func (c *Client) Readdir(ctx context.Context, dir Ino, cursor string, limit int) ([]Entry, error) {
+	var out []Entry
+	err := c.view(ctx, func(tx kv.Tx) error {
+		out = out[:0]
+		a, err := getAttr(tx, dir)
+		if err != nil {
+			return err
+		}
+		if !isDir(a.Mode) {
+			return syscall.ENOTDIR
+		}
+		p := inoKey(pEntry, dir)
+		start := p
+		if cursor != "" {
+			start = append(append(append([]byte(nil), p...), cursor...), 0)
+		}
+		var keys [][]byte
+		var scanErr error
+		if err := tx.Scan(start, kv.PrefixEnd(p), limit, func(k, v []byte) bool {
+			ino, typ, err := decodeEntry(v)
+			if err != nil {
+				scanErr = fmt.Errorf("entry %q: %v: %w", k[len(p):], err, syscall.EIO)
+				return false
+			}
+			out = append(out, Entry{Name: string(k[len(p):]), Ino: ino, Attr: Attr{Mode: typ}})
+			keys = append(keys, attrKey(ino))
+			return true
+		}); err != nil {
+			return err
+		}
+		if scanErr != nil {
+			return scanErr
+		}
+		vals, err := tx.BatchGet(keys)
+		if err != nil {
+			return err
+		}
+		for i, v := range vals {
+			if v != nil {
+				if err := decodeAttr(v, &out[i].Attr); err != nil {
+					return fmt.Errorf("entry %q: %v: %w", out[i].Name, err, syscall.EIO)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("readdir %d after %q: %w", dir, cursor, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,349 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"podfs.io/podfs/pkg/meta/kv"
+)
+
+// NewSession implements Meta.
+func (c *Client) NewSession(ctx context.Context, mountPoint string) error {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	if c.sid != 0 {
+		return fmt.Errorf("new session: this client already has session %d: %w", c.sid, syscall.EBUSY)
+	}
+	sid, err := c.counterAllocInit(ctx, keyNextSessID)
+	if err != nil {
+		return fmt.Errorf("new session: %w", err)
+	}
+	host, _ := os.Hostname()
+	s := Session{ID: sid, Hostname: host, Pid: os.Getpid(), MountPoint: mountPoint, Heartbeat: time.Now()}
+	if err := c.writeSession(ctx, &s, false); err != nil {
+		return fmt.Errorf("new session: %w", err)
+	}
+	c.sid = sid
+	c.hbStop, c.hbDone = make(chan struct{}), make(chan struct{})
+	go c.heartbeat(s, c.hbStop, c.hbDone)
+	c.log.Debug("session started", "session", sid)
+	return nil
+}
+
+// counterAllocInit hands out one id from a counter that starts at 1.
+func (c *Client) counterAllocInit(ctx context.Context, key []byte) (uint64, error) {
+	var id uint64
+	err := c.txn(ctx, func(tx kv.Tx) error {
+		b, err := tx.Get(key)
+		if err != nil {
+			return err
+		}
+		id = max(u64(b), 1)
+		tx.Set(key, be64(nil, id+1))
+		return nil
+	})
+	return id, err
+}
+
+// writeSession stores s; with mustExist it does nothing (and says so) when
+// another client has reclaimed the session.
+func (c *Client) writeSession(ctx context.Context, s *Session, mustExist bool) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return c.txn(ctx, func(tx kv.Tx) error {
+		if mustExist {
+			old, err := tx.Get(sessionKey(s.ID))
+			if err != nil {
+				return err
+			}
+			if old == nil {
+				return fmt.Errorf("session %d was reclaimed by another client (no heartbeat for %s): %w", s.ID, c.opt.SessionTimeout, syscall.ESTALE)
+			}
+		}
+		tx.Set(sessionKey(s.ID), b)
+		return nil
+	})
+}
+
+func (c *Client) heartbeat(s Session, stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(c.opt.Heartbeat)
+	defer t.Stop()
+	lastClean := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opt.Heartbeat)
+		s.Heartbeat = time.Now()
+		err := c.writeSession(ctx, &s, true)
+		cancel()
+		if err != nil {
+			c.log.Error("session heartbeat failed", "session", s.ID, "err", err)
+		}
+		// Every live client sweeps for dead ones now and then, so what a
+		// crashed client held does not wait for an fsck.
+		if time.Since(lastClean) >= c.opt.SessionTimeout {
+			lastClean = time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), c.opt.SessionTimeout)
+			if _, err := c.CleanStaleSessions(ctx); err != nil {
+				c.log.Warn("clean stale sessions", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// SessionID is this client's session (0 before NewSession).
+func (c *Client) SessionID() uint64 {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	return c.sid
+}
+
+// CloseSession implements Meta.
+func (c *Client) CloseSession(ctx context.Context) error {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	if c.sid == 0 {
+		return nil
+	}
+	c.stopHeartbeatLocked()
+	err := c.reclaim(ctx, c.sid)
+	if err == nil {
+		c.opensMu.Lock()
+		clear(c.opens)
+		c.opensMu.Unlock()
+		c.sid = 0
+	}
+	if err != nil {
+		return fmt.Errorf("close session: %w", err)
+	}
+	return nil
+}
+
+// StopHeartbeat stops the session's heartbeat without releasing anything,
+// as a client that dies would (tests of session reclaim use it).
+func (c *Client) StopHeartbeat() {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	c.stopHeartbeatLocked()
+}
+
+func (c *Client) stopHeartbeatLocked() {
+	if c.hbStop != nil {
+		close(c.hbStop)
+		<-c.hbDone
+		c.hbStop, c.hbDone = nil, nil
+	}
+}
+
+// ListSessions implements Meta.
+func (c *Client) ListSessions(ctx context.Context) ([]Session, error) {
+	var out []Session
+	err := c.view(ctx, func(tx kv.Tx) error {
+		out = out[:0]
+		var derr error
+		err := tx.Scan([]byte{pSession}, []byte{pSession + 1}, 0, func(k, v []byte) bool {
+			var s Session
+			if err := json.Unmarshal(v, &s); err != nil {
+				derr = fmt.Errorf("session key %x: %v: %w", k, err, syscall.EIO)
+				return false
+			}
+			out = append(out, s)
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		return derr
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+// CleanStaleSessions implements Meta.
+func (c *Client) CleanStaleSessions(ctx context.Context) (int, error) {
+	ss, err := c.ListSessions(ctx)
+	if err != nil {
+		return 0, err
+	}
+	own := c.SessionID()
+	n := 0
+	for _, s := range ss {
+		if s.ID == own || time.Since(s.Heartbeat) < c.opt.SessionTimeout {
+			continue
+		}
+		c.log.Info("reclaiming stale session", "session", s.ID, "host", s.Hostname, "pid", s.Pid, "heartbeat", s.Heartbeat)
+		if err := c.reclaim(ctx, s.ID); err != nil {
+			return n, fmt.Errorf("clean stale sessions: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// reclaim releases everything session sid holds: its open files (removing
+// those unlinked meanwhile), its locks, and its record.
+func (c *Client) reclaim(ctx context.Context, sid uint64) error {
+	// Open files, a page per transaction.
+	p := be64([]byte{pSessOpen}, sid)
+	for {
+		var inos []Ino
+		if err := c.view(ctx, func(tx kv.Tx) error {
+			inos = inos[:0]
+			return tx.Scan(p, kv.PrefixEnd(p), 100, func(k, _ []byte) bool {
+				inos = append(inos, Ino(u64(k[9:])))
+				return true
+			})
+		}); err != nil {
+			return fmt.Errorf("reclaim session %d: %w", sid, err)
+		}
+		for _, ino := range inos {
+			if err := c.closeFile(ctx, sid, ino); err != nil {
+				return fmt.Errorf("reclaim session %d: %w", sid, err)
+			}
+		}
+		if len(inos) < 100 {
+			break
+		}
+	}
+	if err := c.dropSessionLocks(ctx, sid); err != nil {
+		return fmt.Errorf("reclaim session %d: %w", sid, err)
+	}
+	return c.txn(ctx, func(tx kv.Tx) error {
+		tx.Delete(sessionKey(sid))
+		return nil
+	})
+}
+
+// Open implements Meta. Only the first open of an inode in this client
+// writes (the session's open marker); later ones read the attributes.
+func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) {
+	sid := c.SessionID()
+	if sid == 0 {
+		if err := c.NewSession(ctx, ""); err != nil && !isErrno(err, syscall.EBUSY) {
+			return Attr{}, fmt.Errorf("open %d: %w", ino, err)
+		}
+		sid = c.SessionID()
+	}
+	of := c.holdOpen(ino)
+	defer c.unholdOpen(ino, of)
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	var a Attr
+	var err error
+	if of.n > 0 {
+		a, err = c.GetAttr(ctx, ino)
+	} else {
+		err = c.txn(ctx, func(tx kv.Tx) error {
+			var err error
+			if a, err = getAttr(tx, ino); err != nil {
+				return err
+			}
+			if err := tx.Lock(attrKey(ino)); err != nil {
+				return err
+			}
+			tx.Set(openKey(ino, sid), present)
+			tx.Set(sessOpenKey(sid, ino), present)
+			return nil
+		})
+	}
+	if err != nil {
+		return Attr{}, fmt.Errorf("open %d: %w", ino, err)
+	}
+	of.n++
+	return a, nil
+}
+
+// Release implements Meta.
+func (c *Client) Release(ctx context.Context, ino Ino) error {
+	sid := c.SessionID()
+	of := c.holdOpen(ino)
+	defer c.unholdOpen(ino, of)
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if of.n == 0 {
+		return fmt.Errorf("release %d: not open in this client: %w", ino, syscall.EBADF)
+	}
+	if of.n == 1 && sid != 0 {
+		if err := c.closeFile(ctx, sid, ino); err != nil {
+			return fmt.Errorf("release %d: %w", ino, err)
+		}
+	}
+	of.n--
+	return nil
+}
+
+func (c *Client) holdOpen(ino Ino) *openFile {
+	c.opensMu.Lock()
+	defer c.opensMu.Unlock()
+	of := c.opens[ino]
+	if of == nil {
+		of = &openFile{}
+		c.opens[ino] = of
+	}
+	of.refs++
+	return of
+}
+
+func (c *Client) unholdOpen(ino Ino, of *openFile) {
+	c.opensMu.Lock()
+	defer c.opensMu.Unlock()
+	of.refs--
+	if of.refs == 0 && of.n == 0 && c.opens[ino] == of {
+		delete(c.opens, ino)
+	}
+}
+
+// closeFile drops session sid's open marker of ino and removes the inode
+// when that was the last opener of an unlinked file.
+func (c *Client) closeFile(ctx context.Context, sid uint64, ino Ino) error {
+	var removed bool
+	err := c.txn(ctx, func(tx kv.Tx) error {
+		removed = false
+		tx.Delete(openKey(ino, sid))
+		tx.Delete(sessOpenKey(sid, ino))
+		b, err := tx.Get(attrKey(ino))
+		if err != nil || b == nil {
+			return err
+		}
+		var a Attr
+		if err := decodeAttr(b, &a); err != nil {
+			return fmt.Errorf("inode %d: %v: %w", ino, err, syscall.EIO)
+		}
+		if a.Nlink > 0 || isDir(a.Mode) {
+			return nil
+		}
+		other := false
+		p := inoKey(pOpen, ino)
+		if err := tx.Scan(p, kv.PrefixEnd(p), 2, func(k, _ []byte) bool {
+			if u64(k[9:]) != sid {
+				other = true
+				return false
+			}
+			return true
+		}); err != nil {
+			return err
+		}
+		if other {
+			return nil
+		}
+		removed = true
+		return removeInode(tx, ino, &a)
+	})
+	if err == nil && removed {
+		c.reapLater(ino)
+	}
+	return err
+}

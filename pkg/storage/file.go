@@ -1,0 +1,240 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// tmpPrefix names the directory (under the store's root) that holds files
+// being written; keys may not use it, and List never shows it.
+const tmpPrefix = ".podfs-tmp"
+
+// FileOptions tunes a file store.
+type FileOptions struct {
+	// Fsync makes Put fsync the object and its directory before returning, so a
+	// returned Put survives a power loss. Without it a Put survives a crash of
+	// podfs but not of the machine (only for caches and benchmarks).
+	Fsync bool
+}
+
+// File keeps each object as a file named by its key under a root directory.
+// Keys map to paths verbatim; podfs's block keys already spread over
+// prefixes (chunks/<id%256>/<id/1000>/...), so no directory grows unbounded.
+// Writes go to a temporary file in the same file system and are renamed into
+// place, so a reader sees the old object or the new one, never a torn one.
+type File struct {
+	root string
+	opts FileOptions
+}
+
+// NewFile opens (creating if needed) a file store rooted at dir.
+func NewFile(dir string, opts FileOptions) (*File, error) {
+	if err := os.MkdirAll(filepath.Join(dir, tmpPrefix), 0o755); err != nil {
+		return nil, fmt.Errorf("file storage %s: %w", dir, err)
+	}
+	// Leftovers of writes interrupted by a crash are never visible; drop them.
+	if ents, err := os.ReadDir(filepath.Join(dir, tmpPrefix)); err == nil {
+		for _, e := range ents {
+			_ = os.Remove(filepath.Join(dir, tmpPrefix, e.Name()))
+		}
+	}
+	return &File{root: dir, opts: opts}, nil
+}
+
+func (f *File) path(key string) string { return filepath.Join(f.root, filepath.FromSlash(key)) }
+
+func (f *File) Put(ctx context.Context, key string, data []byte) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(f.root, tmpPrefix, hex.EncodeToString(rnd[:]))
+	if err := f.writeTemp(tmp, data); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("put %s in %s: %w", key, f, err)
+	}
+	dst := f.path(key)
+	dir := filepath.Dir(dst)
+	if err := os.Rename(tmp, dst); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("put %s in %s: %w", key, f, err)
+		}
+		if err := f.mkdirs(dir); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("put %s in %s: %w", key, f, err)
+		}
+		if err := os.Rename(tmp, dst); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("put %s in %s: %w", key, f, err)
+		}
+	}
+	if f.opts.Fsync {
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("put %s in %s: sync directory: %w", key, f, err)
+		}
+	}
+	return nil
+}
+
+func (f *File) writeTemp(tmp string, data []byte) error {
+	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := fh.Write(data); err != nil {
+		fh.Close()
+		return err
+	}
+	if f.opts.Fsync {
+		if err := fh.Sync(); err != nil {
+			fh.Close()
+			return err
+		}
+	}
+	return fh.Close()
+}
+
+// mkdirs creates dir and, with Fsync, makes each new directory entry durable.
+func (f *File) mkdirs(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir && len(parent) >= len(f.root) {
+		if err := f.mkdirs(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if f.opts.Fsync {
+		return syncDir(parent)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (f *File) Get(ctx context.Context, key string, off int64, p []byte) (int, error) {
+	if err := checkKey(key); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	fh, err := os.Open(f.path(key))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("get %s from %s: %w", key, f, ErrNotFound)
+		}
+		return 0, fmt.Errorf("get %s from %s: %w", key, f, err)
+	}
+	defer fh.Close()
+	n, err := fh.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("get %s from %s at %d: %w", key, f, off, err)
+	}
+	return n, nil
+}
+
+func (f *File) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := os.Remove(f.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s from %s: %w", key, f, err)
+	}
+	return nil
+}
+
+func (f *File) Head(ctx context.Context, key string) (Object, error) {
+	if err := checkKey(key); err != nil {
+		return Object{}, err
+	}
+	st, err := os.Stat(f.path(key))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Object{}, fmt.Errorf("head %s in %s: %w", key, f, ErrNotFound)
+		}
+		return Object{}, fmt.Errorf("head %s in %s: %w", key, f, err)
+	}
+	if st.IsDir() {
+		return Object{}, fmt.Errorf("head %s in %s: a directory: %w", key, f, ErrNotFound)
+	}
+	return Object{Key: key, Size: st.Size(), ModTime: st.ModTime()}, nil
+}
+
+// List walks only the directories that can hold keys with prefix after marker.
+func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Object, error) {
+	start := f.root
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		start = f.path(prefix[:i])
+	}
+	var out []Object
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(f.root, p)
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			if p == start || p == f.root {
+				return nil
+			}
+			if key == tmpPrefix {
+				return filepath.SkipDir
+			}
+			dk := key + "/"
+			if !strings.HasPrefix(dk, prefix) && !strings.HasPrefix(prefix, dk) {
+				return filepath.SkipDir
+			}
+			if dk <= marker && !strings.HasPrefix(marker, dk) {
+				return filepath.SkipDir // every key below sorts before marker
+			}
+			return nil
+		}
+		if !strings.HasPrefix(key, prefix) || key <= marker {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		out = append(out, Object{Key: key, Size: info.Size(), ModTime: info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %q in %s: %w", prefix, f, err)
+	}
+	return sortLimit(out, limit), nil
+}
+
+func (f *File) String() string { return "file://" + f.root }
+func (f *File) Close() error   { return nil }

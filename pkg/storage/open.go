@@ -1,0 +1,76 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path"
+	"strings"
+)
+
+// Forms lists the storage URLs Open accepts, for error messages and help.
+const Forms = `accepted storage URLs:
+  file:///var/lib/podfs/data[?fsync=true|false]           local directory (default; fsync=true)
+  rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
+  rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
+      (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
+  mem://[NAME]                                             memory, for tests only`
+
+// Open connects to the object store named by rawURL.
+func Open(ctx context.Context, rawURL string) (Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse storage URL %q: %v\n%s", rawURL, err, Forms)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("storage URL %q: file URLs name a local path, file:///dir (three slashes), not host %q\n%s", rawURL, u.Host, Forms)
+		}
+		if u.Path == "" || !path.IsAbs(u.Path) {
+			return nil, fmt.Errorf("storage URL %q: missing absolute directory, want file:///dir\n%s", rawURL, Forms)
+		}
+		opts := FileOptions{Fsync: true}
+		for k, v := range u.Query() {
+			switch k {
+			case "fsync":
+				switch strings.ToLower(v[0]) {
+				case "true", "1", "yes", "":
+					opts.Fsync = true
+				case "false", "0", "no":
+					opts.Fsync = false
+				default:
+					return nil, fmt.Errorf("storage URL %q: fsync=%q, want true or false", rawURL, v[0])
+				}
+			default:
+				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync)\n%s", rawURL, k, Forms)
+			}
+		}
+		return NewFile(u.Path, opts)
+	case "rados":
+		return openRados(ctx, rawURL, u)
+	case "mem":
+		return NewMem(u.Host + u.Path), nil
+	case "":
+		return nil, fmt.Errorf("storage URL %q has no scheme\n%s", rawURL, Forms)
+	default:
+		return nil, fmt.Errorf("storage URL %q: unknown scheme %q\n%s", rawURL, u.Scheme, Forms)
+	}
+}
+
+// checkKey rejects keys that are not clean relative slash-separated paths, so
+// no backend can be led outside its directory or pool prefix.
+func checkKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("empty object key")
+	}
+	if strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/") {
+		return fmt.Errorf("object key %q: must not start or end with '/'", key)
+	}
+	for _, part := range strings.Split(key, "/") {
+		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) {
+			return fmt.Errorf("object key %q: empty, '.', '..' or reserved %q component", key, tmpPrefix)
+		}
+	}
+	return nil
+}
