@@ -257,9 +257,12 @@ func child(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mounter := tmpfsMounter{}
-	if mode == "fail" {
+	var mounter Mounter = tmpfsMounter{}
+	switch mode {
+	case "fail":
 		mounter = tmpfsMounter{failOn: "models", gate: os.Getenv("GATE")}
+	case "fs":
+		mounter = &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	}
 	err = Run(ctx, Config{Set: set, Mounter: mounter, ProbeSocket: os.Getenv("SOCKET"), TerminationLog: os.Getenv("TERMLOG"),
 		StopGrace: time.Second, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
