@@ -25,10 +25,14 @@ func randomPod(seed uint64) *corev1.Pod {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
 	p := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "apps"}}
-	if r.IntN(4) == 0 {
+	if r.IntN(8) == 0 {
 		p.Labels = map[string]string{volumeset.InjectLabel: pick("false", "true", "")}
 	}
-	for range r.IntN(4) {
+	nann := 0
+	if r.IntN(3) == 0 {
+		nann = 1 + r.IntN(3)
+	}
+	for range nann {
 		if p.Annotations == nil {
 			p.Annotations = map[string]string{}
 		}
@@ -43,10 +47,14 @@ func randomPod(seed uint64) *corev1.Pod {
 		v := corev1.Volume{Name: name}
 		switch r.IntN(5) {
 		case 0, 1:
-			v.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pick("shared", "models", "ebs", "local-wffc", "data-web-0", "nope", "pending", "cross-ns", "no-meta", "dangling", "bad-subdir"), ReadOnly: r.IntN(2) == 0}
+			claim := pick("shared", "models", "ebs", "local-wffc", "data-web-0", "data-web-1")
+			if r.IntN(6) == 0 {
+				claim = pick("nope", "pending", "cross-ns", "no-meta", "dangling", "bad-subdir")
+			}
+			v.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim, ReadOnly: r.IntN(2) == 0}
 		case 2:
-			attrs := map[string]string{}
-			for range r.IntN(4) {
+			attrs := map[string]string{AttrMetaURL: "bolt:///x.db"}
+			for range r.IntN(3) {
 				attrs[pick(AttrMetaURL, AttrMetaURLSecretKey, AttrStorageURL, AttrStorageURLSecret, AttrSubDir, AttrMountOptions)] = pick("bolt:///x.db", "meta", "a/b", "../x", "/", "o1,o2", "o 1", "")
 			}
 			v.CSI = &corev1.CSIVolumeSource{Driver: pick(volumeset.DriverName, "other.csi"), VolumeAttributes: attrs}
@@ -176,4 +184,42 @@ func serve(h *Handler, body []byte) (int, []byte) {
 		w.code = http.StatusOK
 	}
 	return w.code, w.body
+}
+
+// TestRandomPods runs 3000 generated pods through the fuzz checks without
+// the fuzzing engine, and makes sure the generator reaches every outcome.
+func TestRandomPods(t *testing.T) {
+	lk, cfg := fixtureLookup(), fixtureConfig(t)
+	outcomes := map[string]int{}
+	for seed := range uint64(3000) {
+		h := &Handler{Lookup: lk, Config: NewConfigStore(cfg), Native: seed%2 == 0,
+			Namespaces: func(context.Context, string) (map[string]string, error) {
+				return map[string]string{volumeset.InjectionLabel: []string{"enabled", "serverless"}[seed%3%2]}, nil
+			}}
+		pod := randomPod(seed)
+		code, out := serve(h, reviewFor(t, pod))
+		var review admissionv1.AdmissionReview
+		if code != http.StatusOK || json.Unmarshal(out, &review) != nil || review.Response == nil {
+			t.Fatalf("seed %d: status %d, answer %s", seed, code, out)
+		}
+		switch resp := review.Response; {
+		case !resp.Allowed:
+			outcomes["refused"]++
+		case len(resp.Patch) == 0:
+			outcomes["untouched"]++
+		default:
+			outcomes["injected"]++
+			var ops []Op
+			if err := json.Unmarshal(resp.Patch, &ops); err != nil {
+				t.Fatal(err)
+			}
+			checkInjected(t, pod, applyOps(t, pod, ops))
+		}
+	}
+	t.Logf("outcomes: %v", outcomes)
+	for _, o := range []string{"refused", "untouched", "injected"} {
+		if outcomes[o] < 100 {
+			t.Errorf("only %d of 3000 random pods %s: the generator misses cases (%v)", outcomes[o], o, outcomes)
+		}
+	}
 }
