@@ -66,6 +66,9 @@ func (m tmpfsMount) Wait() error {
 func mounted(t testing.TB, mp string) bool {
 	t.Helper()
 	ok, err := mountinfo.Mounted(mp)
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,5 +389,36 @@ func TestFailingMountNotReadyAndExitsWithReason(t *testing.T) {
 	}
 	if mounted(t, dir+"/pods/uid-1/data") {
 		t.Fatal("the mounted volume was left behind by the failed start")
+	}
+}
+
+// TestStopWhileMounting: SIGTERM (ctx) while a volume is still mounting is
+// a clean stop: what was mounted is unmounted, no error.
+func TestStopWhileMounting(t *testing.T) {
+	set, dir := testSet(t, true, "data", "models")
+	socket := dir + "/probe.sock"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Set: set, Mounter: tmpfsMounter{failOn: "models", gate: dir + "/never"}, ProbeSocket: socket,
+			Getenv: getenv(map[string]string{"POD_UID": "uid-1"})})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !mounted(t, dir+"/pods/uid-1/data") {
+		if time.Now().After(deadline) {
+			t.Fatal("first volume never mounted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := Probe(context.Background(), socket, 0); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("probe while mounting: %v, want not ready", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop while mounting: %v, want a clean stop", err)
+	}
+	if mounted(t, dir+"/pods/uid-1/data") {
+		t.Fatal("still mounted")
 	}
 }
