@@ -56,7 +56,7 @@ func TestCommands(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`podfs_fuse_ops_total{op="create"}`, `podfs_fuse_op_duration_seconds_bucket{op="write"`, `podfs_object_requests_total{method="put",result="ok"}`, "podfs_open_handles"} {
+	for _, want := range []string{`podfs_fuse_ops_total{op="create"}`, `podfs_fuse_op_duration_seconds_bucket{op="write"`, `podfs_object_requests_total{method="put",result="ok"}`, "podfs_open_handles", "podfs_data_block_uploads_total"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/meta"
@@ -64,6 +65,10 @@ type Mount struct {
 
 // Format is the volume's settings as loaded at mount.
 func (m *Mount) Format() meta.Format { return *m.format }
+
+// Metrics is the mount's Prometheus registry (what --metrics serves), for a
+// process that serves several mounts' metrics itself.
+func (m *Mount) Metrics() prometheus.Gatherer { return m.fs.met.reg }
 
 // MountPoint is the absolute path served.
 func (m *Mount) MountPoint() string { return m.mp }
