@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/podfs
 
-.PHONY: build build-norados test bench demo deps vet clean
+.PHONY: build build-norados test e2e bench demo deps vet clean
 
 build:
 	hack/deps.sh --minimal
@@ -22,6 +22,11 @@ vet:
 # The whole test suite against real components (FUSE, etcd, Ceph, kube-apiserver).
 test:
 	hack/test.sh
+
+# End to end on a real single-node Kubernetes brought up on this machine
+# (cluster, images, chart, scenarios, teardown). Separate from test.
+e2e:
+	hack/e2e.sh
 
 bench:
 	hack/bench.sh

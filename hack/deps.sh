@@ -5,13 +5,17 @@
 #
 #   hack/deps.sh            build + test dependencies (librados, etcd, ceph, fio)
 #   hack/deps.sh --minimal  only what building and running the embedded default needs
+#   hack/deps.sh --e2e      everything above plus the node runtime the e2e cluster
+#                           needs (containerd, runc, CNI plugins, busybox for images)
 set -euo pipefail
 
 base=(ca-certificates gcc libc6-dev librados-dev pkg-config)
 full=(etcd-server ceph-mon ceph-osd ceph-mgr ceph-common fio e2fsprogs util-linux)
+e2e=(containerd runc containernetworking-plugins busybox-static iproute2 conntrack)
 
 want=("${base[@]}")
 [[ "${1:-}" == "--minimal" ]] || want+=("${full[@]}")
+[[ "${1:-}" == "--e2e" ]] && want+=("${e2e[@]}")
 
 missing=()
 for p in "${want[@]}"; do

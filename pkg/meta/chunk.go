@@ -88,7 +88,7 @@ func (c *Client) checkSpaceQuota(ctx context.Context) error {
 	if err != nil || f.Capacity == 0 {
 		return err
 	}
-	st, err := c.StatFS(ctx)
+	st, err := c.cachedStatFS(ctx)
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,10 @@ type Client struct {
 
 	fmtMu  sync.Mutex
 	format *Format // cached volume settings (immutable but for quotas)
+	// statCache is the last StatFS, used for quota checks at most a second
+	// old: quotas are enforced approximately, not per transaction.
+	statCache   StatFS
+	statCacheAt time.Time
 
 	sessMu  sync.Mutex
 	sid     uint64
@@ -206,6 +210,7 @@ func (c *Client) Load(ctx context.Context) (*Format, error) {
 	}
 	c.fmtMu.Lock()
 	c.format = &f
+	c.statCacheAt = time.Time{}
 	c.fmtMu.Unlock()
 	return &f, nil
 }
@@ -342,6 +347,24 @@ func (c *Client) StatFS(ctx context.Context) (StatFS, error) {
 	} else {
 		st.AvailInodes = 1 << 32
 	}
+	return st, nil
+}
+
+// cachedStatFS is StatFS at most a second old, for quota checks.
+func (c *Client) cachedStatFS(ctx context.Context) (StatFS, error) {
+	c.fmtMu.Lock()
+	st, at := c.statCache, c.statCacheAt
+	c.fmtMu.Unlock()
+	if time.Since(at) < time.Second {
+		return st, nil
+	}
+	st, err := c.StatFS(ctx)
+	if err != nil {
+		return st, err
+	}
+	c.fmtMu.Lock()
+	c.statCache, c.statCacheAt = st, time.Now()
+	c.fmtMu.Unlock()
 	return st, nil
 }
 

@@ -24,7 +24,7 @@ func testOptions() Options {
 	return Options{
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Heartbeat:      100 * time.Millisecond,
-		SessionTimeout: 300 * time.Millisecond,
+		SessionTimeout: 2 * time.Second,
 		NoSync:         true,
 	}
 }

@@ -271,7 +271,7 @@ func (c *Client) checkInodeQuota(ctx context.Context) error {
 	if f.Inodes == 0 {
 		return nil
 	}
-	st, err := c.StatFS(ctx)
+	st, err := c.cachedStatFS(ctx)
 	if err != nil {
 		return err
 	}

@@ -75,6 +75,7 @@ func (c *Client) heartbeat(s Session, stop, done chan struct{}) {
 	defer close(done)
 	t := time.NewTicker(c.opt.Heartbeat)
 	defer t.Stop()
+	lastClean := time.Now()
 	for {
 		select {
 		case <-stop:
@@ -87,6 +88,16 @@ func (c *Client) heartbeat(s Session, stop, done chan struct{}) {
 		cancel()
 		if err != nil {
 			c.log.Error("session heartbeat failed", "session", s.ID, "err", err)
+		}
+		// Every live client sweeps for dead ones now and then, so what a
+		// crashed client held does not wait for an fsck.
+		if time.Since(lastClean) >= c.opt.SessionTimeout {
+			lastClean = time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), c.opt.SessionTimeout)
+			if _, err := c.CleanStaleSessions(ctx); err != nil {
+				c.log.Warn("clean stale sessions", "err", err)
+			}
+			cancel()
 		}
 	}
 }

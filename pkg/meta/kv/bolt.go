@@ -115,6 +115,7 @@ func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
 
 func (b *Bolt) committer() {
 	defer close(b.done)
+	last, lastCommit := 0, time.Duration(0) // size and duration of the previous group
 	for {
 		var first *boltReq
 		select {
@@ -140,9 +141,40 @@ func (b *Bolt) committer() {
 				break drain
 			}
 		}
+		if last > 1 {
+			batch = b.gather(batch, lastCommit)
+		}
+		start := time.Now()
 		b.commit(batch)
+		lastCommit = time.Since(start)
+		last = len(batch)
 		b.commits.Add(1)
 	}
+}
+
+// gather waits a little for more transactions when the last group had
+// several: the callers it just answered are usually about to send their
+// next one, and a commit costs two fsyncs whatever its size. It stops after
+// a short quiet spell, or a quarter of a commit's time at most.
+func (b *Bolt) gather(batch []*boltReq, commitTime time.Duration) []*boltReq {
+	const quiet = 100 * time.Microsecond
+	deadline := time.Now().Add(min(max(commitTime/4, quiet), time.Millisecond))
+	t := time.NewTimer(quiet)
+	defer t.Stop()
+	for len(batch) < maxGroup {
+		wait := min(quiet, time.Until(deadline))
+		if wait <= 0 {
+			break
+		}
+		t.Reset(wait)
+		select {
+		case r := <-b.queue:
+			batch = append(batch, r)
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (b *Bolt) commit(batch []*boltReq) {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -129,4 +131,39 @@ func TestPrefixEnd(t *testing.T) {
 			t.Errorf("PrefixEnd(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// BenchmarkBoltUpdate measures small transactions (3 writes, as a create)
+// from 8 goroutines, syncing to disk.
+func BenchmarkBoltUpdate(b *testing.B) {
+	e, err := OpenBolt(filepath.Join(b.TempDir(), "m.db"), BoltOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	b.SetParallelism(8 / min(8, runtime.GOMAXPROCS(0)))
+	var seq atomic.Int64
+	start := e.commits.Load()
+	b.RunParallel(func(pb *testing.PB) {
+		g := seq.Add(1) << 32
+		for pb.Next() {
+			g++
+			err := Txn(context.Background(), e, func(tx Tx) error {
+				k := fmt.Appendf(nil, "k%016x", g)
+				if _, err := tx.Get(k); err != nil {
+					return err
+				}
+				tx.Set(k, make([]byte, 60))
+				tx.Set(append(k, 'e'), make([]byte, 9))
+				tx.Set([]byte(fmt.Sprintf("u%d", g%64)), make([]byte, 16))
+				return nil
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
+	b.ReportMetric(float64(b.N)/float64(e.commits.Load()-start), "txn/commit")
 }
