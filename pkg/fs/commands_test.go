@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -134,4 +136,29 @@ func TestSubdirAndReadOnly(t *testing.T) {
 func errorsIsROFS(err error) bool {
 	pe, ok := err.(*os.PathError)
 	return ok && pe.Err == syscall.EROFS
+}
+
+// TestUnmountWithEndedContext: a caller stopping on a signal may pass a
+// context that has already ended; buffered data is written anyway.
+func TestUnmountWithEndedContext(t *testing.T) {
+	v := newBoltVolume(t)
+	m, mp := mountVolume(t, v)
+	data := randBytes(testBlockSize + 5)
+	f, err := os.Create(filepath.Join(mp, "buffered"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := m.Unmount(ctx); err != nil {
+		t.Fatalf("unmount with an ended context: %v", err)
+	}
+	_, mp2 := mountVolume(t, v)
+	if got := mustRead(t, filepath.Join(mp2, "buffered")); !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, want %d", len(got), len(data))
+	}
 }

@@ -276,6 +276,13 @@ func setReadahead(mp string, log *slog.Logger) {
 // and unmounts (lazily when busy). It is safe to call more than once.
 func (m *Mount) Unmount(ctx context.Context) error {
 	m.unmountOnce.Do(func() {
+		if ctx.Err() != nil {
+			// A caller stopping on a signal may pass its already-ended
+			// context; buffered data must still be written.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+		}
 		// Make written data durable first: if the unmount below has to be
 		// lazy, processes may keep the mount for a while.
 		ferr := m.fs.flushAll(ctx)
