@@ -151,12 +151,14 @@ func TestUnmountWithEndedContext(t *testing.T) {
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	// Still open: only Unmount's own flush can write the data (the mount is
+	// busy, so it is detached lazily).
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := m.Unmount(ctx); err != nil {
 		t.Fatalf("unmount with an ended context: %v", err)
 	}
+	f.Close()
 	_, mp2 := mountVolume(t, v)
 	if got := mustRead(t, filepath.Join(mp2, "buffered")); !bytes.Equal(got, data) {
 		t.Fatalf("read back %d bytes, want %d", len(got), len(data))
