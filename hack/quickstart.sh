@@ -42,8 +42,6 @@ fi
 step "formatting volume 'demo': metadata $meta, data file://$dir/data"
 mkdir -p "$dir"
 "$podfs" format "$meta" demo
-# The embedded engine serves one process at a time: look before mounting.
-"$podfs" status "$meta"
 
 step "mounting it on $mp (in the background)"
 "$podfs" mount "$meta" "$mp" -d --log /var/log/podfs/demo.log
@@ -62,12 +60,15 @@ ls -lR "$mp"
 df -h "$mp"
 set +x
 
+step "volume status"
+"$podfs" status "$meta"
+
 cat <<EOF
 
 podfs serves the volume 'demo' at $mp (log: /var/log/podfs/demo.log).
   unmount:            $podfs umount $mp
   mount again:        $podfs mount $meta $mp -d
-  status, check (after unmounting: bolt serves one process at a time):
-                      $podfs status $meta; $podfs fsck $meta
+  status:             $podfs status $meta
+  check (unmounted):  $podfs fsck $meta
   benchmark it:       $podfs bench $mp
 EOF

@@ -384,3 +384,26 @@ func redactURL(u string) string {
 	}
 	return scheme + "://" + rest
 }
+
+// Status is a mounted volume's state, as podfs status shows it.
+type Status struct {
+	MetaURL    string
+	MountPoint string
+	Format     meta.Format
+	StatFS     meta.StatFS
+	Sessions   []meta.Session
+}
+
+// Status reads the volume's usage and sessions through this mount's
+// metadata client (the only way while an embedded engine is held by it).
+func (m *Mount) Status(ctx context.Context) (*Status, error) {
+	st, err := m.m.StatFS(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("statfs: %w", err)
+	}
+	sessions, err := m.m.ListSessions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}, nil
+}
