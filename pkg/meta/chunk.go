@@ -49,6 +49,10 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
 	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
+		k, uk := chunkKey(ino, index), randomUsageKey()
+		if err := prefetch(tx, attrKey(ino), k, uk); err != nil {
+			return err
+		}
 		a, err := getAttr(tx, ino)
 		if err != nil {
 			return err
@@ -56,7 +60,6 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 		if !isReg(a.Mode) {
 			return fmt.Errorf("inode %d is not a regular file: %w", ino, syscall.EINVAL)
 		}
-		k := chunkKey(ino, index)
 		b, err := tx.Get(k)
 		if err != nil {
 			return err
@@ -74,7 +77,7 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 		a.Mtime = mtime.UnixNano()
 		a.Ctime = a.Mtime
 		putAttr(tx, ino, &a)
-		return addUsage(tx, grow, 0)
+		return addUsageAt(tx, uk, grow, 0)
 	})
 	if err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
