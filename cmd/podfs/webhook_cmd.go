@@ -2,10 +2,83 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"podfs.io/podfs/webhook"
 )
 
 func runWebhook(ctx context.Context, log *slog.Logger, args []string) error {
-	return errors.New("not implemented yet")
+	fs := newFlags("webhook", "[options]", `
+Serve the mutating admission webhook at `+webhook.MutatePath+`: pods that use
+podfs volumes in namespaces labelled podfs.io/injection=enabled|serverless get
+the podfs-sidecar container. By default the webhook keeps its own CA in a
+Secret and patches its bundle into the MutatingWebhookConfiguration.`)
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file; \"\" = in-cluster configuration")
+	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "namespace of the webhook (its ConfigMap and CA Secret); default $POD_NAMESPACE")
+	configMap := fs.String("config-map", "podfs-webhook", "ConfigMap with the sidecar configuration (key "+webhook.ConfigKey+"); \"\" = built-in defaults")
+	image := fs.String("sidecar-image", "", "sidecar image when the ConfigMap names none")
+	host := fs.String("host", "", "address to serve the webhook on (\"\" = all)")
+	port := fs.Int("port", 9443, "HTTPS port of the webhook")
+	certDir := fs.String("cert-dir", "", "directory with mounted tls.crt and tls.key (e.g. cert-manager); \"\" = self-managed CA")
+	caSecret := fs.String("ca-secret", "podfs-webhook-ca", "Secret (in --namespace) holding the self-managed CA")
+	mwc := fs.String("webhook-config", "podfs-webhook", "MutatingWebhookConfiguration to patch the CA bundle into; \"\" = none")
+	dnsNames := fs.String("dns-names", "", "comma-separated DNS names of the serving certificate (default podfs-webhook.<namespace>.svc and .svc.cluster.local)")
+	ips := fs.String("ips", "", "comma-separated IP addresses of the serving certificate")
+	native := fs.String("native-sidecar", "auto", "inject native sidecars: auto (API server >= 1.29), true, false")
+	metrics := fs.String("metrics-addr", ":8080", "Prometheus metrics address; 0 = off")
+	health := fs.String("health-addr", ":8081", "healthz/readyz address; 0 = off")
+	appsDone := fs.Bool("apps-done", true, "run the controller that lets pods with non-native sidecars complete")
+	certCheck := fs.Duration("cert-check", time.Hour, "how often to check the certificates for renewal")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("webhook takes no arguments, got %q", fs.Args())
+	}
+	var cfg *rest.Config
+	var err error
+	if *kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client configuration (--kubeconfig): %w", err)
+	}
+	opts := webhook.Options{
+		RestConfig: cfg, Namespace: *namespace, ConfigMapName: *configMap, DefaultImage: *image,
+		Host: *host, Port: *port, CertDir: *certDir, CASecretName: *caSecret, WebhookConfig: *mwc,
+		NativeSidecar: *native, MetricsAddr: *metrics, HealthAddr: *health, AppsDone: *appsDone,
+		CertCheck: *certCheck, Log: log,
+	}
+	if *dnsNames != "" {
+		opts.DNSNames = strings.Split(*dnsNames, ",")
+	} else if *namespace != "" {
+		opts.DNSNames = []string{"podfs-webhook." + *namespace + ".svc", "podfs-webhook." + *namespace + ".svc.cluster.local"}
+	}
+	for _, s := range strings.Split(*ips, ",") {
+		if s == "" {
+			continue
+		}
+		ip := net.ParseIP(strings.TrimSpace(s))
+		if ip == nil {
+			return usagef("--ips: %q is not an IP address", s)
+		}
+		opts.IPs = append(opts.IPs, ip)
+	}
+	if *configMap != "" && *namespace == "" {
+		return usagef("--config-map needs --namespace (or $POD_NAMESPACE)")
+	}
+	srv, err := webhook.NewServer(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
 }

@@ -1,0 +1,286 @@
+// Package sidecar is the runtime of the podfs-sidecar container (`podfs
+// sidecar`): it reads the volume set the webhook wrote (volumeset.EnvVar),
+// mounts every volume in this one process, reports ready through a unix
+// socket the startup probe asks, and stops cleanly: on SIGTERM, when the
+// app containers are done (non-native sidecars learn it from the
+// podfs.io/apps-done annotation) or on a fatal error, it unmounts every
+// mount before it exits — a Bidirectional mount left behind keeps the pod
+// Terminating forever.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"podfs.io/podfs/sidecar/volumeset"
+)
+
+// Volume is a volume ready to mount: mount point expanded, secrets resolved.
+type Volume struct {
+	volumeset.Volume
+	MetaURL    string // resolved, possibly from a Secret
+	StorageURL string
+}
+
+// Mounter mounts one volume; the real one is pkg/fs (FSMounter).
+type Mounter interface {
+	Mount(ctx context.Context, v Volume) (Mount, error)
+}
+
+// Mount is one served mount.
+type Mount interface {
+	// Unmount flushes and unmounts, lazily when busy. Safe to call twice.
+	Unmount(ctx context.Context) error
+	// Wait returns when the mount ends, with why if not cleanly.
+	Wait() error
+}
+
+// Config configures Run.
+type Config struct {
+	Set     *volumeset.VolumeSet
+	Mounter Mounter
+	Getenv  func(string) string // default os.Getenv
+	// ProbeSocket is where the startup probe asks; "" = volumeset.ProbeSocket.
+	ProbeSocket string
+	// TerminationLog gets the reason of a failure (the kubelet shows it in
+	// the container's status); "" = none.
+	TerminationLog string
+	// StopGrace bounds how long a non-native sidecar waits, after SIGTERM,
+	// for the apps to finish before unmounting; default 20s.
+	StopGrace time.Duration
+	// Poll is how often the apps-done file is read; default 1s.
+	Poll time.Duration
+	Log  *slog.Logger
+}
+
+// Resolve expands mount points and reads secrets from the environment.
+func Resolve(set *volumeset.VolumeSet, getenv func(string) string) ([]Volume, error) {
+	uid := getenv(volumeset.PodUIDEnv)
+	var errs []error
+	out := make([]Volume, 0, len(set.Volumes))
+	for _, v := range set.Volumes {
+		r := Volume{Volume: v, MetaURL: v.MetaURL, StorageURL: v.StorageURL}
+		mp, err := volumeset.ExpandMountPoint(v.MountPoint, uid)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("volume %q: %w", v.Name, err))
+		}
+		r.MountPoint = mp
+		if v.MetaURLEnv != "" {
+			if r.MetaURL = getenv(v.MetaURLEnv); r.MetaURL == "" {
+				errs = append(errs, fmt.Errorf("volume %q: the metadata URL comes from $%s, which is empty: check the key in the PV's nodePublishSecretRef Secret", v.Name, v.MetaURLEnv))
+			}
+		}
+		if v.StorageURLEnv != "" {
+			if r.StorageURL = getenv(v.StorageURLEnv); r.StorageURL == "" {
+				errs = append(errs, fmt.Errorf("volume %q: the storage URL comes from $%s, which is empty: check the key in the PV's nodePublishSecretRef Secret", v.Name, v.StorageURLEnv))
+			}
+		}
+		out = append(out, r)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Run serves the volume set until ctx ends (SIGTERM), the apps are done,
+// or a mount fails. It returns nil after a clean stop; otherwise the error
+// says why, and every mount has been unmounted either way.
+func Run(ctx context.Context, cfg Config) (err error) {
+	if cfg.Getenv == nil {
+		cfg.Getenv = os.Getenv
+	}
+	if cfg.ProbeSocket == "" {
+		cfg.ProbeSocket = volumeset.ProbeSocket
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = 20 * time.Second
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Log
+	st := &state{}
+	probe, perr := serveProbe(cfg.ProbeSocket, st)
+	if perr != nil {
+		return perr
+	}
+	defer probe.Close()
+	defer func() {
+		if err != nil {
+			st.fail(err.Error())
+			writeTerminationLog(cfg.TerminationLog, err.Error())
+		}
+	}()
+
+	vols, err := Resolve(cfg.Set, cfg.Getenv)
+	if err != nil {
+		return err
+	}
+	var mounts []*served
+	unmountAll := func() error {
+		var errs []error
+		for i := len(mounts) - 1; i >= 0; i-- {
+			m := mounts[i]
+			uctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if err := m.m.Unmount(uctx); err != nil {
+				errs = append(errs, fmt.Errorf("unmount volume %q at %s: %w", m.v.Name, m.v.MountPoint, err))
+			} else {
+				log.Info("unmounted", "volume", m.v.Name, "mount_point", m.v.MountPoint)
+			}
+			cancel()
+		}
+		return errors.Join(errs...)
+	}
+	died := make(chan *served, len(vols))
+	for _, v := range vols {
+		if ctx.Err() != nil {
+			log.Info("asked to stop while mounting")
+			return unmountAll()
+		}
+		if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
+			return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())
+		}
+		if err := ClearDeadMount(v.MountPoint); err != nil {
+			return errors.Join(fmt.Errorf("volume %q: %w", v.Name, err), unmountAll())
+		}
+		start := time.Now()
+		m, err := cfg.Mounter.Mount(ctx, v)
+		if err != nil {
+			return errors.Join(fmt.Errorf("mount volume %q at %s: %w", v.Name, v.MountPoint, err), unmountAll())
+		}
+		s := &served{v: v, m: m}
+		mounts = append(mounts, s)
+		go func() {
+			s.err = m.Wait()
+			died <- s
+		}()
+		log.Info("mounted", "volume", v.Name, "mount_point", v.MountPoint, "took", time.Since(start))
+	}
+	st.ready()
+	log.Info("all volumes served", "volumes", len(mounts), "native", cfg.Set.Native)
+
+	var appsDone <-chan struct{}
+	if !cfg.Set.Native && cfg.Set.AppsDoneFile != "" {
+		appsDone = watchAppsDone(ctx, cfg.Set.AppsDoneFile, cfg.Poll)
+	}
+	select {
+	case s := <-died:
+		st.fail("mount of volume " + s.v.Name + " ended")
+		why := fmt.Errorf("the mount of volume %q at %s ended unexpectedly: %v", s.v.Name, s.v.MountPoint, s.err)
+		return errors.Join(why, unmountAll())
+	case <-appsDone:
+		log.Info("the app containers are done; unmounting")
+		st.stopping()
+		return unmountAll()
+	case <-ctx.Done():
+	}
+	st.stopping()
+	if !cfg.Set.Native {
+		// Every container got SIGTERM at once: give the apps time to
+		// finish (or the apps-done signal) before pulling the file system
+		// from under them. Native sidecars are stopped after the apps.
+		log.Info("SIGTERM: waiting for the app containers", "grace", cfg.StopGrace)
+		t := time.NewTimer(cfg.StopGrace)
+		select {
+		case <-t.C:
+		case <-watchAppsDone(context.Background(), cfg.Set.AppsDoneFile, cfg.Poll):
+		}
+		t.Stop()
+	}
+	log.Info("stopping: unmounting every volume")
+	return unmountAll()
+}
+
+type served struct {
+	v   Volume
+	m   Mount
+	err error
+}
+
+// watchAppsDone closes the returned channel once the downward API file
+// shows podfs.io/apps-done="true".
+func watchAppsDone(ctx context.Context, file string, every time.Duration) <-chan struct{} {
+	ch := make(chan struct{})
+	if file == "" {
+		return ch
+	}
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if AppsDone(file) {
+				close(ch)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return ch
+}
+
+// AppsDone reads a downward API annotations file (lines key="value").
+func AppsDone(file string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if ok && k == volumeset.AppsDoneAnnotation && strings.Trim(v, `"`) == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+func writeTerminationLog(path, msg string) {
+	if path == "" {
+		return
+	}
+	if len(msg) > 4000 { // the kubelet keeps 4 KiB
+		msg = msg[:4000]
+	}
+	_ = os.WriteFile(path, []byte(msg), 0o644)
+}
+
+// state is what the probe reports.
+type state struct {
+	mu     sync.Mutex
+	phase  string // mounting, ready, stopping, failed
+	reason string
+}
+
+func (s *state) get() (string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == "" {
+		return "mounting", ""
+	}
+	return s.phase, s.reason
+}
+
+func (s *state) ready() { s.set("ready", "") }
+
+func (s *state) stopping() { s.set("stopping", "") }
+
+func (s *state) fail(reason string) { s.set("failed", reason) }
+
+func (s *state) set(p, r string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == "failed" {
+		return // the first failure is the reason
+	}
+	s.phase, s.reason = p, r
+}

@@ -1,0 +1,306 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+
+	"podfs.io/podfs/sidecar/volumeset"
+)
+
+// ConfigKey is the key of the webhook's ConfigMap that holds its Config as YAML.
+const ConfigKey = "config.yaml"
+
+// Config is what the webhook puts into every sidecar. It is read from the
+// ConfigMap the webhook watches (key config.yaml):
+//
+//	image: podfs:v1
+//	resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {memory: 1Gi}}
+//	mountOptions: [allow_other]
+//	env: [{name: PODFS_LOG, value: info}]
+//	cache: {cacheSize: 256Mi, bufferSize: 300Mi, readahead: 16Mi}
+//	patches:
+//	- name: seqread
+//	  pvcSelector: {matchLabels: {podfs.io/profile: seqread}}
+//	  storageClassNames: [podfs-seqread]
+//	  mountOptions: [attr_timeout=60s]
+//	  cache: {readahead: 256Mi}
+//
+// # Precedence
+//
+// pod annotation > matching patch > default, field by field:
+//
+//   - image, imagePullPolicy, resources, env: the default, then every patch
+//     that matches any of the pod's podfs volumes in the order listed (a
+//     later patch wins over an earlier one; resources merge per resource
+//     name, env per variable name), then the annotations
+//     podfs.io/sidecar-{cpu,memory}-{request,limit}.
+//   - mount options (per volume): the default list, then the PV's
+//     spec.mountOptions and volumeAttributes mountOptions, then each patch
+//     matching that volume, then the pod annotation podfs.io/mount-options.
+//     Options merge by key ("key" or "key=value"): a later source replaces
+//     an earlier option with the same key.
+//   - cache (per volume): the default, then each matching patch, field by field.
+//
+// A patch matches a PVC volume when its pvcSelector matches the PVC's
+// labels or the PVC's StorageClass is one of its storageClassNames (both
+// given: either); inline CSI volumes match storageClassNames never and a
+// pvcSelector only through... nothing, they have no PVC.
+type Config struct {
+	Image           string                      `json:"image"`
+	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy,omitempty"`
+	Resources       corev1.ResourceRequirements `json:"resources,omitzero"`
+	MountOptions    []string                    `json:"mountOptions,omitempty"`
+	Env             []corev1.EnvVar             `json:"env,omitempty"`
+	Cache           CacheConfig                 `json:"cache,omitzero"`
+	// TerminationGracePeriod is not set: the pod's own applies.
+	Patches []Patch `json:"patches,omitempty"`
+}
+
+// CacheConfig is the data layer tuning as quantities.
+type CacheConfig struct {
+	CacheSize    *resource.Quantity `json:"cacheSize,omitempty"`
+	CacheDir     string             `json:"cacheDir,omitempty"`
+	CacheDirSize *resource.Quantity `json:"cacheDirSize,omitempty"`
+	BufferSize   *resource.Quantity `json:"bufferSize,omitempty"`
+	Readahead    *resource.Quantity `json:"readahead,omitempty"`
+}
+
+// Patch changes the sidecar for the volumes it selects.
+type Patch struct {
+	Name              string                       `json:"name"`
+	PVCSelector       *metav1.LabelSelector        `json:"pvcSelector,omitempty"`
+	StorageClassNames []string                     `json:"storageClassNames,omitempty"`
+	Image             string                       `json:"image,omitempty"`
+	ImagePullPolicy   corev1.PullPolicy            `json:"imagePullPolicy,omitempty"`
+	Resources         *corev1.ResourceRequirements `json:"resources,omitempty"`
+	MountOptions      []string                     `json:"mountOptions,omitempty"`
+	Env               []corev1.EnvVar              `json:"env,omitempty"`
+	Cache             *CacheConfig                 `json:"cache,omitempty"`
+
+	selector labels.Selector
+}
+
+// DefaultConfig is used until a valid ConfigMap is seen.
+func DefaultConfig(image string) *Config {
+	c := &Config{
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("100m"),
+				corev1.ResourceMemory: resource.MustParse("128Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceMemory: resource.MustParse("1Gi"),
+			},
+		},
+		MountOptions: []string{"allow_other"},
+	}
+	if err := c.compile(); err != nil {
+		panic(err) // the built-in default is valid by construction
+	}
+	return c
+}
+
+// ParseConfig reads and validates a Config from YAML; defaultImage fills an
+// absent image.
+func ParseConfig(data []byte, defaultImage string) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", ConfigKey, err)
+	}
+	if c.Image == "" {
+		c.Image = defaultImage
+	}
+	if err := c.compile(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// compile validates c and prepares the patches' selectors.
+func (c *Config) compile() error {
+	var errs []error
+	if c.Image == "" {
+		errs = append(errs, errors.New("image is empty: set image in the ConfigMap or --sidecar-image"))
+	}
+	errs = append(errs, checkPullPolicy("imagePullPolicy", c.ImagePullPolicy))
+	errs = append(errs, checkOptions("mountOptions", c.MountOptions))
+	errs = append(errs, checkEnv("env", c.Env))
+	errs = append(errs, checkCache("cache", &c.Cache))
+	errs = append(errs, checkResources("resources", c.Resources))
+	names := map[string]bool{}
+	for i := range c.Patches {
+		p := &c.Patches[i]
+		where := fmt.Sprintf("patches[%d] (%q)", i, p.Name)
+		if p.Name == "" {
+			errs = append(errs, fmt.Errorf("%s: name is empty", where))
+		}
+		if names[p.Name] {
+			errs = append(errs, fmt.Errorf("%s: name used twice", where))
+		}
+		names[p.Name] = true
+		if p.PVCSelector == nil && len(p.StorageClassNames) == 0 {
+			errs = append(errs, fmt.Errorf("%s: selects nothing: set pvcSelector or storageClassNames", where))
+		}
+		if p.PVCSelector != nil {
+			s, err := metav1.LabelSelectorAsSelector(p.PVCSelector)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.pvcSelector: %w", where, err))
+			}
+			p.selector = s
+		}
+		errs = append(errs, checkPullPolicy(where+".imagePullPolicy", p.ImagePullPolicy))
+		errs = append(errs, checkOptions(where+".mountOptions", p.MountOptions))
+		errs = append(errs, checkEnv(where+".env", p.Env))
+		if p.Cache != nil {
+			errs = append(errs, checkCache(where+".cache", p.Cache))
+		}
+		if p.Resources != nil {
+			errs = append(errs, checkResources(where+".resources", *p.Resources))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkPullPolicy(where string, p corev1.PullPolicy) error {
+	switch p {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+		return nil
+	}
+	return fmt.Errorf("%s %q: want Always, IfNotPresent or Never", where, p)
+}
+
+func checkOptions(where string, opts []string) error {
+	for _, o := range opts {
+		if o == "" || strings.ContainsAny(o, ", \t\n") {
+			return fmt.Errorf("%s: %q is not one mount option (no commas or spaces; one per list entry)", where, o)
+		}
+	}
+	return nil
+}
+
+func checkEnv(where string, env []corev1.EnvVar) error {
+	for _, e := range env {
+		if e.Name == "" {
+			return fmt.Errorf("%s: an entry has no name", where)
+		}
+		if e.Name == volumeset.EnvVar || e.Name == volumeset.PodUIDEnv || strings.HasPrefix(e.Name, "PODFS_VOL") {
+			return fmt.Errorf("%s: %s is set by the webhook itself", where, e.Name)
+		}
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef == nil && e.ValueFrom.ConfigMapKeyRef == nil && e.ValueFrom.FieldRef == nil && e.ValueFrom.ResourceFieldRef == nil {
+			return fmt.Errorf("%s: %s has an empty valueFrom", where, e.Name)
+		}
+	}
+	return nil
+}
+
+func checkCache(where string, c *CacheConfig) error {
+	for _, q := range []struct {
+		n string
+		v *resource.Quantity
+	}{{"cacheSize", c.CacheSize}, {"cacheDirSize", c.CacheDirSize}, {"bufferSize", c.BufferSize}, {"readahead", c.Readahead}} {
+		if q.v != nil && q.v.Sign() < 0 {
+			return fmt.Errorf("%s.%s %s is negative", where, q.n, q.v)
+		}
+	}
+	if c.CacheDir != "" && !strings.HasPrefix(c.CacheDir, "/") {
+		return fmt.Errorf("%s.cacheDir %q must be an absolute path", where, c.CacheDir)
+	}
+	return nil
+}
+
+func checkResources(where string, r corev1.ResourceRequirements) error {
+	for n, req := range r.Requests {
+		if lim, ok := r.Limits[n]; ok && req.Cmp(lim) > 0 {
+			return fmt.Errorf("%s: %s request %s exceeds its limit %s", where, n, req.String(), lim.String())
+		}
+	}
+	return nil
+}
+
+// matches reports whether p selects the PVC with these labels and class.
+func (p *Patch) matches(pvcLabels map[string]string, storageClass string, isPVC bool) bool {
+	if !isPVC {
+		return false
+	}
+	if p.selector != nil && p.selector.Matches(labels.Set(pvcLabels)) {
+		return true
+	}
+	return storageClass != "" && slices.Contains(p.StorageClassNames, storageClass)
+}
+
+// mergeOptions appends src to dst, a later option replacing an earlier one
+// with the same key (the part before '=').
+func mergeOptions(dst []string, src ...string) []string {
+	for _, o := range src {
+		k, _, _ := strings.Cut(o, "=")
+		dst = slices.DeleteFunc(dst, func(d string) bool {
+			dk, _, _ := strings.Cut(d, "=")
+			return dk == k
+		})
+		dst = append(dst, o)
+	}
+	return dst
+}
+
+// mergeCache overlays the set fields of src onto dst.
+func mergeCache(dst *volumeset.Cache, src *CacheConfig) {
+	if src == nil {
+		return
+	}
+	if src.CacheSize != nil {
+		dst.CacheSize = src.CacheSize.Value()
+	}
+	if src.CacheDir != "" {
+		dst.CacheDir = src.CacheDir
+	}
+	if src.CacheDirSize != nil {
+		dst.CacheDirSize = src.CacheDirSize.Value()
+	}
+	if src.BufferSize != nil {
+		dst.BufferSize = src.BufferSize.Value()
+	}
+	if src.Readahead != nil {
+		dst.Readahead = src.Readahead.Value()
+	}
+}
+
+// mergeEnv overlays src onto dst by variable name.
+func mergeEnv(dst []corev1.EnvVar, src []corev1.EnvVar) []corev1.EnvVar {
+	for _, e := range src {
+		if i := slices.IndexFunc(dst, func(d corev1.EnvVar) bool { return d.Name == e.Name }); i >= 0 {
+			dst[i] = e
+		} else {
+			dst = append(dst, e)
+		}
+	}
+	return dst
+}
+
+// mergeResources overlays src onto dst per resource name.
+func mergeResources(dst *corev1.ResourceRequirements, src *corev1.ResourceRequirements) {
+	if src == nil {
+		return
+	}
+	for n, q := range src.Requests {
+		if dst.Requests == nil {
+			dst.Requests = corev1.ResourceList{}
+		}
+		dst.Requests[n] = q
+	}
+	for n, q := range src.Limits {
+		if dst.Limits == nil {
+			dst.Limits = corev1.ResourceList{}
+		}
+		dst.Limits[n] = q
+	}
+}

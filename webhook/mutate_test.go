@@ -1,0 +1,307 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"podfs.io/podfs/sidecar/volumeset"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+func pvcVol(name, claim string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}
+}
+
+func mount(name, path string) corev1.VolumeMount {
+	return corev1.VolumeMount{Name: name, MountPath: path}
+}
+
+func app(name string, mounts ...corev1.VolumeMount) corev1.Container {
+	return corev1.Container{Name: name, Image: "busybox:1.36", Command: []string{"sleep", "3600"}, VolumeMounts: mounts}
+}
+
+// pod builds a pod in namespace apps; edit tweaks it.
+func pod(edit func(p *corev1.Pod)) *corev1.Pod {
+	p := &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "apps"},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{app("app", mount("data", "/data"))},
+			Volumes:    []corev1.Volume{pvcVol("data", "shared")},
+		},
+	}
+	if edit != nil {
+		edit(p)
+	}
+	return p
+}
+
+type mutateCase struct {
+	name       string
+	pod        *corev1.Pod
+	native     bool
+	serverless bool
+	refuse     string // substring of the refusal; "" = must be allowed
+	noPatch    bool   // allowed untouched
+}
+
+func mutateCases() []mutateCase {
+	always := corev1.ContainerRestartPolicyAlways
+	rtrue := true
+	return []mutateCase{
+		{name: "bare-pod", native: true, pod: pod(nil)},
+		{name: "bare-pod-no-native", pod: pod(nil)},
+		{name: "deployment-template", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Name, p.GenerateName = "", "web-7d9f8b6c5-"
+			p.Labels = map[string]string{"app": "web", "pod-template-hash": "7d9f8b6c5"}
+			p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d9f8b6c5", UID: "1b2c", Controller: &rtrue}}
+			p.Spec.Containers = append(p.Spec.Containers, app("metrics"))
+		})},
+		{name: "job-template", pod: pod(func(p *corev1.Pod) {
+			p.Name, p.GenerateName = "", "train-"
+			p.Labels = map[string]string{"batch.kubernetes.io/job-name": "train"}
+			p.Spec.RestartPolicy = corev1.RestartPolicyNever
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "cp -r /data/in /data/out"}
+		})},
+		{name: "job-template-native", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+		})},
+		{name: "statefulset-template", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Name = "web-0"
+			p.Spec.Hostname, p.Spec.Subdomain = "web-0", "web"
+			p.Spec.Volumes = []corev1.Volume{pvcVol("data", "data-web-0")}
+		})},
+		{name: "several-podfs-volumes", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("models", "models"))
+			p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, mount("models", "/models"))
+		})},
+		{name: "subpath-readonly", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ReadOnly = true
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{
+				{Name: "data", MountPath: "/etc/app", SubPath: "config", ReadOnly: true},
+				{Name: "data", MountPath: "/logs", SubPathExpr: "logs/$(POD_NAME)"},
+			}
+		})},
+		{name: "init-container-uses-volume", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{app("seed", mount("data", "/data")), app("unrelated")}
+		})},
+		{name: "init-container-uses-volume-no-native", pod: pod(func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{app("seed", mount("data", "/data"))}
+		}), refuse: `init container "seed" uses podfs volume`},
+		{name: "non-podfs-pvc-beside", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("ebs", "ebs"), pvcVol("scratch", "local-wffc"),
+				corev1.Volume{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}})
+			p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, mount("ebs", "/ebs"), mount("scratch", "/scratch"), mount("cfg", "/cfg"))
+		})},
+		{name: "istio-native", native: true, pod: pod(func(p *corev1.Pod) {
+			proxy := app("istio-proxy")
+			proxy.RestartPolicy = &always
+			p.Spec.InitContainers = []corev1.Container{app("istio-init"), proxy, app("seed", mount("data", "/data"))}
+		})},
+		{name: "istio-container", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Containers = []corev1.Container{app("istio-proxy"), p.Spec.Containers[0]}
+			p.Spec.InitContainers = []corev1.Container{app("istio-init")}
+		})},
+		{name: "existing-native-sidecar", native: true, pod: pod(func(p *corev1.Pod) {
+			logs := app("log-shipper", mount("data", "/data"))
+			logs.RestartPolicy = &always
+			p.Spec.InitContainers = []corev1.Container{logs}
+		})},
+		{name: "host-network", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.HostNetwork = true
+			p.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet
+		})},
+		{name: "inline-csi", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
+				Driver: volumeset.DriverName, ReadOnly: &rtrue,
+				VolumeAttributes:     map[string]string{AttrMetaURLSecretKey: "meta", AttrSubDir: "/shared/"},
+				NodePublishSecretRef: &corev1.LocalObjectReference{Name: "podfs-creds"}}}}}
+		})},
+		{name: "serverless-namespace", native: true, serverless: true, pod: pod(nil)},
+		{name: "serverless-toleration", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Tolerations = []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
+		})},
+		{name: "serverless-node-selector", pod: pod(func(p *corev1.Pod) {
+			p.Spec.NodeSelector = map[string]string{"type": "virtual-kubelet"}
+		})},
+		{name: "annotations-tune", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("models", "models"))
+			p.Annotations = map[string]string{AnnCPURequest: "500m", AnnCPULimit: "2", AnnMemoryRequest: "1Gi", AnnMemoryLimit: "8Gi",
+				AnnMountOptions: "attr_timeout=1s, entry_timeout=1s"}
+		})},
+		{name: "already-injected", native: true, noPatch: true, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{volumeset.InjectedAnnotation: "native"}
+		})},
+		{name: "opted-out", native: true, noPatch: true, pod: pod(func(p *corev1.Pod) {
+			p.Labels = map[string]string{volumeset.InjectLabel: "false"}
+		})},
+		{name: "no-podfs-volumes", native: true, noPatch: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{pvcVol("data", "ebs"), pvcVol("s", "local-wffc")}
+		})},
+		{name: "no-volumes", native: true, noPatch: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = nil
+			p.Spec.Containers[0].VolumeMounts = nil
+		})},
+		{name: "malformed-cpu", native: true, refuse: `annotation podfs.io/sidecar-cpu-limit="two cores"`, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnCPULimit: "two cores"}
+		})},
+		{name: "malformed-memory", native: true, refuse: `annotation podfs.io/sidecar-memory-request="-1Gi"`, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnMemoryRequest: "-1Gi"}
+		})},
+		{name: "request-over-limit", native: true, refuse: `memory request 4Gi exceeds its limit 1Gi`, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnMemoryRequest: "4Gi"}
+		})},
+		{name: "malformed-mount-options", native: true, refuse: `annotation podfs.io/mount-options=`, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnMountOptions: "allow_other,attr timeout=1"}
+		})},
+		{name: "missing-pvc", native: true, refuse: `volume "data": PersistentVolumeClaim apps/nope does not exist`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "nope"
+		})},
+		{name: "pending-pvc", native: true, refuse: `volume "data": PersistentVolumeClaim apps/pending is not bound`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "pending"
+		})},
+		{name: "dangling-pv", native: true, refuse: `bound to PersistentVolume "pv-gone", which does not exist`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "dangling"
+		})},
+		{name: "secret-other-namespace", native: true, refuse: `names Secret kube-system/creds in nodePublishSecretRef, but the pod runs in namespace "apps"`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "cross-ns"
+		})},
+		{name: "no-meta-url", native: true, refuse: `volume "data": volumeAttributes has neither metaURL nor metaURLSecretKey`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "no-meta"
+		})},
+		{name: "bad-subdir", native: true, refuse: `volume 1 ("data"): subDir "../etc" must be a clean relative path`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = append([]corev1.Volume{{Name: "inline", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: volumeset.DriverName, VolumeAttributes: map[string]string{AttrMetaURL: "bolt:///x.db"}}}}}, p.Spec.Volumes...)
+			p.Spec.Volumes[1].PersistentVolumeClaim.ClaimName = "bad-subdir"
+		})},
+		{name: "name-clash", native: true, refuse: `already has a container named "podfs-sidecar"`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, app(volumeset.ContainerName))
+		})},
+	}
+}
+
+func TestMutate(t *testing.T) {
+	lk, cfg := fixtureLookup(), fixtureConfig(t)
+	for _, tc := range mutateCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			ops, err := Mutate(context.Background(), lk, Input{Pod: tc.pod.DeepCopy(), Namespace: "apps", Native: tc.native, Serverless: tc.serverless, Config: cfg})
+			if tc.refuse != "" {
+				var r *Refusal
+				if !errors.As(err, &r) {
+					t.Fatalf("want a refusal containing %q, got ops=%v err=%v", tc.refuse, ops, err)
+				}
+				if !strings.Contains(r.Msg, tc.refuse) {
+					t.Fatalf("refusal %q does not contain %q", r.Msg, tc.refuse)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Mutate: %v", err)
+			}
+			if tc.noPatch {
+				if ops != nil {
+					t.Fatalf("want no patch, got %v", ops)
+				}
+				return
+			}
+			got := applyOps(t, tc.pod, ops)
+			checkInjected(t, tc.pod, got)
+			// Reinvocation (reinvocationPolicy: IfNeeded) must not patch again.
+			again, err := Mutate(context.Background(), lk, Input{Pod: got, Namespace: "apps", Native: tc.native, Serverless: tc.serverless, Config: cfg})
+			if err != nil || again != nil {
+				t.Fatalf("second admission: ops=%v err=%v, want none", again, err)
+			}
+			b, err := yaml.Marshal(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", "golden", tc.name+".yaml")
+			if *update {
+				if err := os.WriteFile(golden, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("read golden file (run go test ./webhook -run TestMutate -update and review it): %v", err)
+			}
+			if string(want) != string(b) {
+				t.Errorf("patched pod differs from %s (rerun with -update and review the diff):\n%s", golden, b)
+			}
+		})
+	}
+}
+
+// checkInjected asserts what every injected pod must satisfy.
+func checkInjected(t testing.TB, before, after *corev1.Pod) {
+	t.Helper()
+	if _, ok := after.Annotations[volumeset.InjectedAnnotation]; !ok {
+		t.Fatalf("no %s annotation", volumeset.InjectedAnnotation)
+	}
+	var sc *corev1.Container
+	native := false
+	if i := slices.IndexFunc(after.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == volumeset.ContainerName }); i >= 0 {
+		sc, native = &after.Spec.InitContainers[i], true
+		if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways || sc.StartupProbe == nil {
+			t.Fatalf("native sidecar without restartPolicy Always and startup probe: %+v", sc)
+		}
+	}
+	if i := slices.IndexFunc(after.Spec.Containers, func(c corev1.Container) bool { return c.Name == volumeset.ContainerName }); i >= 0 {
+		if sc != nil {
+			t.Fatal("two sidecars")
+		}
+		sc = &after.Spec.Containers[i]
+		if sc.Lifecycle == nil || sc.Lifecycle.PostStart == nil {
+			t.Fatal("non-native sidecar without postStart hook")
+		}
+	}
+	if sc == nil {
+		t.Fatal("no sidecar")
+	}
+	if sc.SecurityContext == nil || sc.SecurityContext.Privileged == nil || !*sc.SecurityContext.Privileged {
+		t.Fatal("sidecar not privileged")
+	}
+	var js string
+	for _, e := range sc.Env {
+		if e.Name == volumeset.EnvVar {
+			js = e.Value
+		}
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef == nil && e.ValueFrom.FieldRef == nil {
+			t.Fatalf("env %s: only secretKeyRef/fieldRef are injected", e.Name)
+		}
+	}
+	vs, err := volumeset.Decode(js)
+	if err != nil {
+		t.Fatalf("the sidecar's volume set does not validate: %v", err)
+	}
+	if vs.Native != native {
+		t.Fatalf("volume set says native=%v, placement says %v", vs.Native, native)
+	}
+	podfs := map[string]bool{}
+	for _, v := range vs.Volumes {
+		podfs[v.Name] = true
+	}
+	for _, c := range slices.Concat(after.Spec.InitContainers, after.Spec.Containers) {
+		if c.Name == volumeset.ContainerName {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if podfs[m.Name] && (m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone) {
+				t.Fatalf("container %q mounts podfs volume %q without HostToContainer", c.Name, m.Name)
+			}
+		}
+	}
+	if len(after.Spec.Containers) < len(before.Spec.Containers) || len(after.Spec.InitContainers) < len(before.Spec.InitContainers) {
+		t.Fatal("containers lost")
+	}
+}

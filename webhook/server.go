@@ -1,0 +1,266 @@
+// Package webhook is podfs's mutating admission webhook: it gives every pod
+// that uses a podfs volume, in a namespace labelled podfs.io/injection, one
+// privileged podfs-sidecar container serving all its podfs volumes (see
+// Mutate for the rules and Config for the configuration and its precedence).
+// Server wires the handler into a controller-runtime webhook server with
+// informer-cached lookups, a self-managed CA, the configuration ConfigMap
+// watch and the apps-done controller.
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+)
+
+// Options configure a Server.
+type Options struct {
+	RestConfig *rest.Config
+	// Namespace the webhook runs in: its ConfigMap and CA Secret live here.
+	Namespace     string
+	ConfigMapName string // "" = no ConfigMap, defaults only
+	DefaultImage  string // the sidecar image when the ConfigMap names none
+
+	Host string // listen address of the webhook server; "" = all
+	Port int
+	// CertDir holds mounted tls.crt/tls.key (cert-manager); "" = self-managed CA.
+	CertDir       string
+	CASecretName  string
+	WebhookConfig string // MutatingWebhookConfiguration to patch the CA bundle into
+	DNSNames      []string
+	IPs           []net.IP
+	CertCheck     time.Duration // how often certificates are checked for renewal; default 1h
+
+	// NativeSidecar is "auto" (ask the API server: >= 1.29), "true" or "false".
+	NativeSidecar string
+	MetricsAddr   string // "" or "0" = no metrics server
+	HealthAddr    string // "" or "0" = no health probes
+	// AppsDone runs the controller that lets non-native pods complete.
+	AppsDone bool
+	Log      *slog.Logger
+}
+
+// Server is a configured, not yet running webhook.
+type Server struct {
+	opts    Options
+	mgr     manager.Manager
+	Handler *Handler
+	Certs   *CertManager // nil with CertDir
+	config  *ConfigStore
+	events  record.EventRecorder
+}
+
+// NewServer prepares the manager, caches, certificates (the CA bundle is in
+// the webhook configuration when it returns) and handler.
+func NewServer(ctx context.Context, o Options) (*Server, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.CertCheck == 0 {
+		o.CertCheck = time.Hour
+	}
+	ctrl.SetLogger(logr.FromSlogHandler(o.Log.Handler()))
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	native, err := detectNative(o.RestConfig, o.NativeSidecar)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: o, config: NewConfigStore(DefaultConfig(o.DefaultImage))}
+	if o.DefaultImage == "" && o.ConfigMapName == "" {
+		return nil, errors.New("no sidecar image: set --sidecar-image or a ConfigMap with image")
+	}
+
+	whOpts := crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}
+	direct, err := client.New(o.RestConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("API client: %w", err)
+	}
+	if o.CertDir == "" {
+		if o.CASecretName == "" || o.Namespace == "" {
+			return nil, errors.New("a self-managed CA needs --namespace and --ca-secret (or give --cert-dir)")
+		}
+		s.Certs = &CertManager{Client: direct, SecretNamespace: o.Namespace, SecretName: o.CASecretName,
+			WebhookConfig: o.WebhookConfig, DNSNames: o.DNSNames, IPs: o.IPs, Log: o.Log}
+		if err := s.Certs.Ensure(ctx); err != nil {
+			return nil, err
+		}
+		whOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) {
+			c.GetCertificate = s.Certs.GetCertificate
+			c.MinVersion = tls.VersionTLS12
+		}}
+	}
+
+	byObject := map[client.Object]cache.ByObject{
+		// Only pods whose sidecar is an ordinary container (apps-done).
+		&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{SidecarLabel: SidecarLabelContainer})},
+		// Admission only reads these: share the cached object, no copy.
+		&corev1.PersistentVolumeClaim{}: {UnsafeDisableDeepCopy: ptr(true)},
+		&corev1.PersistentVolume{}:      {UnsafeDisableDeepCopy: ptr(true)},
+		&storagev1.StorageClass{}:       {UnsafeDisableDeepCopy: ptr(true)},
+		&corev1.Namespace{}:             {UnsafeDisableDeepCopy: ptr(true)},
+	}
+	if o.ConfigMapName != "" {
+		byObject[&corev1.ConfigMap{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{o.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", o.ConfigMapName),
+		}
+	}
+	metricsAddr, healthAddr := o.MetricsAddr, o.HealthAddr
+	if metricsAddr == "" {
+		metricsAddr = "0"
+	}
+	if healthAddr == "" {
+		healthAddr = "0"
+	}
+	mgr, err := ctrl.NewManager(o.RestConfig, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: healthAddr,
+		WebhookServer:          crwebhook.NewServer(whOpts),
+		Cache:                  cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	s.mgr = mgr
+	s.events = mgr.GetEventRecorderFor("podfs-webhook")
+
+	lk := &CachedLookup{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}
+	s.Handler = &Handler{Lookup: lk, Namespaces: lk.NamespaceLabels, Config: s.config, Native: native,
+		Log: o.Log, Metrics: NewMetrics(ctrlmetrics.Registry)}
+	mgr.GetWebhookServer().Register(MutatePath, s.Handler)
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return nil, err
+	}
+	if s.Certs != nil {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return s.Certs.Run(ctx, o.CertCheck) })); err != nil {
+			return nil, err
+		}
+	}
+	if o.ConfigMapName != "" {
+		err := builder.ControllerManagedBy(mgr).Named("podfs-config").For(&corev1.ConfigMap{},
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
+				return obj.GetNamespace() == o.Namespace && obj.GetName() == o.ConfigMapName
+			}))).Complete(reconcile.Func(s.reconcileConfig))
+		if err != nil {
+			return nil, fmt.Errorf("config watch: %w", err)
+		}
+	}
+	if o.AppsDone {
+		if err := builder.ControllerManagedBy(mgr).Named("podfs-apps-done").For(&corev1.Pod{}).
+			Complete(&AppsDone{Client: mgr.GetClient(), Log: o.Log}); err != nil {
+			return nil, fmt.Errorf("apps-done controller: %w", err)
+		}
+	}
+	o.Log.Info("webhook configured", "native_sidecar", native, "self_managed_tls", s.Certs != nil, "config_map", o.ConfigMapName)
+	return s, nil
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error { return s.mgr.Start(ctx) }
+
+// Config is the configuration in use.
+func (s *Server) Config() *Config { return s.config.Load() }
+
+// reconcileConfig loads the ConfigMap; an invalid one is reported (log and
+// a Warning event on the ConfigMap) and the last good configuration kept.
+func (s *Server) reconcileConfig(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var cm corev1.ConfigMap
+	err := s.mgr.GetClient().Get(ctx, types.NamespacedName{Namespace: s.opts.Namespace, Name: s.opts.ConfigMapName}, &cm)
+	if apierrors.IsNotFound(err) {
+		s.opts.Log.Warn("configuration ConfigMap is gone; keeping the last good configuration", "config_map", req.String())
+		return reconcile.Result{}, nil
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	data, ok := cm.Data[ConfigKey]
+	if !ok {
+		err = fmt.Errorf("ConfigMap %s has no key %s", req, ConfigKey)
+	}
+	var c *Config
+	if err == nil {
+		c, err = ParseConfig([]byte(data), s.opts.DefaultImage)
+	}
+	if err != nil {
+		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+		s.opts.Log.Error("invalid configuration ConfigMap; keeping the last good configuration", "config_map", req.String(), "err", msg)
+		s.events.Event(&cm, corev1.EventTypeWarning, "InvalidConfig", "podfs webhook keeps its last good configuration: "+msg)
+		return reconcile.Result{}, nil // retrying will not fix it; the next edit will
+	}
+	s.config.Store(c)
+	s.opts.Log.Info("configuration loaded", "config_map", req.String(), "resource_version", cm.ResourceVersion, "patches", len(c.Patches))
+	s.events.Event(&cm, corev1.EventTypeNormal, "ConfigLoaded", "podfs webhook loaded resourceVersion "+cm.ResourceVersion)
+	return reconcile.Result{}, nil
+}
+
+// detectNative decides whether to inject native sidecars.
+func detectNative(cfg *rest.Config, mode string) (bool, error) {
+	switch mode {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	case "", "auto":
+	default:
+		return false, fmt.Errorf("--native-sidecar=%q: want auto, true or false", mode)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, fmt.Errorf("discovery client: %w", err)
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return false, fmt.Errorf("ask the API server its version (or set --native-sidecar): %w", err)
+	}
+	return NativeSidecarsSupported(v.Major, v.Minor)
+}
+
+// NativeSidecarsSupported reports whether Kubernetes major.minor (as
+// /version reports them, e.g. "1", "29+") runs native sidecars (>= 1.29,
+// where SidecarContainers is on by default).
+func NativeSidecarsSupported(major, minor string) (bool, error) {
+	maj, err1 := strconv.Atoi(strings.TrimRight(major, "+"))
+	mnr, err2 := strconv.Atoi(strings.TrimRight(minor, "+"))
+	if err1 != nil || err2 != nil {
+		return false, fmt.Errorf("cannot read the API server's version %q.%q; set --native-sidecar", major, minor)
+	}
+	return maj > 1 || (maj == 1 && mnr >= 29), nil
+}

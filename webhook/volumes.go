@@ -1,0 +1,207 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"podfs.io/podfs/sidecar/volumeset"
+)
+
+// Lookup reads the objects the mutation needs. The server backs it with
+// informer caches (no API round trip per admission); NotFound errors must
+// satisfy apierrors.IsNotFound.
+type Lookup interface {
+	PVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error)
+	PV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
+	StorageClass(ctx context.Context, name string) (*storagev1.StorageClass, error)
+}
+
+// Refusal is a reason to deny a pod: the message names the volume and says
+// what to fix.
+type Refusal struct{ Msg string }
+
+func (r *Refusal) Error() string { return r.Msg }
+
+func refusef(format string, a ...any) error { return &Refusal{Msg: fmt.Sprintf(format, a...)} }
+
+// PV volumeAttributes keys.
+const (
+	AttrMetaURL          = "metaURL"
+	AttrMetaURLSecretKey = "metaURLSecretKey"
+	AttrStorageURL       = "storageURL"
+	AttrStorageURLSecret = "storageURLSecretKey"
+	AttrSubDir           = "subDir"
+	AttrMountOptions     = "mountOptions"
+)
+
+// podfsVolume is one of the pod's volumes that podfs serves.
+type podfsVolume struct {
+	index    int    // in pod.spec.volumes
+	name     string // pod volume name
+	dirName  string // per-pod directory name on ordinary nodes (PV name or volume name)
+	pvc      *corev1.PersistentVolumeClaim
+	class    string
+	attrs    map[string]string
+	secret   string // Secret in the pod's namespace with the credentials, or ""
+	readOnly bool
+	pvOpts   []string
+}
+
+// findVolumes returns the pod's podfs volumes, or a Refusal.
+func findVolumes(ctx context.Context, lk Lookup, ns string, pod *corev1.Pod) ([]podfsVolume, error) {
+	var out []podfsVolume
+	for i := range pod.Spec.Volumes {
+		v := &pod.Spec.Volumes[i]
+		switch {
+		case v.CSI != nil:
+			if v.CSI.Driver != volumeset.DriverName {
+				continue
+			}
+			pv := podfsVolume{index: i, name: v.Name, dirName: v.Name, attrs: v.CSI.VolumeAttributes,
+				readOnly: v.CSI.ReadOnly != nil && *v.CSI.ReadOnly}
+			if v.CSI.NodePublishSecretRef != nil {
+				pv.secret = v.CSI.NodePublishSecretRef.Name
+			}
+			out = append(out, pv)
+		case v.PersistentVolumeClaim != nil:
+			pv, ok, err := pvcVolume(ctx, lk, ns, i, v)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out = append(out, pv)
+			}
+		case v.Ephemeral != nil && v.Ephemeral.VolumeClaimTemplate != nil:
+			// The PVC does not exist yet; its class tells whether it would
+			// be podfs's, which only inline CSI volumes support.
+			if c := v.Ephemeral.VolumeClaimTemplate.Spec.StorageClassName; c != nil && *c != "" {
+				sc, err := lk.StorageClass(ctx, *c)
+				if err == nil && sc.Provisioner == volumeset.DriverName {
+					return nil, refusef("volume %q: a generic ephemeral volume of StorageClass %q (podfs) is not supported; use an inline CSI volume (csi.driver: %s) instead", v.Name, *c, volumeset.DriverName)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func pvcVolume(ctx context.Context, lk Lookup, ns string, i int, v *corev1.Volume) (podfsVolume, bool, error) {
+	claim := v.PersistentVolumeClaim.ClaimName
+	pvc, err := lk.PVC(ctx, ns, claim)
+	if apierrors.IsNotFound(err) {
+		return podfsVolume{}, false, refusef("volume %q: PersistentVolumeClaim %s/%s does not exist: create it (and let it bind) before the pod", v.Name, ns, claim)
+	}
+	if err != nil {
+		return podfsVolume{}, false, fmt.Errorf("volume %q: read PersistentVolumeClaim %s/%s: %w", v.Name, ns, claim, err)
+	}
+	class := ""
+	if pvc.Spec.StorageClassName != nil {
+		class = *pvc.Spec.StorageClassName
+	}
+	if pvc.Spec.VolumeName == "" || pvc.Status.Phase != corev1.ClaimBound {
+		// An unbound claim of another provisioner (WaitForFirstConsumer)
+		// is none of podfs's business; one that may become podfs's is
+		// refused, since the sidecar cannot be added later.
+		if class != "" {
+			if sc, err := lk.StorageClass(ctx, class); err == nil && sc.Provisioner != volumeset.DriverName {
+				return podfsVolume{}, false, nil
+			}
+		}
+		return podfsVolume{}, false, refusef("volume %q: PersistentVolumeClaim %s/%s is not bound (phase %q): podfs needs the claim bound to its PersistentVolume before the pod is created; create a PV with spec.csi.driver %s (or wait for it to bind)", v.Name, ns, claim, pvc.Status.Phase, volumeset.DriverName)
+	}
+	pv, err := lk.PV(ctx, pvc.Spec.VolumeName)
+	if apierrors.IsNotFound(err) {
+		return podfsVolume{}, false, refusef("volume %q: PersistentVolumeClaim %s/%s is bound to PersistentVolume %q, which does not exist", v.Name, ns, claim, pvc.Spec.VolumeName)
+	}
+	if err != nil {
+		return podfsVolume{}, false, fmt.Errorf("volume %q: read PersistentVolume %s: %w", v.Name, pvc.Spec.VolumeName, err)
+	}
+	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != volumeset.DriverName {
+		return podfsVolume{}, false, nil
+	}
+	out := podfsVolume{index: i, name: v.Name, dirName: pv.Name, pvc: pvc, class: class,
+		attrs: pv.Spec.CSI.VolumeAttributes, readOnly: v.PersistentVolumeClaim.ReadOnly || pv.Spec.CSI.ReadOnly,
+		pvOpts: pv.Spec.MountOptions}
+	if ref := pv.Spec.CSI.NodePublishSecretRef; ref != nil {
+		if ref.Namespace != "" && ref.Namespace != ns {
+			return podfsVolume{}, false, refusef("volume %q: PersistentVolume %s names Secret %s/%s in nodePublishSecretRef, but the pod runs in namespace %q; podfs never copies secrets across namespaces: put the Secret in %q and point the PV at it (or use a PV per namespace)", v.Name, pv.Name, ref.Namespace, ref.Name, ns, ns)
+		}
+		out.secret = ref.Name
+	}
+	return out, true, nil
+}
+
+// volumeEntry builds the sidecar's entry for v and the env vars carrying its
+// secrets; i numbers the volume within the pod.
+func volumeEntry(i int, v *podfsVolume, mountPoint string, cfg *Config, annOpts []string) (volumeset.Volume, []corev1.EnvVar, error) {
+	e := volumeset.Volume{Name: v.name, MountPoint: mountPoint, ReadOnly: v.readOnly}
+	var env []corev1.EnvVar
+	fromSecret := func(attr, key, envName string) error {
+		if v.secret == "" {
+			return refusef("volume %q: volumeAttributes %s=%q names a key of the nodePublishSecretRef Secret, but the volume has no nodePublishSecretRef: set one (a Secret in the pod's namespace)", v.name, attr, key)
+		}
+		env = append(env, corev1.EnvVar{Name: envName, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: v.secret}, Key: key}}})
+		return nil
+	}
+	meta, metaKey := v.attrs[AttrMetaURL], v.attrs[AttrMetaURLSecretKey]
+	switch {
+	case meta != "" && metaKey != "":
+		return e, nil, refusef("volume %q: volumeAttributes has both %s and %s: keep one", v.name, AttrMetaURL, AttrMetaURLSecretKey)
+	case meta != "":
+		e.MetaURL = meta
+	case metaKey != "":
+		e.MetaURLEnv = fmt.Sprintf("PODFS_VOL%d_META_URL", i)
+		if err := fromSecret(AttrMetaURLSecretKey, metaKey, e.MetaURLEnv); err != nil {
+			return e, nil, err
+		}
+	default:
+		return e, nil, refusef("volume %q: volumeAttributes has neither %s nor %s: set the metadata URL (e.g. tikv://pd:2379/vol) or the Secret key holding it", v.name, AttrMetaURL, AttrMetaURLSecretKey)
+	}
+	st, stKey := v.attrs[AttrStorageURL], v.attrs[AttrStorageURLSecret]
+	switch {
+	case st != "" && stKey != "":
+		return e, nil, refusef("volume %q: volumeAttributes has both %s and %s: keep one", v.name, AttrStorageURL, AttrStorageURLSecret)
+	case st != "":
+		e.StorageURL = st
+	case stKey != "":
+		e.StorageURLEnv = fmt.Sprintf("PODFS_VOL%d_STORAGE_URL", i)
+		if err := fromSecret(AttrStorageURLSecret, stKey, e.StorageURLEnv); err != nil {
+			return e, nil, err
+		}
+	}
+	if sd := strings.Trim(v.attrs[AttrSubDir], "/"); sd != "" {
+		e.SubDir = sd
+	}
+	opts := append([]string(nil), cfg.MountOptions...)
+	opts = mergeOptions(opts, v.pvOpts...)
+	if s := v.attrs[AttrMountOptions]; s != "" {
+		o, err := volumeset.ParseOptions(s)
+		if err != nil {
+			return e, nil, refusef("volume %q: volumeAttributes %s: %v", v.name, AttrMountOptions, err)
+		}
+		opts = mergeOptions(opts, o...)
+	}
+	mergeCache(&e.Cache, &cfg.Cache)
+	for i := range cfg.Patches {
+		p := &cfg.Patches[i]
+		if p.matches(pvcLabels(v.pvc), v.class, v.pvc != nil) {
+			opts = mergeOptions(opts, p.MountOptions...)
+			mergeCache(&e.Cache, p.Cache)
+		}
+	}
+	e.Options = mergeOptions(opts, annOpts...)
+	return e, env, nil
+}
+
+func pvcLabels(p *corev1.PersistentVolumeClaim) map[string]string {
+	if p == nil {
+		return nil
+	}
+	return p.Labels
+}
