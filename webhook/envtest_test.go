@@ -305,7 +305,6 @@ func TestKubeAdmission(t *testing.T) {
 				ns = "sls"
 			}
 			p := podIn(tc.pod, ns, fmt.Sprintf("shape-%d", i))
-			fixPVNames(p, ns)
 			if err := c.Create(ctx, p); err != nil {
 				t.Errorf("%s: create through the webhook: %v", tc.name, err)
 				continue
@@ -314,7 +313,6 @@ func TestKubeAdmission(t *testing.T) {
 				checkInjected(t, tc.pod, p)
 			}
 			q := podIn(tc.pod, "plain", fmt.Sprintf("shape-%d", i))
-			fixPVNames(q, "plain")
 			ops, err := Mutate(ctx, lk, Input{Pod: q, Namespace: "plain", Native: false, Serverless: tc.serverless, Config: w.srv.Config()})
 			if err != nil {
 				if strings.Contains(err.Error(), "native sidecar") {
@@ -370,7 +368,6 @@ func TestKubeAdmission(t *testing.T) {
 		// non-native mutation leaves it.
 		lk := &CachedLookup{Cache: c}
 		q := podIn(pod(func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever }), "plain", "job-1")
-		fixPVNames(q, "plain")
 		ops, err := Mutate(ctx, lk, Input{Pod: q, Namespace: "plain", Config: w.srv.Config()})
 		must(t, err)
 		q = applyOps(t, q, ops)
@@ -410,10 +407,6 @@ func TestKubeAdmission(t *testing.T) {
 		}
 	})
 }
-
-// fixPVNames has nothing to rewrite in the pod (PVC names are per
-// namespace); it exists so a future fixture that names PVs stays correct.
-func fixPVNames(p *corev1.Pod, ns string) {}
 
 func TestKubeCertificates(t *testing.T) {
 	k := testenv.StartKube(t)
