@@ -9,10 +9,12 @@ benchtime=${1:-2s}
 command -v etcd >/dev/null || hack/deps.sh
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 go test ./pkg/meta/ -run '^$' -bench '^BenchmarkMeta$' -benchmem -benchtime "$benchtime" -timeout 30m 2>&1 \
   | grep -v '^\[' | tee "$out" >&2
-go test ./pkg/meta/kv/ -run '^$' -bench '^BenchmarkBoltUpdate$' -benchtime "$benchtime" 2>&1 | grep -v '^\[' | tee -a "$out" >&2
+go test ./pkg/meta/kv/ -run '^$' -bench '^Benchmark(BoltUpdate|Fdatasync|TiKVUpdate)$' -benchtime "$benchtime" 2>&1 | grep -v '^\[' | tee -a "$out" >&2
 echo
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (other work on the machine slows every figure)"
 awk '
 /^BenchmarkMeta\// {
   split($1, p, "/"); eng = p[2]; op = p[3]; sub(/-[0-9]+$/, "", op)
@@ -22,12 +24,14 @@ awk '
     if ($(i+1) == "B/op") bop = $i
     if ($(i+1) == "allocs/op") al = $i
   }
-  printf "%-6s %-11s %12.0f %12.0f %10d %10d\n", eng, op, ops, ns, bop, al
+  printf "%-12s %-11s %12.0f %12.0f %10d %10d\n", eng, op, ops, ns, bop, al
   next
 }
 /^BenchmarkBoltUpdate/ {
   for (i = 2; i <= NF; i++) { if ($(i+1) == "txn/s") t = $i; if ($(i+1) == "txn/commit") g = $i }
   printf "\nbolt kv: %.0f small txn/s, %.1f txn per commit (group commit)\n", t, g
 }
-BEGIN { printf "%-6s %-11s %12s %12s %10s %10s\n", "engine", "op", "ops/s", "ns/op", "B/op", "allocs/op" }
+/^BenchmarkFdatasync/ { printf "disk: %.0f us per 4 KiB write + fdatasync (a bolt commit costs two)\n", $3 / 1000 }
+/^BenchmarkTiKVUpdate/ { for (i = 2; i <= NF; i++) if ($(i+1) == "txn/s") printf "tikv mock: %.0f two-key txn/s (the floor under every tikv operation)\n", $i }
+BEGIN { printf "%-12s %-11s %12s %12s %10s %10s\n", "engine", "op", "ops/s", "ns/op", "B/op", "allocs/op" }
 ' "$out"

@@ -152,6 +152,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		start := time.Now()
 		m, err := cfg.Mounter.Mount(ctx, v)
+		if err != nil && ctx.Err() != nil {
+			// SIGTERM while mounting: a stop, not a failure.
+			log.Info("asked to stop while mounting", "volume", v.Name, "err", err)
+			return unmountAll()
+		}
 		if err != nil {
 			return errors.Join(fmt.Errorf("mount volume %q at %s: %w", v.Name, v.MountPoint, err), unmountAll())
 		}

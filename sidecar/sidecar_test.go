@@ -66,6 +66,9 @@ func (m tmpfsMount) Wait() error {
 func mounted(t testing.TB, mp string) bool {
 	t.Helper()
 	ok, err := mountinfo.Mounted(mp)
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,6 +250,9 @@ func TestMain(m *testing.M) {
 }
 
 func child(mode string) int {
+	if mode == "fuse" {
+		return fuseChild(os.Getenv("FUSE_DIR"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	set, err := volumeset.Decode(os.Getenv(volumeset.EnvVar))
@@ -254,9 +260,12 @@ func child(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mounter := tmpfsMounter{}
-	if mode == "fail" {
+	var mounter Mounter = tmpfsMounter{}
+	switch mode {
+	case "fail":
 		mounter = tmpfsMounter{failOn: "models", gate: os.Getenv("GATE")}
+	case "fs":
+		mounter = &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	}
 	err = Run(ctx, Config{Set: set, Mounter: mounter, ProbeSocket: os.Getenv("SOCKET"), TerminationLog: os.Getenv("TERMLOG"),
 		StopGrace: time.Second, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
@@ -380,5 +389,36 @@ func TestFailingMountNotReadyAndExitsWithReason(t *testing.T) {
 	}
 	if mounted(t, dir+"/pods/uid-1/data") {
 		t.Fatal("the mounted volume was left behind by the failed start")
+	}
+}
+
+// TestStopWhileMounting: SIGTERM (ctx) while a volume is still mounting is
+// a clean stop: what was mounted is unmounted, no error.
+func TestStopWhileMounting(t *testing.T) {
+	set, dir := testSet(t, true, "data", "models")
+	socket := dir + "/probe.sock"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Set: set, Mounter: tmpfsMounter{failOn: "models", gate: dir + "/never"}, ProbeSocket: socket,
+			Getenv: getenv(map[string]string{"POD_UID": "uid-1"})})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !mounted(t, dir+"/pods/uid-1/data") {
+		if time.Now().After(deadline) {
+			t.Fatal("first volume never mounted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := Probe(context.Background(), socket, 0); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("probe while mounting: %v, want not ready", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop while mounting: %v, want a clean stop", err)
+	}
+	if mounted(t, dir+"/pods/uid-1/data") {
+		t.Fatal("still mounted")
 	}
 }

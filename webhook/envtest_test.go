@@ -16,11 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"podfs.io/podfs/internal/testenv"
 	"podfs.io/podfs/sidecar/volumeset"
@@ -80,6 +83,12 @@ func poll(t testing.TB, what string, timeout time.Duration, f func() error) {
 }
 
 func startWorld(t testing.TB, config string, log *slog.Logger) *kubeWorld {
+	return startWorldAs(t, config, log, nil)
+}
+
+// startWorldAs is startWorld with the webhook running under the identity
+// asUser returns (nil: the admin).
+func startWorldAs(t testing.TB, config string, log *slog.Logger, asUser func(k *testenv.Kube, c client.Client) *rest.Config) *kubeWorld {
 	k := testenv.StartKube(t)
 	c := newClient(t, k)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -120,12 +129,16 @@ func startWorld(t testing.TB, config string, log *slog.Logger) *kubeWorld {
 		}},
 	}))
 
+	whConfig := k.Config
+	if asUser != nil {
+		whConfig = asUser(k, c)
+	}
 	health := testenv.Addr(testenv.FreePort(t))
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	srv, err := NewServer(ctx, Options{
-		RestConfig: k.Config, Namespace: whNamespace, ConfigMapName: whConfigMap, DefaultImage: "podfs:default",
+		RestConfig: whConfig, Namespace: whNamespace, ConfigMapName: whConfigMap, DefaultImage: "podfs:default",
 		Host: "127.0.0.1", Port: port, CASecretName: whCASecret, WebhookConfig: whMWC,
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, NativeSidecar: "auto",
 		MetricsAddr: testenv.Addr(testenv.FreePort(t)), HealthAddr: health, AppsDone: true, Log: log,
@@ -454,4 +467,39 @@ func TestKubeCertificates(t *testing.T) {
 	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pool, Time: clock})
 	must(t, err)
 	conn.Close()
+}
+
+// TestKubeChartRBAC runs the webhook with only the permissions the Helm
+// chart grants (no Secrets, no pods): the CA stays in memory, the apps-done
+// controller is off, and injection works.
+func TestKubeChartRBAC(t *testing.T) {
+	w := startWorldAs(t, "image: podfs:rbac\n", nil, func(k *testenv.Kube, c client.Client) *rest.Config {
+		ctx := context.Background()
+		must(t, c.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "podfs-webhook"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"namespaces", "persistentvolumeclaims", "persistentvolumes"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{whMWC}, Verbs: []string{"get", "update", "patch"}},
+		}}))
+		must(t, c.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "podfs-webhook"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "podfs-webhook"},
+			Subjects: []rbacv1.Subject{{Kind: "User", Name: "podfs-webhook"}}}))
+		must(t, c.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: whNamespace, Name: "podfs-webhook"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}}))
+		must(t, c.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: whNamespace, Name: "podfs-webhook"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "podfs-webhook"},
+			Subjects: []rbacv1.Subject{{Kind: "User", Name: "podfs-webhook"}}}))
+		u, err := k.Env.AddUser(envtest.User{Name: "podfs-webhook"}, nil)
+		must(t, err)
+		return u.Config()
+	})
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	must(t, w.c.Get(w.ctx, types.NamespacedName{Name: whMWC}, &mwc))
+	if len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {
+		t.Fatal("caBundle not patched")
+	}
+	p := podIn(pod(nil), "inj", "rbac")
+	must(t, w.c.Create(w.ctx, p))
+	if p.Annotations[volumeset.InjectedAnnotation] != "native" || p.Spec.InitContainers[0].Image != "podfs:rbac" {
+		t.Fatalf("not injected with the ConfigMap's image: %v %+v", p.Annotations, p.Spec.InitContainers)
+	}
 }

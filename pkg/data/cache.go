@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,10 +14,18 @@ import (
 	"time"
 )
 
-// memCache is a size-bounded LRU of whole blocks keyed by object key. Blocks
+// memCache is a size-bounded LRU of whole blocks keyed by object key,
+// sharded to keep readers of different blocks off each other's lock. Blocks
 // are immutable once written (a key is never rewritten with other bytes), so
-// cached copies never go stale; callers must not modify what Get returns.
+// cached copies never go stale. Callers never hold a cached buffer: they copy
+// out under the shard's lock, which lets evicted buffers be reused at once
+// (fresh memory costs page faults that halve RADOS read speed).
 type memCache struct {
+	shards  [16]memShard
+	recycle func([]byte)
+}
+
+type memShard struct {
 	mu    sync.Mutex
 	limit int64
 	used  int64
@@ -29,48 +38,84 @@ type memEntry struct {
 	data []byte
 }
 
-func newMemCache(limit int64) *memCache {
-	return &memCache{limit: limit, ll: list.New(), items: map[string]*list.Element{}}
-}
-
-func (c *memCache) Get(key string) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[key]; ok {
-		c.ll.MoveToFront(e)
-		return e.Value.(*memEntry).data, true
+func newMemCache(limit int64, recycle func([]byte)) *memCache {
+	c := &memCache{recycle: recycle}
+	for i := range c.shards {
+		c.shards[i] = memShard{limit: limit / int64(len(c.shards)), ll: list.New(), items: map[string]*list.Element{}}
 	}
-	return nil, false
+	return c
 }
 
+func (c *memCache) shard(key string) *memShard {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &c.shards[h%uint32(len(c.shards))]
+}
+
+// Has reports whether key is cached.
+func (c *memCache) Has(key string) bool {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.items[key]
+	return ok
+}
+
+// CopyOut copies the cached block's bytes from off into dst.
+func (c *memCache) CopyOut(key string, off int, dst []byte) bool {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.items[key]
+	if !ok {
+		return false
+	}
+	sh.ll.MoveToFront(e)
+	copy(dst, e.Value.(*memEntry).data[off:])
+	return true
+}
+
+// Add takes ownership of data: it is cached or recycled.
 func (c *memCache) Add(key string, data []byte) {
-	if int64(len(data)) > c.limit {
+	sh := c.shard(key)
+	size := int64(cap(data))
+	sh.mu.Lock()
+	if _, ok := sh.items[key]; ok || size > sh.limit {
+		sh.mu.Unlock()
+		c.recycle(data)
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[key]; ok {
-		c.ll.MoveToFront(e)
-		return
-	}
-	c.items[key] = c.ll.PushFront(&memEntry{key, data})
-	c.used += int64(len(data))
-	for c.used > c.limit {
-		e := c.ll.Back()
+	sh.items[key] = sh.ll.PushFront(&memEntry{key, data})
+	sh.used += size
+	var evicted [][]byte
+	for sh.used > sh.limit {
+		e := sh.ll.Back()
 		me := e.Value.(*memEntry)
-		c.ll.Remove(e)
-		delete(c.items, me.key)
-		c.used -= int64(len(me.data))
+		sh.ll.Remove(e)
+		delete(sh.items, me.key)
+		sh.used -= int64(cap(me.data))
+		evicted = append(evicted, me.data)
+	}
+	sh.mu.Unlock()
+	for _, b := range evicted {
+		c.recycle(b)
 	}
 }
 
 func (c *memCache) Remove(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[key]; ok {
-		c.ll.Remove(e)
-		delete(c.items, key)
-		c.used -= int64(len(e.Value.(*memEntry).data))
+	sh := c.shard(key)
+	sh.mu.Lock()
+	e, ok := sh.items[key]
+	if ok {
+		sh.ll.Remove(e)
+		delete(sh.items, key)
+		sh.used -= int64(cap(e.Value.(*memEntry).data))
+	}
+	sh.mu.Unlock()
+	if ok {
+		c.recycle(e.Value.(*memEntry).data)
 	}
 }
 
@@ -140,8 +185,8 @@ func (c *diskCache) path(key string) string {
 	return filepath.Join(c.dir, "blocks", filepath.FromSlash(key))
 }
 
-// Get reads a cached block of blen bytes.
-func (c *diskCache) Get(key string, blen int) ([]byte, bool) {
+// Read fills buf (a block's length) from the cache.
+func (c *diskCache) Read(key string, buf []byte) bool {
 	c.mu.Lock()
 	e, ok := c.items[key]
 	if ok {
@@ -149,14 +194,40 @@ func (c *diskCache) Get(key string, blen int) ([]byte, bool) {
 	}
 	c.mu.Unlock()
 	if !ok {
-		return nil, false
+		return false
 	}
-	b, err := os.ReadFile(c.path(key))
-	if err != nil || len(b) != blen {
+	fh, err := os.Open(c.path(key))
+	if err == nil {
+		var n int
+		n, err = fh.ReadAt(buf, 0)
+		fh.Close()
+		if err == io.EOF && n == len(buf) {
+			err = nil
+		}
+		if err == nil && n == len(buf) {
+			return true
+		}
+	}
+	c.remove(key)
+	return false
+}
+
+// ReadAt copies bytes [off, off+len(dst)) of a cached block into dst.
+func (c *diskCache) ReadAt(key string, off int, dst []byte) bool {
+	c.mu.Lock()
+	_, ok := c.items[key]
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	fh, err := os.Open(c.path(key))
+	if err != nil {
 		c.remove(key)
-		return nil, false
+		return false
 	}
-	return b, true
+	defer fh.Close()
+	n, err := fh.ReadAt(dst, int64(off))
+	return n == len(dst) && (err == nil || err == io.EOF)
 }
 
 // Add stores a block; failures only cost a future cache miss.

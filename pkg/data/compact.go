@@ -103,7 +103,7 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 		a := start + uint32(i*s.bs)
 		tasks, err := s.plan(resolve(old, a, a+uint32(blen)), a, buf[:blen], nil)
 		if err == nil {
-			err = s.run(ctx, tasks)
+			err = s.run(ctx, tasks, false)
 		}
 		if err != nil {
 			cleanup()
@@ -111,8 +111,7 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 		}
 		key := BlockKey(id, i, blen)
 		keys = append(keys, key)
-		// put caches the block; give it its own copy since buf is reused.
-		if err := s.put(ctx, key, append([]byte(nil), buf[:blen]...)); err != nil {
+		if err := s.put(ctx, key, buf[:blen]); err != nil {
 			cleanup()
 			return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, err)
 		}

@@ -89,6 +89,9 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 	bs  int
+	// local: the object store is this machine's disk (file://), whose page
+	// cache makes our block cache and readahead pure overhead.
+	local bool
 
 	mem  *memCache
 	disk *diskCache
@@ -101,6 +104,7 @@ type Store struct {
 	bufUsed    int64
 	bufChanged chan struct{} // closed and replaced whenever bufUsed drops
 	uploading  atomic.Int64  // blocks being uploaded now
+	bufPool    sync.Pool     // *[]byte of capacity BlockSize
 
 	flightMu sync.Mutex
 	flight   map[string]*fetchCall
@@ -151,7 +155,6 @@ type chunkRef struct {
 
 type fetchCall struct {
 	done chan struct{}
-	data []byte
 	err  error
 }
 
@@ -168,8 +171,7 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("data: buffer size %d is smaller than one block (%d); raise it", cfg.BufferSize, cfg.BlockSize)
 	}
 	s := &Store{
-		m: m, obj: obj, cfg: cfg, log: cfg.Logger, bs: cfg.BlockSize,
-		mem:            newMemCache(cfg.CacheSize),
+		m: m, obj: obj, cfg: cfg, log: cfg.Logger, bs: cfg.BlockSize, local: storage.IsLocal(obj),
 		uploads:        make(chan struct{}, cfg.MaxUploads),
 		fetches:        make(chan struct{}, cfg.MaxFetches),
 		bufChanged:     make(chan struct{}),
@@ -179,6 +181,7 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 		compactWake:    make(chan struct{}, 1),
 		deleteWake:     make(chan struct{}, 1),
 	}
+	s.mem = newMemCache(cfg.CacheSize, s.recycle)
 	if cfg.CacheDir != "" {
 		d, err := newDiskCache(cfg.CacheDir, cfg.CacheDirSize, s.log)
 		if err != nil {
@@ -311,51 +314,71 @@ func (s *Store) relieve() {
 	}
 }
 
-// fetch returns block key of blen bytes from the caches or the object store,
-// fetching each block once however many readers want it.
-func (s *Store) fetch(ctx context.Context, key string, blen int) ([]byte, error) {
-	if b, ok := s.mem.Get(key); ok {
-		return b, nil
+// fetch brings block key of blen bytes into the memory cache (from the disk
+// cache or the object store), loading each block once however many readers
+// want it. With dst, it also copies the block's bytes from off into dst
+// (done under the cache's lock, or before the block enters the cache); a
+// block that could not stay cached is read directly.
+func (s *Store) fetch(ctx context.Context, key string, blen, off int, dst []byte) error {
+	if s.mem.CopyOut(key, off, dst) {
+		return nil
 	}
 	s.flightMu.Lock()
 	if c, ok := s.flight[key]; ok {
 		s.flightMu.Unlock()
 		select {
 		case <-c.done:
-			return c.data, c.err
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
+		if c.err != nil {
+			return c.err
+		}
+		if dst == nil || s.mem.CopyOut(key, off, dst) {
+			return nil
+		}
+		// Evicted already (a tiny cache): read just our bytes.
+		return s.getRange(ctx, blockTask{key: key, blen: blen, boff: off, dst: dst})
 	}
 	c := &fetchCall{done: make(chan struct{})}
 	s.flight[key] = c
 	s.flightMu.Unlock()
 
-	c.data, c.err = s.load(ctx, key, blen)
+	var data []byte
+	data, c.err = s.load(ctx, key, blen)
 	if c.err == nil {
-		s.mem.Add(key, c.data)
+		copy(dst, data[off:])
+		s.mem.Add(key, data)
 	}
 	s.flightMu.Lock()
 	delete(s.flight, key)
 	s.flightMu.Unlock()
 	close(c.done)
-	return c.data, c.err
+	return c.err
+}
+
+// newBlock returns a buffer for a block of blen bytes: a reused full-size
+// buffer for big blocks, an exact one for small (a slice's short tail).
+func (s *Store) newBlock(blen int) []byte {
+	if blen >= s.bs/2 {
+		return s.blockBuf()[:blen]
+	}
+	return make([]byte, blen)
 }
 
 func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) {
-	if s.disk != nil {
-		if b, ok := s.disk.Get(key, blen); ok {
-			return b, nil
-		}
+	buf := s.newBlock(blen)
+	if s.disk != nil && s.disk.Read(key, buf) {
+		return buf, nil
 	}
 	select {
 	case s.fetches <- struct{}{}:
 	case <-ctx.Done():
+		s.recycle(buf)
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.fetches }()
 	s.stats.fetches.Add(1)
-	buf := make([]byte, blen)
 	err := retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "get "+key, func() error {
 		n, err := s.obj.Get(ctx, key, 0, buf)
 		if err != nil {
@@ -367,6 +390,7 @@ func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) 
 		return nil
 	})
 	if err != nil {
+		s.recycle(buf)
 		return nil, err
 	}
 	if s.disk != nil {
@@ -375,15 +399,15 @@ func (s *Store) load(ctx context.Context, key string, blen int) ([]byte, error) 
 	return buf, nil
 }
 
-// put uploads one block with retries and remembers it in the memory cache
-// (a file's own recent writes are the likeliest reads).
+// put uploads one block with retries. Written blocks are not kept in the
+// memory cache: their buffers are reused for the next writes, and a reader
+// of a file's own recent writes is served from the buffers until upload.
 func (s *Store) put(ctx context.Context, key string, data []byte) error {
 	err := retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "put "+key, func() error {
 		return s.obj.Put(ctx, key, data)
 	})
 	if err == nil {
 		s.stats.uploads.Add(1)
-		s.mem.Add(key, data)
 	}
 	return err
 }

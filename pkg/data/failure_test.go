@@ -69,9 +69,9 @@ func pattern(n int, seed byte) []byte {
 	return p
 }
 
-func readAll(t *testing.T, s *Store, m *fakeMeta, ino meta.Ino) []byte {
+func readAll(t *testing.T, s *Store, m meta.Meta, ino meta.Ino) []byte {
 	t.Helper()
-	f := s.Open(ino, m.length(ino))
+	f := s.Open(ino, fileLength(t, m, ino))
 	defer f.Release(context.Background())
 	p := make([]byte, f.Size())
 	n, err := f.ReadAt(context.Background(), p, 0)
@@ -94,11 +94,12 @@ func countObjects(t *testing.T, obj storage.Store) int {
 // uploaded blocks, spares them while young, and deletes them when asked.
 func TestCrashAbandonedWriter(t *testing.T) {
 	ctx := context.Background()
-	m, obj := newFakeMeta(page), storage.NewMem("crash")
+	m, ino := newBoltMeta(t)
+	obj := storage.NewMem("crash")
 	old := pattern(3*page+100, 1)
 	{
 		s, _ := New(m, obj, quietConfig())
-		f := s.Open(1, 0)
+		f := s.Open(ino, 0)
 		if _, err := f.WriteAt(ctx, old, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +113,7 @@ func TestCrashAbandonedWriter(t *testing.T) {
 	// The crashing writer: overwrites and extends, its full blocks reach the
 	// store, and it never flushes.
 	s1, _ := New(m, obj, quietConfig())
-	f1 := s1.Open(1, m.length(1))
+	f1 := s1.Open(ino, fileLength(t, m, ino))
 	if _, err := f1.WriteAt(ctx, pattern(5*page+10, 9), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func TestCrashAbandonedWriter(t *testing.T) {
 
 	s2, _ := New(m, obj, quietConfig())
 	defer s2.Close(ctx)
-	if got := readAll(t, s2, m, 1); !bytes.Equal(got, old) {
+	if got := readAll(t, s2, m, ino); !bytes.Equal(got, old) {
 		t.Fatalf("another client sees partial data of an uncommitted writer (%d bytes, want the %d committed)", len(got), len(old))
 	}
 	chk, err := CheckObjects(ctx, m, obj, 0)
@@ -151,7 +152,7 @@ func TestCrashAbandonedWriter(t *testing.T) {
 	if n := countObjects(t, obj); n != committed {
 		t.Fatalf("%d objects after GC, want %d", n, committed)
 	}
-	if got := readAll(t, s2, m, 1); !bytes.Equal(got, old) {
+	if got := readAll(t, s2, m, ino); !bytes.Equal(got, old) {
 		t.Fatal("GC damaged committed data")
 	}
 }
@@ -160,13 +161,13 @@ func TestCrashAbandonedWriter(t *testing.T) {
 // nothing committed points at a missing object, and earlier data survives.
 func TestFailingBackend(t *testing.T) {
 	ctx := context.Background()
-	m := newFakeMeta(page)
+	m, ino := newBoltMeta(t)
 	obj := &faulty{Store: storage.NewMem("faulty")}
 	cfg := quietConfig()
 	cfg.MaxRetries = 3
 	s, _ := New(m, obj, cfg)
 	defer s.Close(ctx)
-	f := s.Open(1, 0)
+	f := s.Open(ino, 0)
 	old := pattern(2*page, 3)
 	if _, err := f.WriteAt(ctx, old, 0); err != nil {
 		t.Fatal(err)
@@ -209,7 +210,7 @@ func TestFailingBackend(t *testing.T) {
 	obj.failPuts.Store(0)
 	s2, _ := New(m, obj, quietConfig())
 	defer s2.Close(ctx)
-	if got := readAll(t, s2, m, 1); !bytes.Equal(got, want) {
+	if got := readAll(t, s2, m, ino); !bytes.Equal(got, want) {
 		t.Fatal("data committed before the failure changed")
 	}
 
@@ -217,7 +218,7 @@ func TestFailingBackend(t *testing.T) {
 	obj.failGets.Store(-1)
 	s3, _ := New(m, obj, cfg)
 	defer s3.Close(ctx)
-	f3 := s3.Open(1, m.length(1))
+	f3 := s3.Open(ino, fileLength(t, m, ino))
 	if _, err := f3.ReadAt(ctx, make([]byte, 10), 0); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read on a failing store: %v, want EIO", err)
 	}
@@ -337,7 +338,7 @@ func TestRados(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer obj.Close()
-	h := newHarness(t, obj)
+	h := newHarness(t, obj, false)
 	r := newRand(99)
 	b := make([]byte, 5)
 	for i := 0; i < 300; i++ {
@@ -357,12 +358,12 @@ func TestRadosStoppedOSD(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer obj.Close()
-	m := newFakeMeta(page)
+	m, ino := newBoltMeta(t)
 	cfg := quietConfig()
 	cfg.MaxRetries, cfg.RetryBackoff = 1, 10*time.Millisecond
 	s, _ := New(m, obj, cfg)
 	defer s.Close(ctx)
-	f := s.Open(1, 0)
+	f := s.Open(ino, 0)
 	if _, err := f.WriteAt(ctx, pattern(3*page, 1), 0); err != nil {
 		t.Fatal(err)
 	}

@@ -143,7 +143,7 @@ func (f *File) writeLocked(idx, pos uint32, data []byte) int {
 		n := min(bs-boff, len(data)-k)
 		if need := boff + n; need > len(b.buf) {
 			grown += need - len(b.buf)
-			b.buf = growBuf(b.buf, need, bs)
+			b.buf = f.s.growBuf(b.buf, need)
 		}
 		copy(b.buf[boff:], data[k:k+n])
 		k += n
@@ -178,24 +178,39 @@ func (ws *wslice) canWrite(pos uint32, n, bs int) bool {
 	return true
 }
 
-// growBuf extends b to length need, doubling its capacity up to max.
-func growBuf(b []byte, need, max int) []byte {
+// growBuf extends b to length need. A block starts small (many files are
+// small) and jumps to a full-size buffer from the store's pool once it holds
+// more than 64 KiB, so sequential writers copy little and allocate (and zero)
+// nothing in the steady state. Every byte of b[:need] is written by the
+// caller (a slice's bytes are contiguous), so unzeroed pool buffers are safe.
+func (s *Store) growBuf(b []byte, need int) []byte {
 	if need <= cap(b) {
 		return b[:need]
 	}
-	c := 2 * cap(b)
-	if c < 64<<10 {
-		c = 64 << 10
+	var nb []byte
+	if cap(b) == 0 && need <= 64<<10 {
+		nb = make([]byte, need, 64<<10)
+	} else {
+		nb = s.blockBuf()[:need]
 	}
-	if c < need {
-		c = need
-	}
-	if c > max {
-		c = max
-	}
-	nb := make([]byte, need, c)
 	copy(nb, b)
 	return nb
+}
+
+// blockBuf returns a buffer of capacity BlockSize, reused when possible.
+func (s *Store) blockBuf() []byte {
+	if p, ok := s.bufPool.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, s.bs)
+}
+
+// recycle returns a block buffer nobody references any more to the pool.
+func (s *Store) recycle(b []byte) {
+	if cap(b) == s.bs {
+		b = b[:0]
+		s.bufPool.Put(&b)
+	}
 }
 
 func (f *File) freezeLocked(ws *wslice) {
@@ -257,6 +272,9 @@ func (f *File) uploadLocked(ws *wslice, i int) {
 		s.release(int64(len(data)))
 		f.notifyLocked()
 		f.mu.Unlock()
+		// Readers copy buffered bytes under f.mu, and b.buf is gone: the
+		// buffer is ours alone again.
+		s.recycle(data)
 	}()
 }
 

@@ -75,7 +75,7 @@ func (m *model) truncate(size int64) {
 type harness struct {
 	t   testing.TB
 	ctx context.Context
-	m   *fakeMeta
+	m   meta.Meta
 	obj storage.Store
 	cfg Config
 	s   *Store
@@ -94,8 +94,15 @@ func testConfig() Config {
 	}
 }
 
-func newHarness(t testing.TB, obj storage.Store) *harness {
-	h := &harness{t: t, ctx: context.Background(), m: newFakeMeta(page), obj: obj, cfg: testConfig(), ino: 7, mod: newModel()}
+// newHarness runs on the real bolt engine unless fake is set (the in-memory
+// fake of the chunk methods, for quick pure-logic runs).
+func newHarness(t testing.TB, obj storage.Store, fake bool) *harness {
+	h := &harness{t: t, ctx: context.Background(), obj: obj, cfg: testConfig(), mod: newModel()}
+	if fake {
+		h.m, h.ino = newFakeMeta(page), 7
+	} else {
+		h.m, h.ino = newBoltMeta(t)
+	}
 	s, err := New(h.m, obj, h.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +157,7 @@ func (h *harness) step(b []byte) {
 		if err := h.f.Flush(h.ctx); err != nil {
 			h.fail("flush: %v", err)
 		}
-		if got := h.m.length(h.ino); got != uint64(h.mod.size) {
+		if got := fileLength(h.t, h.m, h.ino); got != uint64(h.mod.size) {
 			h.fail("after flush metadata length %d, model %d", got, h.mod.size)
 		}
 	case 7:
@@ -162,9 +169,8 @@ func (h *harness) step(b []byte) {
 			size = h.mod.size / 2
 		}
 		h.ops = append(h.ops, fmt.Sprintf("truncate(%d)", size))
-		err := h.f.Resize(h.ctx, uint64(size), func(context.Context) error {
-			h.m.truncate(h.ino, uint64(size))
-			return nil
+		err := h.f.Resize(h.ctx, uint64(size), func(ctx context.Context) error {
+			return setLength(ctx, h.m, h.ino, uint64(size))
 		})
 		if err != nil {
 			h.fail("resize: %v", err)
@@ -176,7 +182,7 @@ func (h *harness) step(b []byte) {
 		if err := h.f.Release(h.ctx); err != nil {
 			h.fail("release: %v", err)
 		}
-		h.f = h.s.Open(h.ino, h.m.length(h.ino))
+		h.f = h.s.Open(h.ino, fileLength(h.t, h.m, h.ino))
 	case 9:
 		h.ops = append(h.ops, "verify")
 		h.verifyAll(h.f, "own handle")
@@ -236,7 +242,7 @@ func (h *harness) f2() {
 		h.t.Fatal(err)
 	}
 	defer s2.Close(h.ctx)
-	f2 := s2.Open(h.ino, h.m.length(h.ino))
+	f2 := s2.Open(h.ino, fileLength(h.t, h.m, h.ino))
 	h.verifyAll(f2, "other client")
 }
 
@@ -277,6 +283,25 @@ func (h *harness) finish() {
 	}
 }
 
+// The same model with the in-memory fake of metadata: pure data-layer logic,
+// fast enough for more seeds.
+func TestModelFakeMeta(t *testing.T) {
+	for seed := uint64(100); seed < 112; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := newRand(seed)
+			h := newHarness(t, storage.NewMem("model"), true)
+			b := make([]byte, 5)
+			for i := 0; i < 400; i++ {
+				for j := range b {
+					b[j] = byte(r.Uint32())
+				}
+				h.step(b)
+			}
+			h.finish()
+		})
+	}
+}
+
 func TestModel(t *testing.T) {
 	var total Stats
 	defer func() {
@@ -288,7 +313,7 @@ func TestModel(t *testing.T) {
 	for seed := uint64(1); seed <= 8; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			r := newRand(seed)
-			h := newHarness(t, storage.NewMem("model"))
+			h := newHarness(t, storage.NewMem("model"), false)
 			b := make([]byte, 5)
 			for i := 0; i < 600; i++ {
 				for j := range b {
@@ -310,7 +335,7 @@ func TestModel(t *testing.T) {
 // Sequential writes and reads in unaligned pieces: the common case, with
 // readahead and whole blocks.
 func TestSequential(t *testing.T) {
-	h := newHarness(t, storage.NewMem("seq"))
+	h := newHarness(t, storage.NewMem("seq"), false)
 	const total = 3*meta.ChunkSize/64 + 12345
 	for off := int64(0); off < total; {
 		n := min(int(total-off), 7000)
@@ -344,11 +369,29 @@ func FuzzDataLayer(f *testing.F) {
 		if len(ops) > 5*200 {
 			ops = ops[:5*200]
 		}
-		h := newHarness(t, storage.NewMem("fuzz"))
+		h := newHarness(t, storage.NewMem("fuzz"), false)
 		for len(ops) >= 5 {
 			h.step(ops[:5])
 			ops = ops[5:]
 		}
 		h.finish()
 	})
+}
+
+// The model on a local file store, where reads go straight to the files.
+func TestModelFile(t *testing.T) {
+	obj, err := storage.Open(context.Background(), "file://"+t.TempDir()+"?fsync=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, obj, false)
+	r := newRand(5)
+	b := make([]byte, 5)
+	for i := 0; i < 400; i++ {
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		h.step(b)
+	}
+	h.finish()
 }

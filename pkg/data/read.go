@@ -123,16 +123,13 @@ func (s *Store) plan(segs []seg, base uint32, dst []byte, tasks []blockTask) ([]
 	return tasks, nil
 }
 
-// run fetches the blocks of tasks in parallel and copies them out.
-func (s *Store) run(ctx context.Context, tasks []blockTask) error {
+// run fetches the blocks of tasks in parallel and copies them out. Direct
+// reads take just the bytes needed from the object store, without filling
+// the cache (random reads, local stores); others fetch whole blocks through
+// the cache.
+func (s *Store) run(ctx context.Context, tasks []blockTask, direct bool) error {
 	if len(tasks) == 1 {
-		t := tasks[0]
-		b, err := s.fetch(ctx, t.key, t.blen)
-		if err != nil {
-			return err
-		}
-		copy(t.dst, b[t.boff:])
-		return nil
+		return s.readTask(ctx, tasks[0], direct)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(tasks))
@@ -140,24 +137,51 @@ func (s *Store) run(ctx context.Context, tasks []blockTask) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := s.fetch(ctx, t.key, t.blen)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			copy(t.dst, b[t.boff:])
+			errs[i] = s.readTask(ctx, t, direct)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
+func (s *Store) readTask(ctx context.Context, t blockTask, direct bool) error {
+	if s.mem.CopyOut(t.key, t.boff, t.dst) {
+		return nil
+	}
+	if direct {
+		s.flightMu.Lock()
+		_, inFlight := s.flight[t.key]
+		s.flightMu.Unlock()
+		if !inFlight {
+			return s.getRange(ctx, t)
+		}
+	}
+	return s.fetch(ctx, t.key, t.blen, t.boff, t.dst)
+}
+
+// getRange reads a task's bytes straight into its destination.
+func (s *Store) getRange(ctx context.Context, t blockTask) error {
+	if s.disk != nil && s.disk.ReadAt(t.key, t.boff, t.dst) {
+		return nil
+	}
+	s.stats.fetches.Add(1)
+	return retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "get "+t.key, func() error {
+		n, err := s.obj.Get(ctx, t.key, int64(t.boff), t.dst)
+		if err != nil {
+			return err
+		}
+		if n != len(t.dst) {
+			return fmt.Errorf("object %s is short: %d bytes at %d, want %d (block of %d)", t.key, n, t.boff, len(t.dst), t.blen)
+		}
+		return nil
+	})
+}
+
 // view plans a read of [pos, pos+len(dst)) of chunk idx: the committed
 // slice list (cached, or read from metadata) with this process's pending
 // slices on top, taken under one lock so that no slice moving from pending
 // to committed meanwhile is missed.
-func (f *File) view(ctx context.Context, idx, pos uint32, dst []byte) ([]blockTask, error) {
-	end := pos + uint32(len(dst))
+func (f *File) view(ctx context.Context, idx, pos, end uint32, dst []byte) ([]blockTask, error) {
 	for {
 		f.mu.Lock()
 		l, ok := f.slices[idx]
@@ -204,27 +228,30 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if int64(len(p)) > size-off {
 		p = p[:size-off]
 	}
+	// Sequential readers fetch whole blocks through the cache, with
+	// readahead; random reads fetch only what they need.
+	seq := f.readahead(off, int64(len(p)), size)
+	direct := f.s.local || !seq
 	for done := 0; done < len(p); {
 		o := off + int64(done)
 		idx := uint32(o / meta.ChunkSize)
 		pos := uint32(o % meta.ChunkSize)
 		n := min(len(p)-done, meta.ChunkSize-int(pos))
-		if err := f.readChunk(ctx, idx, pos, p[done:done+n]); err != nil {
+		if err := f.readChunk(ctx, idx, pos, p[done:done+n], direct); err != nil {
 			return done, eio(err)
 		}
 		done += n
 	}
-	f.readahead(off, int64(len(p)), size)
 	return len(p), nil
 }
 
-func (f *File) readChunk(ctx context.Context, idx, pos uint32, dst []byte) error {
+func (f *File) readChunk(ctx context.Context, idx, pos uint32, dst []byte, direct bool) error {
 	for attempt := 0; ; attempt++ {
-		tasks, err := f.view(ctx, idx, pos, dst)
+		tasks, err := f.view(ctx, idx, pos, pos+uint32(len(dst)), dst)
 		if err != nil {
 			return err
 		}
-		err = f.s.run(ctx, tasks)
+		err = f.s.run(ctx, tasks, direct)
 		if err != nil && errors.Is(err, storage.ErrNotFound) && attempt == 0 {
 			// The list may be stale (compacted or rewritten by another
 			// client, its objects deleted): read it again once.
@@ -238,11 +265,13 @@ func (f *File) readChunk(ctx context.Context, idx, pos uint32, dst []byte) error
 	}
 }
 
-// readahead fetches the blocks after a sequential read into the cache in
-// the background.
-func (f *File) readahead(off, n, size int64) {
+// readahead notes where a read of n bytes at off went and, for sequential
+// readers, starts fetching the blocks after it into the cache in the
+// background. It reports whether the read continues a sequential run.
+func (f *File) readahead(off, n, size int64) bool {
 	ra := f.s.cfg.Readahead
 	f.mu.Lock()
+	seq := off == f.lastEnd || off == 0
 	if off == f.lastEnd {
 		f.seq++
 	} else {
@@ -250,15 +279,15 @@ func (f *File) readahead(off, n, size int64) {
 		f.raUntil = 0
 	}
 	f.lastEnd = off + n
-	if ra <= 0 || (f.seq == 0 && off != 0) {
+	if ra <= 0 || !seq || f.s.local {
 		f.mu.Unlock()
-		return
+		return seq
 	}
 	from := max(off+n, f.raUntil)
 	to := min(off+n+ra, size)
 	if to-from < int64(f.s.bs) && to < size {
 		f.mu.Unlock()
-		return // wait until a block's worth is due
+		return seq // wait until a block's worth is due
 	}
 	f.raUntil = to
 	f.mu.Unlock()
@@ -269,33 +298,35 @@ func (f *File) readahead(off, n, size int64) {
 		f.prefetch(idx, pos, uint32(n))
 		o += n
 	}
+	return seq
 }
 
-// prefetch starts fetching the committed blocks behind [pos, pos+n) of chunk idx.
+// prefetch starts fetching the blocks behind [pos, pos+n) of chunk idx.
 func (f *File) prefetch(idx, pos, n uint32) {
-	f.mu.Lock()
-	slices, ok := f.slices[idx]
-	f.mu.Unlock()
-	if !ok {
-		return // the next read will load the list; readahead then follows
-	}
-	tasks, err := f.s.plan(resolve(slices, pos, pos+n), pos, nil, nil)
-	if err != nil || f.s.ctx.Err() != nil {
+	if f.s.ctx.Err() != nil {
 		return
 	}
-	seen := map[string]bool{}
-	for _, t := range tasks {
-		if seen[t.key] {
-			continue
+	f.s.bg.Add(1)
+	go func() {
+		defer f.s.bg.Done()
+		tasks, err := f.view(f.s.ctx, idx, pos, pos+n, nil)
+		if err != nil {
+			return
 		}
-		seen[t.key] = true
-		if _, ok := f.s.mem.Get(t.key); ok {
-			continue
+		seen := map[string]bool{}
+		for _, t := range tasks {
+			if seen[t.key] {
+				continue
+			}
+			seen[t.key] = true
+			if f.s.mem.Has(t.key) {
+				continue
+			}
+			f.s.bg.Add(1)
+			go func() {
+				defer f.s.bg.Done()
+				_ = f.s.fetch(f.s.ctx, t.key, t.blen, 0, nil)
+			}()
 		}
-		f.s.bg.Add(1)
-		go func() {
-			defer f.s.bg.Done()
-			_, _ = f.s.fetch(f.s.ctx, t.key, t.blen)
-		}()
-	}
+	}()
 }

@@ -24,6 +24,17 @@ func benchEngines() []engineCase {
 			}
 			return startClient(t, e)
 		}
+	}}, {name: "bolt-nosync", newVolume: func(t testing.TB) func(testing.TB) *Client {
+		// The CPU ceiling of the bolt path: no fsync (a crash loses recent
+		// transactions), so the disk's state does not hide the code's cost.
+		path := filepath.Join(t.TempDir(), "meta.db")
+		return func(t testing.TB) *Client {
+			e, err := kv.OpenBolt(path, kv.BoltOptions{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return startClient(t, e)
+		}
 	}}}, benchNetEngines()...)
 }
 

@@ -40,7 +40,10 @@ func checkSlice(s Slice) error {
 
 // WriteChunk implements Meta: one transaction of three point reads (inode,
 // chunk, usage shard) and three writes. Each call must carry a slice id of
-// its own (NewSliceID): ids are the unit of garbage collection.
+// its own (NewSliceID): ids are the unit of garbage collection. Repeating a
+// call whose outcome was lost (a timeout after commit) is harmless: a slice
+// already in the list is not appended again. CompactChunk is likewise safe to
+// repeat.
 func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice, mtime time.Time) error {
 	if err := checkSlice(s); err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
@@ -49,6 +52,10 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
 	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
+		k, uk := chunkKey(ino, index), randomUsageKey()
+		if err := prefetch(tx, attrKey(ino), k, uk); err != nil {
+			return err
+		}
 		a, err := getAttr(tx, ino)
 		if err != nil {
 			return err
@@ -56,13 +63,17 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 		if !isReg(a.Mode) {
 			return fmt.Errorf("inode %d is not a regular file: %w", ino, syscall.EINVAL)
 		}
-		k := chunkKey(ino, index)
 		b, err := tx.Get(k)
 		if err != nil {
 			return err
 		}
 		if len(b)%sliceSize != 0 {
 			return fmt.Errorf("corrupt chunk record of %d bytes: %w", len(b), syscall.EIO)
+		}
+		if hasSlice(b, s) {
+			// A retry of a commit whose outcome the caller did not learn:
+			// a second copy would be a reference nothing counts.
+			return nil
 		}
 		tx.Set(k, appendSlice(b, s))
 		end := uint64(index)*ChunkSize + uint64(s.Pos) + uint64(s.Len)
@@ -74,12 +85,23 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 		a.Mtime = mtime.UnixNano()
 		a.Ctime = a.Mtime
 		putAttr(tx, ino, &a)
-		return addUsage(tx, grow, 0)
+		return addUsageAt(tx, uk, grow, 0)
 	})
 	if err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
 	return nil
+}
+
+// hasSlice reports whether the encoded list b holds s already.
+func hasSlice(b []byte, s Slice) bool {
+	want := appendSlice(make([]byte, 0, sliceSize), s)
+	for i := 0; i+sliceSize <= len(b); i += sliceSize {
+		if string(b[i:i+sliceSize]) == string(want) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkSpaceQuota refuses writes once the capacity quota is used up.
@@ -115,6 +137,9 @@ func (c *Client) CompactChunk(ctx context.Context, ino Ino, index uint32, old []
 		cur, err := decodeSlices(b)
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, syscall.EIO)
+		}
+		if len(cur) > 0 && cur[0] == s && s.ID != 0 {
+			return nil // a retry of this compaction, which committed
 		}
 		if len(cur) < len(old) || !slices.Equal(cur[:len(old)], old) {
 			return ErrChunkChanged
@@ -252,9 +277,11 @@ func (c *Client) reaper() {
 }
 
 // reapFile turns a removed file's chunks into pending deletes, a few chunks
-// per transaction so a huge file never makes one huge transaction.
+// per transaction so a huge file never makes one huge transaction (etcd
+// refuses transactions of more than --max-txn-ops operations, 128 by
+// default; each chunk costs a few per slice).
 func (c *Client) reapFile(ctx context.Context, ino Ino) error {
-	const per = 64
+	const per = 8
 	for done := false; !done; {
 		err := c.txn(ctx, func(tx kv.Tx) error {
 			done = false

@@ -276,10 +276,24 @@ func (c *Client) NewSliceID(ctx context.Context) (uint64, error) {
 // addUsage adds to the used space and inode counters inside tx, on a random
 // shard so concurrent transactions seldom collide.
 func addUsage(tx kv.Tx, space, inodes int64) error {
+	return addUsageAt(tx, randomUsageKey(), space, inodes)
+}
+
+// randomUsageKey picks the shard a transaction updates (callers that
+// prefetch it pick it first).
+func randomUsageKey() []byte { return usageKey(uint16(rand.N(usageShards))) }
+
+// prefetch reads keys in one round trip; the engines keep what it read for
+// the transaction's later Gets.
+func prefetch(tx kv.Tx, keys ...[]byte) error {
+	_, err := tx.BatchGet(keys)
+	return err
+}
+
+func addUsageAt(tx kv.Tx, k []byte, space, inodes int64) error {
 	if space == 0 && inodes == 0 {
 		return nil
 	}
-	k := usageKey(uint16(rand.N(usageShards)))
 	b, err := tx.Get(k)
 	if err != nil {
 		return err

@@ -33,6 +33,20 @@
 //	L ino                        flock records                          whole-file locks: (session, owner, type) each
 //	M ino                        plock records                          fcntl byte-range locks: (session, owner, pid, type, start, end) each
 //
+// # Engines
+//
+// bolt: one process per file (a second gets a clear error after
+// Options.LockTimeout); read-write transactions are group-committed, many
+// callers sharing one bolt commit (two fdatasyncs). etcd: transactions read
+// at one revision and commit only if every key read is unchanged
+// (serializable); a truncation or a removal writes a few operations per
+// chunk, so run etcd with --max-txn-ops of 1024 or more for large files (the
+// tests use 4096). tikv: optimistic snapshot-isolation transactions; where a
+// decision rests on a key that is only read (an ancestor during rename, the
+// inode during open) the transaction rewrites it (Tx.Lock) to make
+// concurrent changes conflict. Within one client, transactions on the same
+// directory or file take turns (striped locks) instead of conflicting.
+//
 // # Invariants (what Check verifies)
 //
 // Every entry names a live inode of the entry's type; a directory's parent

@@ -225,6 +225,10 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
 	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
+		uk := randomUsageKey()
+		if err := prefetch(tx, attrKey(parent), entryKey(parent, name), uk); err != nil {
+			return err
+		}
 		pa, err := getDir(tx, parent)
 		if err != nil {
 			return err
@@ -254,7 +258,7 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 			pa.Nlink++
 		}
 		putAttr(tx, parent, &pa)
-		return addUsage(tx, 0, 1)
+		return addUsageAt(tx, uk, 0, 1)
 	})
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
@@ -355,6 +359,9 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 	var removed Ino
 	err := c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
 		removed = 0
+		if err := prefetch(tx, attrKey(parent), entryKey(parent, name)); err != nil {
+			return err
+		}
 		pa, err := getDir(tx, parent)
 		if err != nil {
 			return err

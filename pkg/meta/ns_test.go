@@ -343,6 +343,7 @@ func testChunks(t *testing.T, c *Client) {
 	s2 := Slice{ID: id2, Size: 4096, Off: 0, Len: 4096, Pos: 4096}
 	ok(t, c.WriteChunk(ctx, f, 0, s1, mt))
 	ok(t, c.WriteChunk(ctx, f, 0, s2, mt))
+	ok(t, c.WriteChunk(ctx, f, 0, s2, mt)) // a retry: no second copy
 	ss := must[[]Slice](t)(c.ReadChunk(ctx, f, 0))
 	if len(ss) != 2 || ss[0] != s1 || ss[1] != s2 {
 		t.Fatalf("chunk %+v", ss)
@@ -365,6 +366,7 @@ func testChunks(t *testing.T, c *Client) {
 		t.Fatalf("stale compaction: %v", err)
 	}
 	ok(t, c.CompactChunk(ctx, f, 0, []Slice{s1, s2}, s4))
+	ok(t, c.CompactChunk(ctx, f, 0, []Slice{s1, s2}, s4)) // a retry after an unknown outcome
 	if ss := must[[]Slice](t)(c.ReadChunk(ctx, f, 0)); len(ss) != 1 || ss[0] != s4 {
 		t.Fatalf("after compaction %+v", ss)
 	}

@@ -71,11 +71,10 @@ func ParseURL(u string) (*ParsedURL, error) {
 	if !ok {
 		return nil, bad("no scheme")
 	}
-	if strings.ContainsAny(rest, "?#") {
-		return nil, bad("query strings and fragments are not supported")
-	}
 	switch scheme {
 	case "bolt":
+		// Everything after bolt:// is the path, '?' and '#' included: a
+		// file name may hold them.
 		if !strings.HasPrefix(rest, "/") || len(rest) < 2 || strings.HasSuffix(rest, "/") {
 			return nil, bad("bolt needs an absolute file path after bolt:// (three slashes in all)")
 		}

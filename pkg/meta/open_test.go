@@ -17,6 +17,7 @@ func TestParseURL(t *testing.T) {
 		want *ParsedURL
 	}{
 		{"bolt:///var/lib/podfs/meta.db", &ParsedURL{Scheme: "bolt", Path: "/var/lib/podfs/meta.db"}},
+		{"bolt:///tmp/Fuzz#1?/meta.db", &ParsedURL{Scheme: "bolt", Path: "/tmp/Fuzz#1?/meta.db"}},
 		{"etcd://127.0.0.1:2379/vol1", &ParsedURL{Scheme: "etcd", Hosts: []string{"127.0.0.1:2379"}, Volume: "vol1"}},
 		{"tikv://pd1:2379,pd2:2379/v.2", &ParsedURL{Scheme: "tikv", Hosts: []string{"pd1:2379", "pd2:2379"}, Volume: "v.2"}},
 	} {

@@ -27,6 +27,9 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 	var removed Ino
 	err := c.txnOn(ctx, []Ino{oldParent, newParent}, func(tx kv.Tx) error {
 		removed = 0
+		if err := prefetch(tx, attrKey(oldParent), attrKey(newParent), entryKey(oldParent, oldName), entryKey(newParent, newName)); err != nil {
+			return err
+		}
 		opa, err := getDir(tx, oldParent)
 		if err != nil {
 			return err

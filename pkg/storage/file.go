@@ -237,4 +237,7 @@ func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Ob
 }
 
 func (f *File) String() string { return "file://" + f.root }
-func (f *File) Close() error   { return nil }
+
+// Local marks the store as local to this machine (see IsLocal).
+func (f *File) Local() bool  { return true }
+func (f *File) Close() error { return nil }

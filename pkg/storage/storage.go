@@ -37,3 +37,17 @@ type Store interface {
 	String() string
 	Close() error
 }
+
+// IsLocal reports whether s keeps its objects on this machine's own disks,
+// where the kernel's page cache already caches and reads ahead: the data
+// layer then reads objects directly instead of through its own block cache.
+// Wrappers (metrics, fault injection) pass it on with an Unwrap() Store method.
+func IsLocal(s Store) bool {
+	if l, ok := s.(interface{ Local() bool }); ok {
+		return l.Local()
+	}
+	if u, ok := s.(interface{ Unwrap() Store }); ok {
+		return IsLocal(u.Unwrap())
+	}
+	return false
+}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -166,4 +168,23 @@ func BenchmarkBoltUpdate(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
 	b.ReportMetric(float64(b.N)/float64(e.commits.Load()-start), "txn/commit")
+}
+
+// BenchmarkFdatasync is the disk's price of durability, for reading the bolt
+// figures: every bolt commit costs two of these, whatever its size.
+func BenchmarkFdatasync(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "sync"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for i := 0; b.Loop(); i++ {
+		if _, err := f.WriteAt(buf, int64(i%16)*4096); err != nil {
+			b.Fatal(err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

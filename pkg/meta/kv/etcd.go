@@ -109,6 +109,9 @@ type etcdReader struct {
 	e    *Etcd
 	rev  int64            // 0 until the first read
 	seen map[string]int64 // full key -> mod revision read (0 = absent); nil in views
+	// vals caches point reads, so a key prefetched with BatchGet costs no
+	// second round trip (nil = absent).
+	vals map[string][]byte
 	err  error
 }
 
@@ -130,6 +133,9 @@ func (r *etcdReader) get(key []byte) []byte {
 		return nil
 	}
 	k := r.e.prefix + string(key)
+	if v, ok := r.vals[k]; ok {
+		return clone(v)
+	}
 	resp, err := r.e.cli.Get(r.ctx, k, r.opts()...)
 	if err != nil {
 		r.fail(err)
@@ -146,11 +152,37 @@ func (r *etcdReader) get(key []byte) []byte {
 	if r.seen != nil {
 		r.seen[k] = mod
 	}
+	r.cache(k, v)
 	return v
+}
+
+func (r *etcdReader) cache(k string, v []byte) {
+	if r.vals == nil {
+		r.vals = make(map[string][]byte)
+	}
+	r.vals[k] = v
 }
 
 // batchGet reads many keys in few round trips.
 func (r *etcdReader) batchGet(keys [][]byte) [][]byte {
+	res := make([][]byte, len(keys))
+	// Serve cached keys, fetch the rest.
+	var fetch [][]byte
+	var at []int
+	for i, k := range keys {
+		if v, ok := r.vals[r.e.prefix+string(k)]; ok {
+			res[i] = clone(v)
+		} else {
+			fetch, at = append(fetch, k), append(at, i)
+		}
+	}
+	for j, v := range r.fetch(fetch) {
+		res[at[j]] = v
+	}
+	return res
+}
+
+func (r *etcdReader) fetch(keys [][]byte) [][]byte {
 	res := make([][]byte, len(keys))
 	out := res
 	for len(keys) > 0 && r.err == nil {
@@ -179,6 +211,7 @@ func (r *etcdReader) batchGet(keys [][]byte) [][]byte {
 			if r.seen != nil {
 				r.seen[r.e.prefix+string(keys[i])] = mod
 			}
+			r.cache(r.e.prefix+string(keys[i]), out[i])
 		}
 		keys, out = keys[n:], out[n:]
 	}

@@ -3,6 +3,7 @@
 package tikvmock
 
 import (
+	"os"
 	"testing"
 
 	"github.com/pingcap/log"
@@ -21,7 +22,9 @@ func New(t testing.TB, splitKeys ...[]byte) *txnkv.Client {
 	t.Helper()
 	// client-go logs every lock it resolves at info level; keep test output
 	// to what matters.
-	log.SetLevel(zapcore.ErrorLevel)
+	if os.Getenv("PODFS_TIKV_LOG") == "" {
+		log.SetLevel(zapcore.ErrorLevel)
+	}
 	client, cluster, pdClient, err := testutils.NewMockTiKV("", nil)
 	if err != nil {
 		t.Fatalf("start the mock TiKV cluster: %v", err)
