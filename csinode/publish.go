@@ -125,19 +125,44 @@ func (d *Driver) preparePodDir(t mountTable, dir string) (bool, error) {
 		}
 		return false, status.Error(codes.Internal, err.Error())
 	}
-	if err := d.mounter.Mount(dir, dir, "", []string{"bind"}); err != nil {
-		return fail(fmt.Errorf("bind %s onto itself: %w", dir, err))
-	}
-	// The bind joined the pods directory's peer group; leave it for a group of
-	// its own, or a sidecar's mount would also propagate back into the pods
-	// directory underneath this very mount.
-	if err := d.setPropagation(dir, "--make-private"); err != nil {
+	if err := d.bindOwnGroup(dir); err != nil {
 		return fail(err)
 	}
 	if err := d.setPropagation(dir, "--make-shared"); err != nil {
 		return fail(err)
 	}
 	return true, nil
+}
+
+// bindOwnGroup mounts dir onto itself as a mount of a new peer group in
+// every mount namespace the pods directory propagates to. A plain bind of
+// dir would join the pods directory's peer group, and changing its
+// propagation afterwards (--make-private, --make-shared) changes only this
+// process's namespace: the node's copy, which the sidecar's container gets,
+// would stay in the old group and the sidecar's mount would never reach the
+// target paths bound here. Binding from a private copy instead makes the
+// kernel invent a new group for the mount and all its propagated copies.
+func (d *Driver) bindOwnGroup(dir string) error {
+	stage, err := os.MkdirTemp("", "podfs-stage-")
+	if err != nil {
+		return fmt.Errorf("staging directory: %w", err)
+	}
+	defer os.Remove(stage)
+	if err := d.mounter.Mount(dir, stage, "", []string{"bind"}); err != nil {
+		return fmt.Errorf("bind %s onto %s: %w", dir, stage, err)
+	}
+	defer func() {
+		if err := d.mounter.Unmount(stage); err != nil {
+			d.log.Error("unmount staging bind", "dir", stage, "err", err)
+		}
+	}()
+	if err := d.setPropagation(stage, "--make-private"); err != nil {
+		return err
+	}
+	if err := d.mounter.Mount(stage, dir, "", []string{"bind"}); err != nil {
+		return fmt.Errorf("bind %s onto itself: %w", dir, err)
+	}
+	return nil
 }
 
 // bindTarget binds p.podDir onto p.target (read-only when asked). The bind

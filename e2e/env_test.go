@@ -23,11 +23,15 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"podfs.io/podfs/internal/testenv"
 )
+
+// TestMain stops the shared Ceph after the run.
+func TestMain(m *testing.M) { os.Exit(testenv.CephMain(m)) }
 
 // env is what every scenario needs: the cluster and the backends on the host.
 type env struct {
-	root       *testing.T // TestE2E: owns the backends
 	kc         kubernetes.Interface
 	kubeconfig string
 	kubectl    string
@@ -38,9 +42,8 @@ type env struct {
 	kubeletDir string
 	podsDir    string
 
-	// The podfs backends on the host, started by TestE2E for all scenarios.
+	// podfs metadata: an etcd on the host, started by TestE2E.
 	etcdAddr string // 127.0.0.1:PORT
-	ceph     *cephCluster
 }
 
 func mustEnv(t *testing.T, name, hint string) string {
@@ -96,8 +99,7 @@ func newEnv(t *testing.T) *env {
 func TestE2E(t *testing.T) {
 	start := time.Now()
 	e := newEnv(t)
-	e.etcdAddr = startEtcd(t)
-	e.root = t
+	e.etcdAddr = testenv.StartEtcd(t)
 	t.Cleanup(func() { t.Logf("e2e scenarios took %s", time.Since(start).Round(time.Second)) })
 
 	t.Run("5-untouched", e.testUntouched)

@@ -38,10 +38,16 @@ func (e *env) testWriteRead(t *testing.T) {
 		out, err := e.exec(ns, "writer", "app", "cat", "/data/hello.txt")
 		return err == nil && out == "hello-podfs", nil
 	})
-	if m := hostMounts(t, filepath.Join(e.podsDir, uid)); len(m) == 0 {
-		t.Errorf("no mount under %s/%s while the pod runs", e.podsDir, uid)
-	} else {
-		t.Logf("host mounts of the pod: %v", m)
+	// On the node the sidecar's FUSE mount shows both in the per-pod
+	// directory and at kubelet's target path (propagation).
+	fuse := 0
+	for _, m := range hostMounts(t, uid) {
+		if strings.Contains(m, "fuse") {
+			fuse++
+		}
+	}
+	if fuse < 2 {
+		t.Errorf("want the FUSE mount at the per-pod directory and the target path, host has %v", hostMounts(t, uid))
 	}
 	e.deletePod(t, ns, "writer")
 	e.noMountsLeft(t, uid)

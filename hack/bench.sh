@@ -45,6 +45,8 @@ cleanup() {
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
 	done
 	[[ -n $ceph_dir && -x hack/ceph.sh ]] && hack/ceph.sh down "$ceph_dir"
+	# Keep the logs, drop the data (GiBs).
+	rm -rf "$W/loopback-src" "$W/ceph" "$W"/podfs-*/ 2>/dev/null
 }
 trap cleanup EXIT
 

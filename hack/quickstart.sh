@@ -68,6 +68,7 @@ cat <<EOF
 podfs serves the volume 'demo' at $mp (log: /var/log/podfs/demo.log).
   unmount:            $podfs umount $mp
   mount again:        $podfs mount $meta $mp -d
-  check the volume:   $podfs fsck $meta
+  status:             $podfs status $meta
+  check (unmounted):  $podfs fsck $meta
   benchmark it:       $podfs bench $mp
 EOF

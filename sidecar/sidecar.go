@@ -144,14 +144,20 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			log.Info("asked to stop while mounting")
 			return unmountAll()
 		}
-		if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
-			return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())
-		}
+		// Dead mount first: mkdir on one fails (stat says ENOTCONN).
 		if err := ClearDeadMount(v.MountPoint); err != nil {
 			return errors.Join(fmt.Errorf("volume %q: %w", v.Name, err), unmountAll())
 		}
+		if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
+			return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())
+		}
 		start := time.Now()
 		m, err := cfg.Mounter.Mount(ctx, v)
+		if err != nil && ctx.Err() != nil {
+			// SIGTERM while mounting: a stop, not a failure.
+			log.Info("asked to stop while mounting", "volume", v.Name, "err", err)
+			return unmountAll()
+		}
 		if err != nil {
 			return errors.Join(fmt.Errorf("mount volume %q at %s: %w", v.Name, v.MountPoint, err), unmountAll())
 		}

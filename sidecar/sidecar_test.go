@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,6 +67,9 @@ func (m tmpfsMount) Wait() error {
 func mounted(t testing.TB, mp string) bool {
 	t.Helper()
 	ok, err := mountinfo.Mounted(mp)
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,6 +251,9 @@ func TestMain(m *testing.M) {
 }
 
 func child(mode string) int {
+	if mode == "fuse" {
+		return fuseChild(os.Getenv("FUSE_DIR"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	set, err := volumeset.Decode(os.Getenv(volumeset.EnvVar))
@@ -254,9 +261,12 @@ func child(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mounter := tmpfsMounter{}
-	if mode == "fail" {
+	var mounter Mounter = tmpfsMounter{}
+	switch mode {
+	case "fail":
 		mounter = tmpfsMounter{failOn: "models", gate: os.Getenv("GATE")}
+	case "fs":
+		mounter = &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	}
 	err = Run(ctx, Config{Set: set, Mounter: mounter, ProbeSocket: os.Getenv("SOCKET"), TerminationLog: os.Getenv("TERMLOG"),
 		StopGrace: time.Second, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
@@ -269,7 +279,7 @@ func child(mode string) int {
 
 // startChild runs the runtime in a child process; it is killed by PID at
 // the end of the test whatever happens.
-func startChild(t *testing.T, mode string, set *volumeset.VolumeSet, env ...string) (*exec.Cmd, *strings.Builder, <-chan error) {
+func startChild(t *testing.T, mode string, set *volumeset.VolumeSet, env ...string) (*exec.Cmd, *lockedBuffer, <-chan error) {
 	t.Helper()
 	js, err := set.Encode()
 	if err != nil {
@@ -277,7 +287,7 @@ func startChild(t *testing.T, mode string, set *volumeset.VolumeSet, env ...stri
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append(env, childEnv+"="+mode, volumeset.EnvVar+"="+js, "POD_UID=uid-1")...)
-	out := &strings.Builder{}
+	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -381,4 +391,53 @@ func TestFailingMountNotReadyAndExitsWithReason(t *testing.T) {
 	if mounted(t, dir+"/pods/uid-1/data") {
 		t.Fatal("the mounted volume was left behind by the failed start")
 	}
+}
+
+// TestStopWhileMounting: SIGTERM (ctx) while a volume is still mounting is
+// a clean stop: what was mounted is unmounted, no error.
+func TestStopWhileMounting(t *testing.T) {
+	set, dir := testSet(t, true, "data", "models")
+	socket := dir + "/probe.sock"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Set: set, Mounter: tmpfsMounter{failOn: "models", gate: dir + "/never"}, ProbeSocket: socket,
+			Getenv: getenv(map[string]string{"POD_UID": "uid-1"})})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !mounted(t, dir+"/pods/uid-1/data") {
+		if time.Now().After(deadline) {
+			t.Fatal("first volume never mounted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := Probe(context.Background(), socket, 0); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("probe while mounting: %v, want not ready", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop while mounting: %v, want a clean stop", err)
+	}
+	if mounted(t, dir+"/pods/uid-1/data") {
+		t.Fatal("still mounted")
+	}
+}
+
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -164,6 +164,28 @@ func (m *CertManager) ensureCA(ctx context.Context) error {
 				return fmt.Errorf("create CA Secret %s/%s: %w", m.SecretNamespace, m.SecretName, err)
 			}
 			m.Log.Info("created webhook CA", "secret", m.SecretNamespace+"/"+m.SecretName)
+		case apierrors.IsForbidden(err):
+			// No RBAC for Secrets: a CA of our own, in memory. Fine for one
+			// replica; replicas would each patch their own bundle in.
+			m.mu.RLock()
+			have := m.ca != nil && !m.renewDue(m.ca)
+			m.mu.RUnlock()
+			if have {
+				return nil
+			}
+			m.Log.Warn("cannot read the CA Secret; keeping the CA in memory (grant get/create/update on secrets for replicas to share one)", "secret", m.SecretNamespace+"/"+m.SecretName, "err", err)
+			certPEM, keyPEM, err := m.newCA()
+			if err != nil {
+				return err
+			}
+			ca, key, bundle, err := parseCASecret(&corev1.Secret{Data: map[string][]byte{caCertKey: certPEM, caKeyKey: keyPEM}})
+			if err != nil {
+				return err
+			}
+			m.mu.Lock()
+			m.ca, m.caKey, m.bundle = ca, key, bundle
+			m.mu.Unlock()
+			return nil
 		case err != nil:
 			return fmt.Errorf("read CA Secret %s/%s: %w", m.SecretNamespace, m.SecretName, err)
 		}

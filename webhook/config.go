@@ -51,8 +51,11 @@ const ConfigKey = "config.yaml"
 //
 // A patch matches a PVC volume when its pvcSelector matches the PVC's
 // labels or the PVC's StorageClass is one of its storageClassNames (both
-// given: either); inline CSI volumes match storageClassNames never and a
-// pvcSelector only through... nothing, they have no PVC.
+// given: either). Inline CSI volumes have no PVC and match no patch.
+//
+// An invalid ConfigMap (bad YAML, unknown field, bad quantity, a patch that
+// selects nothing) is logged, reported as a Warning event InvalidConfig on
+// the ConfigMap, and the last good configuration stays in use.
 type Config struct {
 	Image           string                      `json:"image"`
 	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy,omitempty"`

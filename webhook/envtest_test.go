@@ -2,12 +2,16 @@ package webhook
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,11 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"podfs.io/podfs/internal/testenv"
 	"podfs.io/podfs/sidecar/volumeset"
@@ -80,6 +87,15 @@ func poll(t testing.TB, what string, timeout time.Duration, f func() error) {
 }
 
 func startWorld(t testing.TB, config string, log *slog.Logger) *kubeWorld {
+	return startWorldAs(t, config, log, nil)
+}
+
+// tweakOptions, when set by a test, edits the server's Options.
+type tweakOptions func(k *testenv.Kube, c client.Client, o *Options)
+
+// startWorldAs is startWorld with the webhook running under the identity
+// asUser returns (nil: the admin).
+func startWorldAs(t testing.TB, config string, log *slog.Logger, asUser func(k *testenv.Kube, c client.Client) *rest.Config, tweak ...tweakOptions) *kubeWorld {
 	k := testenv.StartKube(t)
 	c := newClient(t, k)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -120,16 +136,24 @@ func startWorld(t testing.TB, config string, log *slog.Logger) *kubeWorld {
 		}},
 	}))
 
+	whConfig := k.Config
+	if asUser != nil {
+		whConfig = asUser(k, c)
+	}
 	health := testenv.Addr(testenv.FreePort(t))
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	srv, err := NewServer(ctx, Options{
-		RestConfig: k.Config, Namespace: whNamespace, ConfigMapName: whConfigMap, DefaultImage: "podfs:default",
+	opts := Options{
+		RestConfig: whConfig, Namespace: whNamespace, ConfigMapName: whConfigMap, DefaultImage: "podfs:default",
 		Host: "127.0.0.1", Port: port, CASecretName: whCASecret, WebhookConfig: whMWC,
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, NativeSidecar: "auto",
 		MetricsAddr: testenv.Addr(testenv.FreePort(t)), HealthAddr: health, AppsDone: true, Log: log,
-	})
+	}
+	for _, f := range tweak {
+		f(k, c, &opts)
+	}
+	srv, err := NewServer(ctx, opts)
 	must(t, err)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -281,7 +305,6 @@ func TestKubeAdmission(t *testing.T) {
 				ns = "sls"
 			}
 			p := podIn(tc.pod, ns, fmt.Sprintf("shape-%d", i))
-			fixPVNames(p, ns)
 			if err := c.Create(ctx, p); err != nil {
 				t.Errorf("%s: create through the webhook: %v", tc.name, err)
 				continue
@@ -290,7 +313,6 @@ func TestKubeAdmission(t *testing.T) {
 				checkInjected(t, tc.pod, p)
 			}
 			q := podIn(tc.pod, "plain", fmt.Sprintf("shape-%d", i))
-			fixPVNames(q, "plain")
 			ops, err := Mutate(ctx, lk, Input{Pod: q, Namespace: "plain", Native: false, Serverless: tc.serverless, Config: w.srv.Config()})
 			if err != nil {
 				if strings.Contains(err.Error(), "native sidecar") {
@@ -346,7 +368,6 @@ func TestKubeAdmission(t *testing.T) {
 		// non-native mutation leaves it.
 		lk := &CachedLookup{Cache: c}
 		q := podIn(pod(func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever }), "plain", "job-1")
-		fixPVNames(q, "plain")
 		ops, err := Mutate(ctx, lk, Input{Pod: q, Namespace: "plain", Config: w.srv.Config()})
 		must(t, err)
 		q = applyOps(t, q, ops)
@@ -386,10 +407,6 @@ func TestKubeAdmission(t *testing.T) {
 		}
 	})
 }
-
-// fixPVNames has nothing to rewrite in the pod (PVC names are per
-// namespace); it exists so a future fixture that names PVs stays correct.
-func fixPVNames(p *corev1.Pod, ns string) {}
 
 func TestKubeCertificates(t *testing.T) {
 	k := testenv.StartKube(t)
@@ -454,4 +471,99 @@ func TestKubeCertificates(t *testing.T) {
 	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pool, Time: clock})
 	must(t, err)
 	conn.Close()
+}
+
+// TestKubeChartRBAC runs the webhook with only the permissions the Helm
+// chart grants (no Secrets, no pods): the CA stays in memory, the apps-done
+// controller is off, and injection works.
+func TestKubeChartRBAC(t *testing.T) {
+	w := startWorldAs(t, "image: podfs:rbac\n", nil, func(k *testenv.Kube, c client.Client) *rest.Config {
+		ctx := context.Background()
+		must(t, c.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "podfs-webhook"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"namespaces", "persistentvolumeclaims", "persistentvolumes"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{whMWC}, Verbs: []string{"get", "update", "patch"}},
+		}}))
+		must(t, c.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "podfs-webhook"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "podfs-webhook"},
+			Subjects: []rbacv1.Subject{{Kind: "User", Name: "podfs-webhook"}}}))
+		must(t, c.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: whNamespace, Name: "podfs-webhook"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}}))
+		must(t, c.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: whNamespace, Name: "podfs-webhook"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "podfs-webhook"},
+			Subjects: []rbacv1.Subject{{Kind: "User", Name: "podfs-webhook"}}}))
+		u, err := k.Env.AddUser(envtest.User{Name: "podfs-webhook"}, nil)
+		must(t, err)
+		return u.Config()
+	})
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	must(t, w.c.Get(w.ctx, types.NamespacedName{Name: whMWC}, &mwc))
+	if len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {
+		t.Fatal("caBundle not patched")
+	}
+	p := podIn(pod(nil), "inj", "rbac")
+	must(t, w.c.Create(w.ctx, p))
+	if p.Annotations[volumeset.InjectedAnnotation] != "native" || p.Spec.InitContainers[0].Image != "podfs:rbac" {
+		t.Fatalf("not injected with the ConfigMap's image: %v %+v", p.Annotations, p.Spec.InitContainers)
+	}
+}
+
+// TestKubeMountedCerts serves certificates from files (cert-manager's way,
+// --cert-dir), the caBundle put into the webhook configuration by someone
+// else, and a renewed certificate is picked up without a restart.
+func TestKubeMountedCerts(t *testing.T) {
+	certDir := t.TempDir()
+	issuer := &CertManager{IPs: []net.IP{net.ParseIP("127.0.0.1")}}
+	issuer.defaults()
+	certPEM, keyPEM, err := issuer.newCA()
+	must(t, err)
+	ca, key, bundle, err := parseCASecret(&corev1.Secret{Data: map[string][]byte{caCertKey: certPEM, caKeyKey: keyPEM}})
+	must(t, err)
+	issuer.ca, issuer.caKey, issuer.bundle = ca, key, bundle
+	writeCert := func() *x509.Certificate {
+		must(t, issuer.issue())
+		c, _ := issuer.GetCertificate(nil)
+		kder, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
+		must(t, err)
+		must(t, os.WriteFile(certDir+"/tls.key.new", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600))
+		must(t, os.WriteFile(certDir+"/tls.crt.new", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644))
+		must(t, os.Rename(certDir+"/tls.key.new", certDir+"/tls.key"))
+		must(t, os.Rename(certDir+"/tls.crt.new", certDir+"/tls.crt"))
+		return c.Leaf
+	}
+	first := writeCert()
+	w := startWorldAs(t, "image: podfs:mounted\n", nil, nil, func(k *testenv.Kube, c client.Client, o *Options) {
+		o.CertDir, o.CASecretName = certDir, ""
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		must(t, c.Get(context.Background(), types.NamespacedName{Name: whMWC}, &mwc))
+		mwc.Webhooks[0].ClientConfig.CABundle = bundle
+		must(t, c.Update(context.Background(), &mwc))
+	})
+	if w.srv.Certs != nil {
+		t.Fatal("self-managed certificates despite --cert-dir")
+	}
+	p := podIn(pod(nil), "inj", "mounted")
+	must(t, w.c.Create(w.ctx, p))
+	if p.Annotations[volumeset.InjectedAnnotation] != "native" {
+		t.Fatalf("not injected: %v", p.Annotations)
+	}
+	served := func() *x509.Certificate {
+		u, _ := url.Parse(w.url)
+		conn, err := tls.Dial("tcp", u.Host, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return nil
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0]
+	}
+	if c := served(); c == nil || c.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatal("the server does not serve the mounted certificate")
+	}
+	second := writeCert()
+	poll(t, "renewed certificate served", 30*time.Second, func() error {
+		if c := served(); c == nil || c.SerialNumber.Cmp(second.SerialNumber) != 0 {
+			return fmt.Errorf("still the old certificate")
+		}
+		return nil
+	})
 }

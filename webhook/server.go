@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -174,8 +176,10 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	// Names are unique per process already; tests run several servers.
+	ctrlOpts := controller.Options{SkipNameValidation: ptr(true)}
 	if o.ConfigMapName != "" {
-		err := builder.ControllerManagedBy(mgr).Named("podfs-config").For(&corev1.ConfigMap{},
+		err := builder.ControllerManagedBy(mgr).Named("podfs-config").WithOptions(ctrlOpts).For(&corev1.ConfigMap{},
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
 				return obj.GetNamespace() == o.Namespace && obj.GetName() == o.ConfigMapName
 			}))).Complete(reconcile.Func(s.reconcileConfig))
@@ -183,8 +187,12 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 			return nil, fmt.Errorf("config watch: %w", err)
 		}
 	}
+	if o.AppsDone && !allowed(ctx, direct, o.Log, "pods", "list", "watch", "patch") {
+		o.Log.Warn("the apps-done controller is off: no RBAC to list, watch and patch pods; pods with non-native sidecars will not complete on their own")
+		o.AppsDone = false
+	}
 	if o.AppsDone {
-		if err := builder.ControllerManagedBy(mgr).Named("podfs-apps-done").For(&corev1.Pod{}).
+		if err := builder.ControllerManagedBy(mgr).Named("podfs-apps-done").WithOptions(ctrlOpts).For(&corev1.Pod{}).
 			Complete(&AppsDone{Client: mgr.GetClient(), Log: o.Log}); err != nil {
 			return nil, fmt.Errorf("apps-done controller: %w", err)
 		}
@@ -229,6 +237,23 @@ func (s *Server) reconcileConfig(ctx context.Context, req reconcile.Request) (re
 	s.opts.Log.Info("configuration loaded", "config_map", req.String(), "resource_version", cm.ResourceVersion, "patches", len(c.Patches))
 	s.events.Event(&cm, corev1.EventTypeNormal, "ConfigLoaded", "podfs webhook loaded resourceVersion "+cm.ResourceVersion)
 	return reconcile.Result{}, nil
+}
+
+// allowed asks the API server whether we may do every verb on the core
+// resource cluster-wide.
+func allowed(ctx context.Context, c client.Client, log *slog.Logger, resource string, verbs ...string) bool {
+	for _, v := range verbs {
+		r := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: v, Resource: resource}}}
+		if err := c.Create(ctx, r); err != nil {
+			log.Warn("cannot check RBAC", "resource", resource, "verb", v, "err", err)
+			return false
+		}
+		if !r.Status.Allowed {
+			return false
+		}
+	}
+	return true
 }
 
 // detectNative decides whether to inject native sidecars.

@@ -42,44 +42,57 @@ Show a volume's settings, the clients that have it mounted (sessions) and its us
 	if len(pos) != 1 {
 		return usagef("status takes one META-URL (see podfs status --help)")
 	}
+	var st *fs.Status
 	m, format, err := openVolume(ctx, log, pos[0])
 	if err != nil {
-		return err
-	}
-	defer m.Close(context.Background())
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "Volume\t%s\n", format.Name)
-	fmt.Fprintf(w, "UUID\t%s\n", format.UUID)
-	fmt.Fprintf(w, "Metadata\t%s\n", pos[0])
-	fmt.Fprintf(w, "Storage\t%s\n", format.Storage)
-	fmt.Fprintf(w, "Block size\t%s\n", formatSize(int64(format.BlockSize)))
-	fmt.Fprintf(w, "Capacity\t%s\n", quota(format.Capacity, true))
-	fmt.Fprintf(w, "Inodes\t%s\n", quota(format.Inodes, false))
-	fmt.Fprintf(w, "Format version\t%d\n", format.Version)
-	fmt.Fprintf(w, "Created\t%s\n", format.CreatedAt.Format(time.RFC3339))
-	if st, err := m.StatFS(ctx); err == nil {
-		used := st.TotalSpace - st.AvailSpace
-		fmt.Fprintf(w, "Used space\t%s\n", formatSize(int64(used)))
-		fmt.Fprintf(w, "Used inodes\t%d\n", st.UsedInodes)
+		// An embedded volume is held by the process serving it: ask it.
+		s, serr := statusFromMounts(pos[0])
+		if serr != nil {
+			return err
+		}
+		st = s
 	} else {
-		fmt.Fprintf(w, "Usage\tunknown: %v\n", err)
+		defer m.Close(context.Background())
+		st = &fs.Status{MetaURL: pos[0], Format: *format}
+		if st.StatFS, err = m.StatFS(ctx); err != nil {
+			return fmt.Errorf("statfs: %w", err)
+		}
+		if st.Sessions, err = m.ListSessions(ctx); err != nil {
+			return fmt.Errorf("list sessions: %w", err)
+		}
+	}
+	printStatus(st)
+	return nil
+}
+
+func printStatus(st *fs.Status) {
+	f := &st.Format
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "Volume\t%s\n", f.Name)
+	fmt.Fprintf(w, "UUID\t%s\n", f.UUID)
+	fmt.Fprintf(w, "Metadata\t%s\n", st.MetaURL)
+	fmt.Fprintf(w, "Storage\t%s\n", f.Storage)
+	fmt.Fprintf(w, "Block size\t%s\n", formatSize(int64(f.BlockSize)))
+	fmt.Fprintf(w, "Capacity\t%s\n", quota(f.Capacity, true))
+	fmt.Fprintf(w, "Inodes\t%s\n", quota(f.Inodes, false))
+	fmt.Fprintf(w, "Format version\t%d\n", f.Version)
+	fmt.Fprintf(w, "Created\t%s\n", f.CreatedAt.Format(time.RFC3339))
+	fmt.Fprintf(w, "Used space\t%s\n", formatSize(int64(st.StatFS.TotalSpace-st.StatFS.AvailSpace)))
+	fmt.Fprintf(w, "Used inodes\t%d\n", st.StatFS.UsedInodes)
+	if st.MountPoint != "" {
+		fmt.Fprintf(w, "Read through\tthe mount at %s (it holds the embedded metadata)\n", st.MountPoint)
 	}
 	w.Flush()
-	sessions, err := m.ListSessions(ctx)
-	if err != nil {
-		return fmt.Errorf("list sessions: %w", err)
-	}
-	fmt.Printf("\nSessions: %d\n", len(sessions))
-	if len(sessions) > 0 {
+	fmt.Printf("\nSessions: %d\n", len(st.Sessions))
+	if len(st.Sessions) > 0 {
 		w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "ID\tHOST\tPID\tMOUNTPOINT\tHEARTBEAT")
-		for _, s := range sessions {
+		for _, s := range st.Sessions {
 			fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s ago\n", s.ID, s.Hostname, s.Pid, s.MountPoint,
 				time.Since(s.Heartbeat).Round(time.Second))
 		}
 		w.Flush()
 	}
-	return nil
 }
 
 func quota(v uint64, bytes bool) string {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +93,9 @@ attr_timeout=1s, entry_timeout=1s, fsname=NAME, debug, nodev, nosuid, noexec.`)
 	}
 	pidFile := writePidFile(abs, log)
 	defer os.Remove(pidFile)
+	if stop := serveStatus(mnt, abs, log); stop != nil {
+		defer stop()
+	}
 	reportReady(nil)
 
 	ended := make(chan error, 1)
@@ -265,4 +270,58 @@ func umount(ctx context.Context, log *slog.Logger, mp string, lazy bool, timeout
 	}
 	fmt.Printf("unmounted %s\n", abs)
 	return nil
+}
+
+func statusSocketPath(mp string) string { return filepath.Join(runDir, mountName(mp)+".sock") }
+
+// serveStatus answers podfs status for this mount on a unix socket: an
+// embedded (bolt) volume can only be read through the process holding it.
+func serveStatus(mnt *fs.Mount, mp string, log *slog.Logger) func() {
+	p := statusSocketPath(mp)
+	_ = os.Remove(p)
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		log.Debug("no status socket; podfs status needs the metadata directly", "err", err)
+		return nil
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				st, err := mnt.Status(ctx)
+				if err != nil {
+					_ = json.NewEncoder(c).Encode(map[string]string{"error": err.Error()})
+					return
+				}
+				_ = json.NewEncoder(c).Encode(st)
+			}()
+		}
+	}()
+	return func() { l.Close(); os.Remove(p) }
+}
+
+// statusFromMounts asks the podfs processes serving mounts on this machine
+// for the volume at metaURL.
+func statusFromMounts(metaURL string) (*fs.Status, error) {
+	socks, _ := filepath.Glob(filepath.Join(runDir, "*.sock"))
+	for _, p := range socks {
+		c, err := net.DialTimeout("unix", p, time.Second)
+		if err != nil {
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		var st fs.Status
+		err = json.NewDecoder(c).Decode(&st)
+		c.Close()
+		if err == nil && st.MetaURL == metaURL {
+			return &st, nil
+		}
+	}
+	return nil, errors.New("no podfs process on this machine serves it")
 }

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	"podfs.io/podfs/webhook"
 )
 
@@ -32,6 +34,20 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 	dnsNames := fs.String("dns-names", "", "comma-separated DNS names of the serving certificate (default podfs-webhook.<namespace>.svc and .svc.cluster.local)")
 	ips := fs.String("ips", "", "comma-separated IP addresses of the serving certificate")
 	native := fs.String("native-sidecar", "auto", "inject native sidecars: auto (API server >= 1.29), true, false")
+	fs.StringVar(native, "native-sidecars", "auto", "alias of --native-sidecar")
+	fs.Func("listen", "HOST:PORT to serve the webhook on (sets --host and --port)", func(v string) error {
+		h, p, err := net.SplitHostPort(v)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return fmt.Errorf("port %q", p)
+		}
+		*host, *port = h, n
+		return nil
+	})
+	certHosts := fs.String("cert-hosts", "", "comma-separated DNS names and IP addresses of the serving certificate (adds to --dns-names and --ips)")
 	metrics := fs.String("metrics-addr", ":8080", "Prometheus metrics address; 0 = off")
 	health := fs.String("health-addr", ":8081", "healthz/readyz address; 0 = off")
 	appsDone := fs.Bool("apps-done", true, "run the controller that lets pods with non-native sidecars complete")
@@ -58,6 +74,17 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 		NativeSidecar: *native, MetricsAddr: *metrics, HealthAddr: *health, AppsDone: *appsDone,
 		CertCheck: *certCheck, Log: log,
 	}
+	for _, h := range strings.Split(*certHosts, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if net.ParseIP(h) != nil {
+			*ips += "," + h
+		} else {
+			*dnsNames += "," + h
+		}
+	}
+	*dnsNames = strings.Trim(*dnsNames, ",")
 	if *dnsNames != "" {
 		opts.DNSNames = strings.Split(*dnsNames, ",")
 	} else if *namespace != "" {
@@ -76,6 +103,7 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 	if *configMap != "" && *namespace == "" {
 		return usagef("--config-map needs --namespace (or $POD_NAMESPACE)")
 	}
+	klog.SetSlogLogger(log) // client-go's event recorder logs through klog
 	srv, err := webhook.NewServer(ctx, opts)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/meta"
@@ -64,6 +65,10 @@ type Mount struct {
 
 // Format is the volume's settings as loaded at mount.
 func (m *Mount) Format() meta.Format { return *m.format }
+
+// Metrics is the mount's Prometheus registry (what --metrics serves), for a
+// process that serves several mounts' metrics itself.
+func (m *Mount) Metrics() prometheus.Gatherer { return m.fs.met.reg }
 
 // MountPoint is the absolute path served.
 func (m *Mount) MountPoint() string { return m.mp }
@@ -271,6 +276,13 @@ func setReadahead(mp string, log *slog.Logger) {
 // and unmounts (lazily when busy). It is safe to call more than once.
 func (m *Mount) Unmount(ctx context.Context) error {
 	m.unmountOnce.Do(func() {
+		if ctx.Err() != nil {
+			// A caller stopping on a signal may pass its already-ended
+			// context; buffered data must still be written.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+		}
 		// Make written data durable first: if the unmount below has to be
 		// lazy, processes may keep the mount for a while.
 		ferr := m.fs.flushAll(ctx)
@@ -371,4 +383,27 @@ func redactURL(u string) string {
 		rest = "***@" + rest[at+1:]
 	}
 	return scheme + "://" + rest
+}
+
+// Status is a mounted volume's state, as podfs status shows it.
+type Status struct {
+	MetaURL    string
+	MountPoint string
+	Format     meta.Format
+	StatFS     meta.StatFS
+	Sessions   []meta.Session
+}
+
+// Status reads the volume's usage and sessions through this mount's
+// metadata client (the only way while an embedded engine is held by it).
+func (m *Mount) Status(ctx context.Context) (*Status, error) {
+	st, err := m.m.StatFS(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("statfs: %w", err)
+	}
+	sessions, err := m.m.ListSessions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}, nil
 }

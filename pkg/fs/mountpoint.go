@@ -33,7 +33,7 @@ func checkMountPoint(mp string) (mpState, error) {
 	case err != nil:
 		return 0, fmt.Errorf("mount point %s: %w", mp, err)
 	case !st.IsDir():
-		return 0, fmt.Errorf("mount point %s is not a directory (%s): mount on a directory", mp, st.Mode().Type())
+		return 0, fmt.Errorf("mount point %s is not a directory but %s: mount on a directory", mp, describeType(st.Mode()))
 	}
 	if fstype, ok := mountedFS(mp); ok && strings.HasPrefix(fstype, "fuse") {
 		// stat may be answered from the kernel's attribute cache for a
@@ -45,6 +45,22 @@ func checkMountPoint(mp string) (mpState, error) {
 		return 0, fmt.Errorf("%s is already a mounted FUSE file system (%s): unmount it first (podfs umount %s)", mp, fstype, mp)
 	}
 	return mpDir, nil
+}
+
+func describeType(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "not a directory (" + m.Type().String() + ")"
 }
 
 func parentDir(p string) string {

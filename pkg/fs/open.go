@@ -47,7 +47,18 @@ func registerLayerMetrics(met *metrics, m meta.Meta, d *data.Store) {
 			met.register(c)
 		}
 	}
-	met.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "podfs_write_buffer_peak_bytes", Help: "Most memory write buffers held at once since the mount.",
-	}, func() float64 { return float64(d.PeakBuffer()) }))
+	counter := func(name, help string, v func(data.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(d.Stats())) })
+	}
+	met.register(
+		counter("podfs_data_block_uploads_total", "Block objects the data layer stored.", func(s data.Stats) int64 { return s.Uploads }),
+		counter("podfs_data_block_fetches_total", "Block objects read from the object store (block cache misses).", func(s data.Stats) int64 { return s.Fetches }),
+		counter("podfs_data_compactions_total", "Chunks compacted.", func(s data.Stats) int64 { return s.Compactions }),
+		counter("podfs_data_buffer_relieves_total", "Times full write buffers forced partial blocks out.", func(s data.Stats) int64 { return s.Relieves }),
+		counter("podfs_data_deleted_slices_total", "Slices whose objects were deleted.", func(s data.Stats) int64 { return s.Deleted }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "podfs_write_buffer_peak_bytes", Help: "Most memory write buffers held at once since the mount.",
+		}, func() float64 { return float64(d.Stats().PeakBuffer) }),
+	)
 }
