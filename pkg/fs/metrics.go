@@ -160,6 +160,10 @@ type instrumentedStore struct {
 	m *metrics
 }
 
+// Unwrap lets storage.IsLocal see the store underneath, so the data layer
+// still reads a local file store directly instead of through its block cache.
+func (s *instrumentedStore) Unwrap() storage.Store { return s.Store }
+
 func (s *instrumentedStore) done(method string, start time.Time, err error) {
 	result := "ok"
 	if err != nil {
