@@ -144,11 +144,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			log.Info("asked to stop while mounting")
 			return unmountAll()
 		}
-		if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
-			return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())
-		}
-		if err := ClearDeadMount(v.MountPoint); err != nil {
-			return errors.Join(fmt.Errorf("volume %q: %w", v.Name, err), unmountAll())
+		// A dead mount left by this sidecar's previous run stays: the new
+		// mount goes on top of it (see fs.Config.StackOnDeadMount).
+		if _, err := os.Lstat(v.MountPoint); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
+				return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())
+			}
 		}
 		start := time.Now()
 		m, err := cfg.Mounter.Mount(ctx, v)
