@@ -133,6 +133,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 				errs = append(errs, fmt.Errorf("unmount volume %q at %s: %w", m.v.Name, m.v.MountPoint, err))
 			} else {
 				log.Info("unmounted", "volume", m.v.Name, "mount_point", m.v.MountPoint)
+				// Dead mounts of earlier runs we mounted on top of: the
+				// pod is stopping, nothing needs them any more.
+				if err := ClearDeadMount(m.v.MountPoint); err != nil {
+					errs = append(errs, fmt.Errorf("volume %q: %w", m.v.Name, err))
+				}
 			}
 			cancel()
 		}
