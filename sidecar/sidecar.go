@@ -150,7 +150,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return unmountAll()
 		}
 		// A dead mount left by this sidecar's previous run stays: the new
-		// mount goes on top of it (see fs.Config.StackOnDeadMount).
+		// mount goes on top of it (see fs.Config.StackOnDeadMount), so the
+		// running app containers' copies of it receive the new mount.
 		if _, err := os.Lstat(v.MountPoint); errors.Is(err, os.ErrNotExist) {
 			if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
 				return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())

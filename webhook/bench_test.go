@@ -31,7 +31,7 @@ import (
 // controller-runtime webhook server over HTTPS with the self-managed ECDSA
 // certificate, informer-cached lookups against a real kube-apiserver) for a
 // pod with two podfs volumes, at 1, 16 and 64 concurrent requests, over
-// HTTP/2 (one connection, as the API server's webhook client uses) and
+// HTTP/2 (one multiplexed connection) and
 // HTTP/1.1 keep-alive connections. It reports p50/p99 per sub-benchmark and
 // prints a table.
 //

@@ -2,12 +2,16 @@ package webhook
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -86,9 +90,12 @@ func startWorld(t testing.TB, config string, log *slog.Logger) *kubeWorld {
 	return startWorldAs(t, config, log, nil)
 }
 
+// tweakOptions, when set by a test, edits the server's Options.
+type tweakOptions func(k *testenv.Kube, c client.Client, o *Options)
+
 // startWorldAs is startWorld with the webhook running under the identity
 // asUser returns (nil: the admin).
-func startWorldAs(t testing.TB, config string, log *slog.Logger, asUser func(k *testenv.Kube, c client.Client) *rest.Config) *kubeWorld {
+func startWorldAs(t testing.TB, config string, log *slog.Logger, asUser func(k *testenv.Kube, c client.Client) *rest.Config, tweak ...tweakOptions) *kubeWorld {
 	k := testenv.StartKube(t)
 	c := newClient(t, k)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -137,12 +144,16 @@ func startWorldAs(t testing.TB, config string, log *slog.Logger, asUser func(k *
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	srv, err := NewServer(ctx, Options{
+	opts := Options{
 		RestConfig: whConfig, Namespace: whNamespace, ConfigMapName: whConfigMap, DefaultImage: "podfs:default",
 		Host: "127.0.0.1", Port: port, CASecretName: whCASecret, WebhookConfig: whMWC,
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, NativeSidecar: "auto",
 		MetricsAddr: testenv.Addr(testenv.FreePort(t)), HealthAddr: health, AppsDone: true, Log: log,
-	})
+	}
+	for _, f := range tweak {
+		f(k, c, &opts)
+	}
+	srv, err := NewServer(ctx, opts)
 	must(t, err)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -294,7 +305,6 @@ func TestKubeAdmission(t *testing.T) {
 				ns = "sls"
 			}
 			p := podIn(tc.pod, ns, fmt.Sprintf("shape-%d", i))
-			fixPVNames(p, ns)
 			if err := c.Create(ctx, p); err != nil {
 				t.Errorf("%s: create through the webhook: %v", tc.name, err)
 				continue
@@ -303,7 +313,6 @@ func TestKubeAdmission(t *testing.T) {
 				checkInjected(t, tc.pod, p)
 			}
 			q := podIn(tc.pod, "plain", fmt.Sprintf("shape-%d", i))
-			fixPVNames(q, "plain")
 			ops, err := Mutate(ctx, lk, Input{Pod: q, Namespace: "plain", Native: false, Serverless: tc.serverless, Config: w.srv.Config()})
 			if err != nil {
 				if strings.Contains(err.Error(), "native sidecar") {
@@ -359,7 +368,6 @@ func TestKubeAdmission(t *testing.T) {
 		// non-native mutation leaves it.
 		lk := &CachedLookup{Cache: c}
 		q := podIn(pod(func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever }), "plain", "job-1")
-		fixPVNames(q, "plain")
 		ops, err := Mutate(ctx, lk, Input{Pod: q, Namespace: "plain", Config: w.srv.Config()})
 		must(t, err)
 		q = applyOps(t, q, ops)
@@ -399,10 +407,6 @@ func TestKubeAdmission(t *testing.T) {
 		}
 	})
 }
-
-// fixPVNames has nothing to rewrite in the pod (PVC names are per
-// namespace); it exists so a future fixture that names PVs stays correct.
-func fixPVNames(p *corev1.Pod, ns string) {}
 
 func TestKubeCertificates(t *testing.T) {
 	k := testenv.StartKube(t)
@@ -502,4 +506,64 @@ func TestKubeChartRBAC(t *testing.T) {
 	if p.Annotations[volumeset.InjectedAnnotation] != "native" || p.Spec.InitContainers[0].Image != "podfs:rbac" {
 		t.Fatalf("not injected with the ConfigMap's image: %v %+v", p.Annotations, p.Spec.InitContainers)
 	}
+}
+
+// TestKubeMountedCerts serves certificates from files (cert-manager's way,
+// --cert-dir), the caBundle put into the webhook configuration by someone
+// else, and a renewed certificate is picked up without a restart.
+func TestKubeMountedCerts(t *testing.T) {
+	certDir := t.TempDir()
+	issuer := &CertManager{IPs: []net.IP{net.ParseIP("127.0.0.1")}}
+	issuer.defaults()
+	certPEM, keyPEM, err := issuer.newCA()
+	must(t, err)
+	ca, key, bundle, err := parseCASecret(&corev1.Secret{Data: map[string][]byte{caCertKey: certPEM, caKeyKey: keyPEM}})
+	must(t, err)
+	issuer.ca, issuer.caKey, issuer.bundle = ca, key, bundle
+	writeCert := func() *x509.Certificate {
+		must(t, issuer.issue())
+		c, _ := issuer.GetCertificate(nil)
+		kder, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
+		must(t, err)
+		must(t, os.WriteFile(certDir+"/tls.key.new", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600))
+		must(t, os.WriteFile(certDir+"/tls.crt.new", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644))
+		must(t, os.Rename(certDir+"/tls.key.new", certDir+"/tls.key"))
+		must(t, os.Rename(certDir+"/tls.crt.new", certDir+"/tls.crt"))
+		return c.Leaf
+	}
+	first := writeCert()
+	w := startWorldAs(t, "image: podfs:mounted\n", nil, nil, func(k *testenv.Kube, c client.Client, o *Options) {
+		o.CertDir, o.CASecretName = certDir, ""
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		must(t, c.Get(context.Background(), types.NamespacedName{Name: whMWC}, &mwc))
+		mwc.Webhooks[0].ClientConfig.CABundle = bundle
+		must(t, c.Update(context.Background(), &mwc))
+	})
+	if w.srv.Certs != nil {
+		t.Fatal("self-managed certificates despite --cert-dir")
+	}
+	p := podIn(pod(nil), "inj", "mounted")
+	must(t, w.c.Create(w.ctx, p))
+	if p.Annotations[volumeset.InjectedAnnotation] != "native" {
+		t.Fatalf("not injected: %v", p.Annotations)
+	}
+	served := func() *x509.Certificate {
+		u, _ := url.Parse(w.url)
+		conn, err := tls.Dial("tcp", u.Host, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return nil
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0]
+	}
+	if c := served(); c == nil || c.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatal("the server does not serve the mounted certificate")
+	}
+	second := writeCert()
+	poll(t, "renewed certificate served", 30*time.Second, func() error {
+		if c := served(); c == nil || c.SerialNumber.Cmp(second.SerialNumber) != 0 {
+			return fmt.Errorf("still the old certificate")
+		}
+		return nil
+	})
 }

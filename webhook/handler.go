@@ -81,9 +81,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Admissions, m.Latency)
+		// A second server in one process (tests) shares the collectors.
+		m.Admissions = registerOnce(reg, m.Admissions)
+		m.Latency = registerOnce(reg, m.Latency)
 	}
 	return m
+}
+
+func registerOnce[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	return c
 }
 
 // fastJSON decodes and encodes like encoding/json (the Kubernetes types'

@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -175,8 +176,10 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	// Names are unique per process already; tests run several servers.
+	ctrlOpts := controller.Options{SkipNameValidation: ptr(true)}
 	if o.ConfigMapName != "" {
-		err := builder.ControllerManagedBy(mgr).Named("podfs-config").For(&corev1.ConfigMap{},
+		err := builder.ControllerManagedBy(mgr).Named("podfs-config").WithOptions(ctrlOpts).For(&corev1.ConfigMap{},
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
 				return obj.GetNamespace() == o.Namespace && obj.GetName() == o.ConfigMapName
 			}))).Complete(reconcile.Func(s.reconcileConfig))
@@ -189,7 +192,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		o.AppsDone = false
 	}
 	if o.AppsDone {
-		if err := builder.ControllerManagedBy(mgr).Named("podfs-apps-done").For(&corev1.Pod{}).
+		if err := builder.ControllerManagedBy(mgr).Named("podfs-apps-done").WithOptions(ctrlOpts).For(&corev1.Pod{}).
 			Complete(&AppsDone{Client: mgr.GetClient(), Log: o.Log}); err != nil {
 			return nil, fmt.Errorf("apps-done controller: %w", err)
 		}

@@ -16,6 +16,9 @@ import (
 // the kernel wants dropped with it.
 const releaseFlockUnlock = 1 << 1
 
+// maxSeen bounds the open stamps kept for page cache decisions.
+const maxSeen = 1 << 17
+
 // cancelCtx is a context ended when the kernel interrupts the request; only
 // operations that may block for long (lock waits) pay for the goroutine.
 func cancelCtx(cancel <-chan struct{}) (context.Context, context.CancelFunc) {
@@ -81,6 +84,9 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 	st := stamp{size: a.Size, mtime: a.Mtime}
 	fs.mu.Lock()
 	prev, known := fs.seen[ino]
+	if !known && len(fs.seen) >= maxSeen {
+		clear(fs.seen) // forget old stamps rather than grow without bound
+	}
 	fs.seen[ino] = st
 	fs.mu.Unlock()
 	if known && prev == st {
@@ -219,12 +225,6 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		fs.log.Error("release: data not committed", "ino", h.ino, "err", err)
 	}
 	fs.rel.deferRelease(h.ino)
-	if last {
-		// Our own writes changed size and mtime: next open reads them fresh.
-		fs.mu.Lock()
-		delete(fs.seen, h.ino)
-		fs.mu.Unlock()
-	}
 }
 
 // flushIfOpen commits buffered writes of ino before an operation that

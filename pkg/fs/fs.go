@@ -48,9 +48,11 @@ type fileSystem struct {
 	handles map[uint64]*handle
 	dirs    map[uint64]*dirHandle
 	open    map[meta.Ino]*openFile
-	// seen is the size and mtime of each file as of its last open or
-	// release here: an open that finds them unchanged keeps the kernel's page
-	// cache, otherwise the kernel drops it (close-to-open consistency).
+	// seen is the size and mtime in metadata of each file as of its last
+	// open here: an open that finds them unchanged keeps the kernel's page
+	// cache, otherwise the kernel drops it (close-to-open consistency). Any
+	// committed write, ours or another client's, changes the mtime; our
+	// own writes went through the page cache anyway.
 	seen map[meta.Ino]stamp
 }
 

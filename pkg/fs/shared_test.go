@@ -35,7 +35,7 @@ func TestTwoMountsCloseToOpen(t *testing.T) {
 	}
 	// An existing file b has read (and cached) is rewritten on a, shorter and
 	// different: b's next open must see the new content and length.
-	for i, size := range []int{1000, 3*testBlockSize + 17, 10} {
+	for i, size := range []int{1000, 3*testBlockSize + 17, 10, 10} { // the last keeps the size: only mtime tells
 		next := randBytes(size)
 		mustWrite(t, filepath.Join(a, "new"), next)
 		got := mustRead(t, filepath.Join(b, "new"))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,24 +156,26 @@ func (b *Bolt) committer() {
 // gather waits a little for more transactions when the last group had
 // several: the callers it just answered are usually about to send their
 // next one, and a commit costs two fsyncs whatever its size. It stops after
-// a short quiet spell, or a quarter of a commit's time at most.
+// a short quiet spell, or a quarter of a commit's time at most. It yields
+// instead of sleeping: Go timers shorter than a millisecond oversleep.
 func (b *Bolt) gather(batch []*boltReq, commitTime time.Duration) []*boltReq {
-	const quiet = 100 * time.Microsecond
-	deadline := time.Now().Add(min(max(commitTime/4, quiet), time.Millisecond))
-	t := time.NewTimer(quiet)
-	defer t.Stop()
+	const quiet = 50 * time.Microsecond
+	start := time.Now()
+	limit := min(max(commitTime/4, quiet), 500*time.Microsecond)
+	lastArrival := start
 	for len(batch) < maxGroup {
-		wait := min(quiet, time.Until(deadline))
-		if wait <= 0 {
-			break
-		}
-		t.Reset(wait)
 		select {
 		case r := <-b.queue:
 			batch = append(batch, r)
-		case <-t.C:
-			return batch
+			lastArrival = time.Now()
+			continue
+		default:
 		}
+		now := time.Now()
+		if now.Sub(lastArrival) >= quiet || now.Sub(start) >= limit {
+			break
+		}
+		runtime.Gosched()
 	}
 	return batch
 }
