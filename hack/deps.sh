@@ -10,8 +10,9 @@
 set -euo pipefail
 
 base=(ca-certificates gcc libc6-dev librados-dev pkg-config)
-full=(etcd-server ceph-mon ceph-osd ceph-mgr ceph-common fio e2fsprogs util-linux)
-e2e=(containerd runc containernetworking-plugins busybox-static iproute2 conntrack)
+# busybox-static: hack/imagebuild's test builds an image with it.
+full=(etcd-server ceph-mon ceph-osd ceph-mgr ceph-common fio e2fsprogs util-linux busybox-static)
+e2e=(containerd runc containernetworking-plugins iproute2 conntrack)
 
 want=("${base[@]}")
 [[ "${1:-}" == "--minimal" ]] || want+=("${full[@]}")

@@ -34,6 +34,9 @@ func (f *FSMounter) Mount(ctx context.Context, v Volume) (Mount, error) {
 		SubDir:     v.SubDir,
 		ReadOnly:   v.ReadOnly,
 		Options:    v.Options,
+		// A dead mount here is this sidecar's own before a restart: mount
+		// on top so the running app containers see the new one.
+		StackOnDeadMount: true,
 		Data: data.Config{
 			CacheSize:    v.Cache.CacheSize,
 			CacheDir:     v.Cache.CacheDir,

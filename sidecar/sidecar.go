@@ -133,6 +133,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 				errs = append(errs, fmt.Errorf("unmount volume %q at %s: %w", m.v.Name, m.v.MountPoint, err))
 			} else {
 				log.Info("unmounted", "volume", m.v.Name, "mount_point", m.v.MountPoint)
+				// Dead mounts of earlier runs we mounted on top of: the
+				// pod is stopping, nothing needs them any more.
+				if err := ClearDeadMount(m.v.MountPoint); err != nil {
+					errs = append(errs, fmt.Errorf("volume %q: %w", m.v.Name, err))
+				}
 			}
 			cancel()
 		}
@@ -144,12 +149,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			log.Info("asked to stop while mounting")
 			return unmountAll()
 		}
-		// Dead mount first: mkdir on one fails (stat says ENOTCONN).
-		if err := ClearDeadMount(v.MountPoint); err != nil {
-			return errors.Join(fmt.Errorf("volume %q: %w", v.Name, err), unmountAll())
-		}
-		if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
-			return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())
+		// A dead mount left by this sidecar's previous run stays: the new
+		// mount goes on top of it (see fs.Config.StackOnDeadMount), so the
+		// running app containers' copies of it receive the new mount.
+		if _, err := os.Lstat(v.MountPoint); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(v.MountPoint, 0o755); err != nil {
+				return errors.Join(fmt.Errorf("volume %q: create mount point: %w", v.Name, err), unmountAll())
+			}
 		}
 		start := time.Now()
 		m, err := cfg.Mounter.Mount(ctx, v)

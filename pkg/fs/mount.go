@@ -38,9 +38,15 @@ type Config struct {
 	// and names; 0 = DefaultTimeout (use -o attr_timeout=0 for none).
 	AttrTimeout  time.Duration
 	EntryTimeout time.Duration
-	Data         data.Config
-	MetricsAddr  string // serve Prometheus metrics here; "" = none
-	Logger       *slog.Logger
+	// StackOnDeadMount mounts on top of a dead mount found at MountPoint
+	// instead of clearing it. A sidecar restarted in its pod needs this: the
+	// app container's view of the volume is a copy of the dead mount, which
+	// receives (by propagation) a mount made on top of it, but never one made
+	// after the dead mount was cleared.
+	StackOnDeadMount bool
+	Data             data.Config
+	MetricsAddr      string // serve Prometheus metrics here; "" = none
+	Logger           *slog.Logger
 }
 
 // Mount is a served podfs mount.
@@ -166,11 +172,15 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	}
 	mnt.fs = fsys
 
-	if err := prepareMountPoint(mp, state); err != nil {
-		return nil, err
-	}
-	if state == mpStale {
-		log.Warn("cleared a dead mount left at the mount point", "mountpoint", mp)
+	if state == mpStale && cfg.StackOnDeadMount {
+		log.Warn("mounting on top of a dead mount left at the mount point", "mountpoint", mp)
+	} else {
+		if err := prepareMountPoint(mp, state); err != nil {
+			return nil, err
+		}
+		if state == mpStale {
+			log.Warn("cleared a dead mount left at the mount point", "mountpoint", mp)
+		}
 	}
 	if err := m.NewSession(ctx, mp); err != nil {
 		return nil, fmt.Errorf("register this mount's session: %w", err)
