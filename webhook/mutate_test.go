@@ -252,8 +252,8 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 	native := false
 	if i := slices.IndexFunc(after.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == volumeset.ContainerName }); i >= 0 {
 		sc, native = &after.Spec.InitContainers[i], true
-		if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways || sc.StartupProbe == nil {
-			t.Fatalf("native sidecar without restartPolicy Always and startup probe: %+v", sc)
+		if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Fatalf("native sidecar without restartPolicy Always: %+v", sc)
 		}
 	}
 	if i := slices.IndexFunc(after.Spec.Containers, func(c corev1.Container) bool { return c.Name == volumeset.ContainerName }); i >= 0 {
@@ -261,12 +261,14 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 			t.Fatal("two sidecars")
 		}
 		sc = &after.Spec.Containers[i]
-		if sc.Lifecycle == nil || sc.Lifecycle.PostStart == nil {
-			t.Fatal("non-native sidecar without postStart hook")
-		}
 	}
 	if sc == nil {
 		t.Fatal("no sidecar")
+	}
+	// Both placements hold the next container back until every mount is served.
+	if h := sc.Lifecycle; h == nil || h.PostStart == nil || h.PostStart.Exec == nil ||
+		!slices.Contains(h.PostStart.Exec.Command, "--wait=5m") {
+		t.Fatalf("sidecar without a postStart hook waiting for the mounts: %+v", sc.Lifecycle)
 	}
 	if sc.SecurityContext == nil || sc.SecurityContext.Privileged == nil || !*sc.SecurityContext.Privileged {
 		t.Fatal("sidecar not privileged")
