@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs every podfs test against real components: FUSE mounts, an etcd server,
 # a one-node Ceph cluster and a kube-apiserver, all on 127.0.0.1 and all
-# started (and stopped) by the tests themselves. Needs root and /dev/fuse.
+# started (and stopped) by the tests themselves; then the end-to-end suite on
+# a real single-node Kubernetes (hack/e2e.sh). Needs root and /dev/fuse.
+#
+# PODFS_SKIP_E2E=1 runs only the Go test suite (for a quick local loop; CI
+# never sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,5 +14,9 @@ hack/deps.sh
 KUBEBUILDER_ASSETS=$(hack/kube-bins.sh)
 export KUBEBUILDER_ASSETS
 go vet ./...
-go build -tags norados ./...
+go vet -tags e2e ./e2e/
+CGO_ENABLED=0 go build -tags norados ./...
 go test -race -count=1 -timeout 45m ./... 2>&1
+if [[ ${PODFS_SKIP_E2E:-0} != 1 ]]; then
+	hack/e2e.sh
+fi
