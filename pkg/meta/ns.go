@@ -48,6 +48,24 @@ func getAttr(tx kv.Tx, ino Ino) (Attr, error) {
 
 func putAttr(tx kv.Tx, ino Ino, a *Attr) { tx.Set(attrKey(ino), encodeAttr(a)) }
 
+// touchDir records a change of directory ino's entries at time t: it sets
+// the directory's mtime and ctime and writes its attributes, unless its link
+// count is unchanged (nlinkChanged false) and both times are already within
+// DirMtimeSkip of t. Skipping keeps the directory's attribute key out of the
+// transaction's writes, the one key every create in a directory would share.
+func (c *Client) touchDir(tx kv.Tx, ino Ino, a *Attr, t int64, nlinkChanged bool) {
+	if !nlinkChanged && c.recentDirTimes(a, t) {
+		return
+	}
+	a.Mtime, a.Ctime = t, t
+	putAttr(tx, ino, a)
+}
+
+func (c *Client) recentDirTimes(a *Attr, t int64) bool {
+	w := int64(c.opt.DirMtimeSkip)
+	return w > 0 && a.Mtime <= t && t-a.Mtime < w && a.Ctime <= t && t-a.Ctime < w
+}
+
 // getDir reads a directory that can take entries.
 func getDir(tx kv.Tx, ino Ino) (Attr, error) {
 	a, err := getAttr(tx, ino)
@@ -253,11 +271,10 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		if target != "" {
 			tx.Set(symlinkKey(ino), []byte(target))
 		}
-		pa.Mtime, pa.Ctime = t, t
 		if isDir(a.Mode) {
 			pa.Nlink++
 		}
-		putAttr(tx, parent, &pa)
+		c.touchDir(tx, parent, &pa, t, isDir(a.Mode))
 		return addUsageAt(tx, uk, 0, 1)
 	})
 	if err != nil {
@@ -341,8 +358,7 @@ func (c *Client) Link(ctx context.Context, ino, newParent Ino, newName string) (
 		a.Ctime = t
 		putAttr(tx, ino, &a)
 		tx.Set(entryKey(newParent, newName), encodeEntry(ino, a.Mode))
-		pa.Mtime, pa.Ctime = t, t
-		putAttr(tx, newParent, &pa)
+		c.touchDir(tx, newParent, &pa, t, false)
 		return nil
 	})
 	if err != nil {
@@ -378,8 +394,7 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 		}
 		t := now()
 		tx.Delete(entryKey(parent, name))
-		pa.Mtime, pa.Ctime = t, t
-		putAttr(tx, parent, &pa)
+		c.touchDir(tx, parent, &pa, t, false)
 		gone, err := dropLink(tx, ino, t)
 		if gone {
 			removed = ino
@@ -479,8 +494,7 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 		t := now()
 		tx.Delete(entryKey(parent, name))
 		pa.Nlink--
-		pa.Mtime, pa.Ctime = t, t
-		putAttr(tx, parent, &pa)
+		c.touchDir(tx, parent, &pa, t, true)
 		return removeInode(tx, ino, &a)
 	})
 	if err != nil {

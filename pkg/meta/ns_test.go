@@ -76,6 +76,7 @@ var conformance = []struct {
 	{"open-unlinked", testOpenUnlinked},
 	{"bad-input", testBadInput},
 	{"statfs", testStatFS},
+	{"dir-mtime-skip", testDirMtimeSkip},
 }
 
 func testFormat(t *testing.T, c *Client) {

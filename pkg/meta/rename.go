@@ -89,6 +89,7 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 			}
 		}
 		t := now()
+		oldNlink, newNlink := opa.Nlink, npa.Nlink
 		a, err := getAttr(tx, ino)
 		if err != nil {
 			return err
@@ -145,11 +146,9 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 			}
 		}
 		putAttr(tx, ino, &a)
-		opa.Mtime, opa.Ctime = t, t
-		putAttr(tx, oldParent, &opa)
+		c.touchDir(tx, oldParent, &opa, t, opa.Nlink != oldNlink)
 		if newParent != oldParent {
-			npa.Mtime, npa.Ctime = t, t
-			putAttr(tx, newParent, npa)
+			c.touchDir(tx, newParent, npa, t, npa.Nlink != newNlink)
 		}
 		return nil
 	})
