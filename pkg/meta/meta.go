@@ -138,6 +138,9 @@ type Meta interface {
 	// Mknod creates a node of any type except directories and symlinks (mode
 	// carries the type); exclusive: EEXIST if the name exists.
 	Mknod(ctx context.Context, parent Ino, name string, mode, rdev, uid, gid uint32) (Ino, Attr, error)
+	// Create makes a regular file (mode's permission bits) and opens it, as
+	// Mknod then Open but in one transaction; the file needs a Release.
+	Create(ctx context.Context, parent Ino, name string, mode, uid, gid, flags uint32) (Ino, Attr, error)
 	Mkdir(ctx context.Context, parent Ino, name string, mode, uid, gid uint32) (Ino, Attr, error)
 	Symlink(ctx context.Context, parent Ino, name, target string, uid, gid uint32) (Ino, Attr, error)
 	Readlink(ctx context.Context, ino Ino) (string, error)

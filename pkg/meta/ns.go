@@ -215,12 +215,31 @@ func (c *Client) Mknod(ctx context.Context, parent Ino, name string, mode, rdev,
 	default:
 		return 0, Attr{}, fmt.Errorf("mknod %q in %d: mode %o is not a file, device, fifo or socket (use Mkdir/Symlink): %w", name, parent, mode, syscall.EINVAL)
 	}
-	return c.create(ctx, "mknod", parent, name, Attr{Mode: mode, Rdev: rdev, Uid: uid, Gid: gid, Nlink: 1}, "")
+	return c.create(ctx, "mknod", parent, name, Attr{Mode: mode, Rdev: rdev, Uid: uid, Gid: gid, Nlink: 1}, "", 0)
+}
+
+// Create implements Meta: the open marker rides in the create's transaction.
+func (c *Client) Create(ctx context.Context, parent Ino, name string, mode, uid, gid, flags uint32) (Ino, Attr, error) {
+	sid, err := c.openSession(ctx)
+	if err != nil {
+		return 0, Attr{}, fmt.Errorf("create %q in %d: %w", name, parent, err)
+	}
+	ino, a, err := c.create(ctx, "create", parent, name, Attr{Mode: syscall.S_IFREG | mode&0o7777, Uid: uid, Gid: gid, Nlink: 1}, "", sid)
+	if err != nil {
+		return 0, Attr{}, err
+	}
+	// Nobody else knows ino yet, so this is its first open in this client.
+	of := c.holdOpen(ino)
+	of.mu.Lock()
+	of.n++
+	of.mu.Unlock()
+	c.unholdOpen(ino, of)
+	return ino, a, nil
 }
 
 // Mkdir implements Meta.
 func (c *Client) Mkdir(ctx context.Context, parent Ino, name string, mode, uid, gid uint32) (Ino, Attr, error) {
-	return c.create(ctx, "mkdir", parent, name, Attr{Mode: syscall.S_IFDIR | mode&0o7777, Uid: uid, Gid: gid, Nlink: 2, Size: 4096, Parent: parent}, "")
+	return c.create(ctx, "mkdir", parent, name, Attr{Mode: syscall.S_IFDIR | mode&0o7777, Uid: uid, Gid: gid, Nlink: 2, Size: 4096, Parent: parent}, "", 0)
 }
 
 // Symlink implements Meta.
@@ -228,10 +247,12 @@ func (c *Client) Symlink(ctx context.Context, parent Ino, name, target string, u
 	if target == "" || len(target) >= MaxSymlink || strings.IndexByte(target, 0) >= 0 {
 		return 0, Attr{}, fmt.Errorf("symlink %q in %d: target must be 1-%d bytes without NUL: %w", name, parent, MaxSymlink-1, syscall.EINVAL)
 	}
-	return c.create(ctx, "symlink", parent, name, Attr{Mode: syscall.S_IFLNK | 0o777, Uid: uid, Gid: gid, Nlink: 1, Size: uint64(len(target))}, target)
+	return c.create(ctx, "symlink", parent, name, Attr{Mode: syscall.S_IFLNK | 0o777, Uid: uid, Gid: gid, Nlink: 1, Size: uint64(len(target))}, target, 0)
 }
 
-func (c *Client) create(ctx context.Context, op string, parent Ino, name string, a Attr, target string) (Ino, Attr, error) {
+// create makes a node; with openBy (a session id) it also records that
+// session's open marker of the new node.
+func (c *Client) create(ctx context.Context, op string, parent Ino, name string, a Attr, target string, openBy uint64) (Ino, Attr, error) {
 	if err := checkName(name); err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
@@ -270,6 +291,10 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		putAttr(tx, ino, &a)
 		if target != "" {
 			tx.Set(symlinkKey(ino), []byte(target))
+		}
+		if openBy != 0 {
+			tx.Set(openKey(ino, openBy), present)
+			tx.Set(sessOpenKey(openBy, ino), present)
 		}
 		if isDir(a.Mode) {
 			pa.Nlink++

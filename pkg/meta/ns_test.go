@@ -77,6 +77,7 @@ var conformance = []struct {
 	{"bad-input", testBadInput},
 	{"statfs", testStatFS},
 	{"dir-mtime-skip", testDirMtimeSkip},
+	{"create-open-unlinked", testCreateOpenUnlinked},
 }
 
 func testFormat(t *testing.T, c *Client) {

@@ -1,0 +1,49 @@
+package meta
+
+import (
+	"context"
+	"syscall"
+	"testing"
+)
+
+// testCreateOpenUnlinked checks Create: a regular file that is open in the
+// same transaction, so unlinking it keeps it until its last Release.
+func testCreateOpenUnlinked(t *testing.T, c *Client) {
+	ctx := context.Background()
+	f, a, err := c.Create(ctx, RootIno, "f", syscall.S_IFREG|0o640, 3, 4, syscall.O_RDWR)
+	ok(t, err)
+	if a.Mode != syscall.S_IFREG|0o640 || a.Uid != 3 || a.Gid != 4 || a.Nlink != 1 || a.Size != 0 {
+		t.Fatalf("created attr %+v", a)
+	}
+	if got, ga, err := c.Lookup(ctx, RootIno, "f"); err != nil || got != f || ga != a {
+		t.Fatalf("lookup gave %d %+v %v, want %d %+v", got, ga, err, f, a)
+	}
+	_, _, err = c.Create(ctx, RootIno, "f", 0o644, 0, 0, 0)
+	wantErrno(t, err, syscall.EEXIST)
+	_, _, err = c.Create(ctx, RootIno, "a/b", 0o644, 0, 0, 0)
+	wantErrno(t, err, syscall.EINVAL)
+
+	// A second handle, then unlink: the file outlives its name until both
+	// handles are released.
+	_, err = c.Open(ctx, f, 0)
+	ok(t, err)
+	ok(t, c.Unlink(ctx, RootIno, "f"))
+	if a := must[Attr](t)(c.GetAttr(ctx, f)); a.Nlink != 0 {
+		t.Fatalf("open unlinked nlink %d", a.Nlink)
+	}
+	ok(t, c.Release(ctx, f))
+	ok(t, errOf(c.GetAttr(ctx, f)))
+	ok(t, c.Release(ctx, f))
+	_, err = c.GetAttr(ctx, f)
+	wantErrno(t, err, syscall.ENOENT)
+	wantErrno(t, c.Release(ctx, f), syscall.EBADF)
+
+	// Created, unlinked while it is the only handle, released: gone.
+	g, _, err := c.Create(ctx, RootIno, "g", 0o600, 0, 0, syscall.O_WRONLY)
+	ok(t, err)
+	ok(t, c.Unlink(ctx, RootIno, "g"))
+	ok(t, errOf(c.GetAttr(ctx, g)))
+	ok(t, c.Release(ctx, g))
+	_, err = c.GetAttr(ctx, g)
+	wantErrno(t, err, syscall.ENOENT)
+}
