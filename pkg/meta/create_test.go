@@ -4,6 +4,9 @@ import (
 	"context"
 	"syscall"
 	"testing"
+	"time"
+
+	"podfs.io/podfs/pkg/meta/kv"
 )
 
 // testCreateOpenUnlinked checks Create: a regular file that is open in the
@@ -46,4 +49,58 @@ func testCreateOpenUnlinked(t *testing.T, c *Client) {
 	ok(t, c.Release(ctx, g))
 	_, err = c.GetAttr(ctx, g)
 	wantErrno(t, err, syscall.ENOENT)
+}
+
+// testUnlinkReleasesChunks checks both ways a removed file's slices become
+// pending deletes: a small file's in the unlink's own transaction (no
+// removed-file key left for the reaper), a file with more chunks than that
+// through the removed-file key (PendingDeletes sweeps what the reaper has
+// not done yet).
+func testUnlinkReleasesChunks(t *testing.T, c *Client) {
+	ctx := context.Background()
+	write := func(name string, chunks int) (Ino, []uint64) {
+		t.Helper()
+		f, _, err := c.Mknod(ctx, RootIno, name, 0o644, 0, 0, 0)
+		ok(t, err)
+		var ids []uint64
+		for i := range chunks {
+			id := must[uint64](t)(c.NewSliceID(ctx))
+			ok(t, c.WriteChunk(ctx, f, uint32(i), Slice{ID: id, Size: 4096, Len: 4096}, time.Now()))
+			ids = append(ids, id)
+		}
+		return f, ids
+	}
+	removedKeyOf := func(ino Ino) bool {
+		t.Helper()
+		var found bool
+		ok(t, c.view(ctx, func(tx kv.Tx) error {
+			v, err := tx.Get(removedKey(ino))
+			found = v != nil
+			return err
+		}))
+		return found
+	}
+	small, smallIDs := write("small", 2)
+	ok(t, c.Unlink(ctx, RootIno, "small"))
+	if removedKeyOf(small) {
+		t.Fatalf("a file of 2 chunks left a removed-file key")
+	}
+	pend := pendingIDs(t, c)
+	for _, id := range smallIDs {
+		if !pend[id] {
+			t.Fatalf("slice %d of the small file not pending after unlink: %v", id, pend)
+		}
+	}
+	_, bigIDs := write("big", inlineChunks+2)
+	ok(t, c.Unlink(ctx, RootIno, "big"))
+	pend = pendingIDs(t, c)
+	for _, id := range bigIDs {
+		if !pend[id] {
+			t.Fatalf("slice %d of the big file not pending after unlink: %v", id, pend)
+		}
+	}
+	ok(t, c.DoneDeleting(ctx, append(smallIDs, bigIDs...)))
+	if pend := pendingIDs(t, c); len(pend) != 0 {
+		t.Fatalf("pending after DoneDeleting %v", pend)
+	}
 }

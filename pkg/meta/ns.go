@@ -420,8 +420,8 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 		t := now()
 		tx.Delete(entryKey(parent, name))
 		c.touchDir(tx, parent, &pa, t, false)
-		gone, err := dropLink(tx, ino, t)
-		if gone {
+		reap, err := dropLink(tx, ino, t)
+		if reap {
 			removed = ino
 		}
 		return err
@@ -434,8 +434,8 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 }
 
 // dropLink takes one link from a non-directory inode; the last link removes
-// it unless some session has it open. It reports whether the inode is gone
-// (its chunks then wait for the reaper under a removed-file key).
+// it unless some session has it open. It reports whether the removed inode
+// left chunks for the reaper (under a removed-file key).
 func dropLink(tx kv.Tx, ino Ino, t int64) (bool, error) {
 	a, err := getAttr(tx, ino)
 	if err != nil {
@@ -460,11 +460,21 @@ func dropLink(tx kv.Tx, ino Ino, t int64) (bool, error) {
 		putAttr(tx, ino, &a) // kept until the last Release
 		return false, nil
 	}
-	return true, removeInode(tx, ino, &a)
+	return removeInode(tx, ino, &a)
 }
 
-// removeInode deletes an inode without links or openers.
-func removeInode(tx kv.Tx, ino Ino, a *Attr) error {
+// Chunks of a removed file are released in the removing transaction when
+// there are at most this many chunk keys and slices; bigger files go to the
+// reaper, a few chunks per transaction (etcd caps operations per txn).
+const (
+	inlineChunks = 4
+	inlineSlices = 16
+)
+
+// removeInode deletes an inode without links or openers. It reports whether
+// the inode's chunks were left for the reaper (see reapLater); small files'
+// chunks are released at once, which saves the reaper's transaction.
+func removeInode(tx kv.Tx, ino Ino, a *Attr) (bool, error) {
 	tx.Delete(attrKey(ino))
 	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK {
 		tx.Delete(symlinkKey(ino))
@@ -474,17 +484,59 @@ func removeInode(tx kv.Tx, ino Ino, a *Attr) error {
 		xk = append(xk, k)
 		return true
 	}); err != nil {
-		return err
+		return false, err
 	}
 	for _, k := range xk {
 		tx.Delete(k)
 	}
 	var space int64
+	reap := false
 	if isReg(a.Mode) {
 		space = align4k(a.Size)
-		tx.Set(removedKey(ino), be64(nil, a.Size))
+		var err error
+		if reap, err = releaseSmallFile(tx, ino); err != nil {
+			return false, err
+		}
+		if reap {
+			tx.Set(removedKey(ino), be64(nil, a.Size))
+		}
 	}
-	return addUsage(tx, -space, -1)
+	return reap, addUsage(tx, -space, -1)
+}
+
+// releaseSmallFile drops the chunks of a removed file when they are few,
+// and reports whether there were too many (left for the reaper).
+func releaseSmallFile(tx kv.Tx, ino Ino) (bool, error) {
+	p := inoKey(pChunk, ino)
+	var keys, vals [][]byte
+	if err := tx.Scan(p, kv.PrefixEnd(p), inlineChunks+1, func(k, v []byte) bool {
+		keys, vals = append(keys, k), append(vals, v)
+		return true
+	}); err != nil {
+		return false, err
+	}
+	if len(keys) > inlineChunks {
+		return true, nil
+	}
+	var all []Slice
+	for i := range keys {
+		ss, err := decodeSlices(vals[i])
+		if err != nil {
+			return false, fmt.Errorf("chunk %x: %v: %w", keys[i], err, syscall.EIO)
+		}
+		if all = append(all, ss...); len(all) > inlineSlices {
+			return true, nil
+		}
+	}
+	for _, s := range all {
+		if err := dropSlice(tx, s); err != nil {
+			return false, err
+		}
+	}
+	for _, k := range keys {
+		tx.Delete(k)
+	}
+	return false, nil
 }
 
 // Rmdir implements Meta.
@@ -520,7 +572,8 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 		tx.Delete(entryKey(parent, name))
 		pa.Nlink--
 		c.touchDir(tx, parent, &pa, t, true)
-		return removeInode(tx, ino, &a)
+		_, err = removeInode(tx, ino, &a)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)

@@ -78,6 +78,7 @@ var conformance = []struct {
 	{"statfs", testStatFS},
 	{"dir-mtime-skip", testDirMtimeSkip},
 	{"create-open-unlinked", testCreateOpenUnlinked},
+	{"unlink-releases-chunks", testUnlinkReleasesChunks},
 }
 
 func testFormat(t *testing.T, c *Client) {

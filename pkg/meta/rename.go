@@ -126,15 +126,15 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 						return err
 					}
 					npa.Nlink--
-					if err := removeInode(tx, dino, &da); err != nil {
+					if _, err := removeInode(tx, dino, &da); err != nil {
 						return err
 					}
 				} else {
-					gone, err := dropLink(tx, dino, t)
+					reap, err := dropLink(tx, dino, t)
 					if err != nil {
 						return err
 					}
-					if gone {
+					if reap {
 						removed = dino
 					}
 				}

@@ -347,8 +347,8 @@ func (c *Client) closeFile(ctx context.Context, sid uint64, ino Ino) error {
 		if other {
 			return nil
 		}
-		removed = true
-		return removeInode(tx, ino, &a)
+		removed, err = removeInode(tx, ino, &a) // removed: left for the reaper
+		return err
 	})
 	if err == nil && removed {
 		c.reapLater(ino)
