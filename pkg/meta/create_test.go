@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -103,4 +104,39 @@ func testUnlinkReleasesChunks(t *testing.T, c *Client) {
 	if pend := pendingIDs(t, c); len(pend) != 0 {
 		t.Fatalf("pending after DoneDeleting %v", pend)
 	}
+}
+
+// testReleaseMany checks that ReleaseMany is Release of each ino: counts per
+// client, unlinked files removed at their last release, extra releases
+// refused with EBADF while the rest still happen.
+func testReleaseMany(t *testing.T, c *Client) {
+	ctx := context.Background()
+	var files []Ino
+	for i := range releaseBatch + 3 { // more than one batch
+		f, _, err := c.Create(ctx, RootIno, fmt.Sprintf("f%d", i), 0o644, 0, 0, 0)
+		ok(t, err)
+		files = append(files, f)
+	}
+	twice := files[0]
+	ok(t, errOf(c.Open(ctx, twice, 0)))
+	for i := 1; i < len(files); i += 2 {
+		ok(t, c.Unlink(ctx, RootIno, fmt.Sprintf("f%d", i)))
+	}
+	// Release every file once: twice stays open, the unlinked ones go.
+	ok(t, c.ReleaseMany(ctx, files))
+	for i, f := range files {
+		_, err := c.GetAttr(ctx, f)
+		if i%2 == 1 {
+			wantErrno(t, err, syscall.ENOENT)
+		} else {
+			ok(t, err)
+		}
+	}
+	ok(t, c.Unlink(ctx, RootIno, "f0"))
+	ok(t, errOf(c.GetAttr(ctx, twice))) // still open once
+	// One release too many: EBADF, the valid one still done.
+	wantErrno(t, c.ReleaseMany(ctx, []Ino{twice, twice}), syscall.EBADF)
+	_, err := c.GetAttr(ctx, twice)
+	wantErrno(t, err, syscall.ENOENT)
+	wantErrno(t, c.Release(ctx, files[2]), syscall.EBADF)
 }

@@ -161,6 +161,9 @@ type Meta interface {
 	// the matching Release; it returns fresh attributes (close-to-open).
 	Open(ctx context.Context, ino Ino, flags uint32) (Attr, error)
 	Release(ctx context.Context, ino Ino) error
+	// ReleaseMany is Release of each of inos (one may repeat), writing the
+	// markers of several files in one transaction.
+	ReleaseMany(ctx context.Context, inos []Ino) error
 
 	// ReadChunk returns chunk index's slice list, oldest first.
 	ReadChunk(ctx context.Context, ino Ino, index uint32) ([]Slice, error)

@@ -79,6 +79,7 @@ var conformance = []struct {
 	{"dir-mtime-skip", testDirMtimeSkip},
 	{"create-open-unlinked", testCreateOpenUnlinked},
 	{"unlink-releases-chunks", testUnlinkReleasesChunks},
+	{"release-many", testReleaseMany},
 }
 
 func testFormat(t *testing.T, c *Client) {

@@ -317,41 +317,47 @@ func (c *Client) unholdOpen(ino Ino, of *openFile) {
 // closeFile drops session sid's open marker of ino and removes the inode
 // when that was the last opener of an unlinked file.
 func (c *Client) closeFile(ctx context.Context, sid uint64, ino Ino) error {
-	var removed bool
+	var reap bool
 	err := c.txn(ctx, func(tx kv.Tx) error {
-		removed = false
-		tx.Delete(openKey(ino, sid))
-		tx.Delete(sessOpenKey(sid, ino))
-		b, err := tx.Get(attrKey(ino))
-		if err != nil || b == nil {
-			return err
-		}
-		var a Attr
-		if err := decodeAttr(b, &a); err != nil {
-			return fmt.Errorf("inode %d: %v: %w", ino, err, syscall.EIO)
-		}
-		if a.Nlink > 0 || isDir(a.Mode) {
-			return nil
-		}
-		other := false
-		p := inoKey(pOpen, ino)
-		if err := tx.Scan(p, kv.PrefixEnd(p), 2, func(k, _ []byte) bool {
-			if u64(k[9:]) != sid {
-				other = true
-				return false
-			}
-			return true
-		}); err != nil {
-			return err
-		}
-		if other {
-			return nil
-		}
-		removed, err = removeInode(tx, ino, &a) // removed: left for the reaper
+		var err error
+		reap, err = closeFileTx(tx, sid, ino)
 		return err
 	})
-	if err == nil && removed {
+	if err == nil && reap {
 		c.reapLater(ino)
 	}
 	return err
+}
+
+// closeFileTx is closeFile's work in tx; it reports whether the inode was
+// removed leaving chunks for the reaper.
+func closeFileTx(tx kv.Tx, sid uint64, ino Ino) (bool, error) {
+	tx.Delete(openKey(ino, sid))
+	tx.Delete(sessOpenKey(sid, ino))
+	b, err := tx.Get(attrKey(ino))
+	if err != nil || b == nil {
+		return false, err
+	}
+	var a Attr
+	if err := decodeAttr(b, &a); err != nil {
+		return false, fmt.Errorf("inode %d: %v: %w", ino, err, syscall.EIO)
+	}
+	if a.Nlink > 0 || isDir(a.Mode) {
+		return false, nil
+	}
+	other := false
+	p := inoKey(pOpen, ino)
+	if err := tx.Scan(p, kv.PrefixEnd(p), 2, func(k, _ []byte) bool {
+		if u64(k[9:]) != sid {
+			other = true
+			return false
+		}
+		return true
+	}); err != nil {
+		return false, err
+	}
+	if other {
+		return false, nil
+	}
+	return removeInode(tx, ino, &a)
 }
