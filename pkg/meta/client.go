@@ -58,6 +58,8 @@ type Client struct {
 	// of one client would otherwise mostly conflict with each other.
 	stripes [256]sync.Mutex
 	serial  bool // the engine never conflicts: no stripes needed
+	// usageSalt offsets this client's usage shards (usageKeyOn).
+	usageSalt uint64
 
 	reap     chan Ino
 	stop     chan struct{}
@@ -77,6 +79,7 @@ func NewClient(e kv.Engine, opt Options) *Client {
 	opt.defaults()
 	c := &Client{e: e, opt: opt, log: opt.Logger.With("meta", e.Name()), opens: make(map[Ino]*openFile), reap: make(chan Ino, 4096), stop: make(chan struct{})}
 	_, c.serial = e.(kv.Serial)
+	c.usageSalt = rand.Uint64()
 	c.bg.Add(1)
 	go c.reaper()
 	return c
@@ -282,6 +285,15 @@ func addUsage(tx kv.Tx, space, inodes int64) error {
 // randomUsageKey picks the shard a transaction updates (callers that
 // prefetch it pick it first).
 func randomUsageKey() []byte { return usageKey(uint16(rand.N(usageShards))) }
+
+// usageKeyOn picks the usage shard for a transaction holding ino's stripe
+// (see txnOn). This client's transactions running at once hold different
+// stripes, so they use different shards, where random ones often collide
+// (eight at once: about one in nine conflicts and retries, each backing
+// off). The per-client salt keeps clients working in one directory apart.
+func (c *Client) usageKeyOn(ino Ino) []byte {
+	return usageKey(uint16((uint64(ino) + c.usageSalt) % usageShards))
+}
 
 // prefetch reads keys in one round trip; the engines keep what it read for
 // the transaction's later Gets.
