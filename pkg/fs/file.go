@@ -42,18 +42,19 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 	}
 	ctx := context.Background()
 	parent := fs.toMeta(in.NodeId)
-	mode := syscall.S_IFREG | in.Mode&0o7777
-	ino, _, err := fs.m.Mknod(ctx, parent, name, mode, 0, in.Uid, in.Gid)
+	// One transaction makes the file and its open marker.
+	ino, a, err := fs.m.Create(ctx, parent, name, in.Mode&0o7777, in.Uid, in.Gid, in.Flags)
 	if errors.Is(err, syscall.EEXIST) && in.Flags&syscall.O_EXCL == 0 {
 		// Someone created it since the kernel's lookup: open what is there.
-		ino, _, err = fs.m.Lookup(ctx, parent, name)
+		if ino, _, err = fs.m.Lookup(ctx, parent, name); err != nil {
+			return fs.status("create", parent, err)
+		}
+		if a, err = fs.m.Open(ctx, ino, in.Flags); err != nil {
+			return fs.status("create open", ino, err)
+		}
 	}
 	if err != nil {
 		return fs.status("create", parent, err)
-	}
-	a, err := fs.m.Open(ctx, ino, in.Flags)
-	if err != nil {
-		return fs.status("create open", ino, err)
 	}
 	fs.fillEntry(ino, &a, &out.EntryOut)
 	out.OpenOut.Fh = fs.newHandle(ino, &a, in.Flags)

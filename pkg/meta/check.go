@@ -141,7 +141,8 @@ func (c *Client) Check(ctx context.Context, repair bool) (*CheckReport, error) {
 			if repair {
 				ino, a := ino, a
 				fix(fmt.Sprintf("remove orphan %d", ino), func(tx kv.Tx) error {
-					return removeInode(tx, ino, &a)
+					_, err := removeInode(tx, ino, &a) // chunks left: PendingDeletes sweeps them
+					return err
 				})
 			}
 			continue

@@ -25,8 +25,13 @@ var ErrChunkChanged = errors.New("chunk slice list changed during compaction")
 const idBatch = 1024
 
 // usageShards spreads the used-space and inode counters over several keys so
-// concurrent transactions rarely write the same one.
-const usageShards = 64
+// concurrent transactions rarely write the same one, and no one key gathers
+// a long history of versions (the TiKV mock reads slower the more a key was
+// rewritten). StatFS sums whatever shards exist, so the count may change.
+const usageShards = 1024
+
+// stripeShards is how many groups of shards usageKeyOn picks from by stripe.
+const stripeShards = 64
 
 // Client implements Meta over a kv.Engine. It caches nothing a different
 // client could change: every read goes to the store.
@@ -58,6 +63,8 @@ type Client struct {
 	// of one client would otherwise mostly conflict with each other.
 	stripes [256]sync.Mutex
 	serial  bool // the engine never conflicts: no stripes needed
+	// usageSalt offsets this client's usage shards (usageKeyOn).
+	usageSalt uint64
 
 	reap     chan Ino
 	stop     chan struct{}
@@ -77,6 +84,7 @@ func NewClient(e kv.Engine, opt Options) *Client {
 	opt.defaults()
 	c := &Client{e: e, opt: opt, log: opt.Logger.With("meta", e.Name()), opens: make(map[Ino]*openFile), reap: make(chan Ino, 4096), stop: make(chan struct{})}
 	_, c.serial = e.(kv.Serial)
+	c.usageSalt = rand.Uint64()
 	c.bg.Add(1)
 	go c.reaper()
 	return c
@@ -282,6 +290,17 @@ func addUsage(tx kv.Tx, space, inodes int64) error {
 // randomUsageKey picks the shard a transaction updates (callers that
 // prefetch it pick it first).
 func randomUsageKey() []byte { return usageKey(uint16(rand.N(usageShards))) }
+
+// usageKeyOn picks the usage shard for a transaction holding ino's stripe
+// (see txnOn): one of a group of shards chosen by the stripe. This client's
+// transactions running at once hold different stripes, so they use
+// different groups, where random shards collide (eight at once over 64
+// shards: about one in nine conflicts and retries, each backing off). The
+// per-client salt keeps clients working in one directory apart.
+func (c *Client) usageKeyOn(ino Ino) []byte {
+	group := (uint64(ino) + c.usageSalt) % stripeShards
+	return usageKey(uint16(group + stripeShards*rand.Uint64N(usageShards/stripeShards)))
+}
 
 // prefetch reads keys in one round trip; the engines keep what it read for
 // the transaction's later Gets.

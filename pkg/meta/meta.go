@@ -138,6 +138,9 @@ type Meta interface {
 	// Mknod creates a node of any type except directories and symlinks (mode
 	// carries the type); exclusive: EEXIST if the name exists.
 	Mknod(ctx context.Context, parent Ino, name string, mode, rdev, uid, gid uint32) (Ino, Attr, error)
+	// Create makes a regular file (mode's permission bits) and opens it, as
+	// Mknod then Open but in one transaction; the file needs a Release.
+	Create(ctx context.Context, parent Ino, name string, mode, uid, gid, flags uint32) (Ino, Attr, error)
 	Mkdir(ctx context.Context, parent Ino, name string, mode, uid, gid uint32) (Ino, Attr, error)
 	Symlink(ctx context.Context, parent Ino, name, target string, uid, gid uint32) (Ino, Attr, error)
 	Readlink(ctx context.Context, ino Ino) (string, error)
@@ -158,6 +161,9 @@ type Meta interface {
 	// the matching Release; it returns fresh attributes (close-to-open).
 	Open(ctx context.Context, ino Ino, flags uint32) (Attr, error)
 	Release(ctx context.Context, ino Ino) error
+	// ReleaseMany is Release of each of inos (one may repeat), writing the
+	// markers of several files in one transaction.
+	ReleaseMany(ctx context.Context, inos []Ino) error
 
 	// ReadChunk returns chunk index's slice list, oldest first.
 	ReadChunk(ctx context.Context, ino Ino, index uint32) ([]Slice, error)

@@ -48,6 +48,24 @@ func getAttr(tx kv.Tx, ino Ino) (Attr, error) {
 
 func putAttr(tx kv.Tx, ino Ino, a *Attr) { tx.Set(attrKey(ino), encodeAttr(a)) }
 
+// touchDir records a change of directory ino's entries at time t: it sets
+// the directory's mtime and ctime and writes its attributes, unless its link
+// count is unchanged (nlinkChanged false) and both times are already within
+// DirMtimeSkip of t. Skipping keeps the directory's attribute key out of the
+// transaction's writes, the one key every create in a directory would share.
+func (c *Client) touchDir(tx kv.Tx, ino Ino, a *Attr, t int64, nlinkChanged bool) {
+	if !nlinkChanged && c.recentDirTimes(a, t) {
+		return
+	}
+	a.Mtime, a.Ctime = t, t
+	putAttr(tx, ino, a)
+}
+
+func (c *Client) recentDirTimes(a *Attr, t int64) bool {
+	w := int64(c.opt.DirMtimeSkip)
+	return w > 0 && a.Mtime <= t && t-a.Mtime < w && a.Ctime <= t && t-a.Ctime < w
+}
+
 // getDir reads a directory that can take entries.
 func getDir(tx kv.Tx, ino Ino) (Attr, error) {
 	a, err := getAttr(tx, ino)
@@ -197,12 +215,31 @@ func (c *Client) Mknod(ctx context.Context, parent Ino, name string, mode, rdev,
 	default:
 		return 0, Attr{}, fmt.Errorf("mknod %q in %d: mode %o is not a file, device, fifo or socket (use Mkdir/Symlink): %w", name, parent, mode, syscall.EINVAL)
 	}
-	return c.create(ctx, "mknod", parent, name, Attr{Mode: mode, Rdev: rdev, Uid: uid, Gid: gid, Nlink: 1}, "")
+	return c.create(ctx, "mknod", parent, name, Attr{Mode: mode, Rdev: rdev, Uid: uid, Gid: gid, Nlink: 1}, "", 0)
+}
+
+// Create implements Meta: the open marker rides in the create's transaction.
+func (c *Client) Create(ctx context.Context, parent Ino, name string, mode, uid, gid, flags uint32) (Ino, Attr, error) {
+	sid, err := c.openSession(ctx)
+	if err != nil {
+		return 0, Attr{}, fmt.Errorf("create %q in %d: %w", name, parent, err)
+	}
+	ino, a, err := c.create(ctx, "create", parent, name, Attr{Mode: syscall.S_IFREG | mode&0o7777, Uid: uid, Gid: gid, Nlink: 1}, "", sid)
+	if err != nil {
+		return 0, Attr{}, err
+	}
+	// Nobody else knows ino yet, so this is its first open in this client.
+	of := c.holdOpen(ino)
+	of.mu.Lock()
+	of.n++
+	of.mu.Unlock()
+	c.unholdOpen(ino, of)
+	return ino, a, nil
 }
 
 // Mkdir implements Meta.
 func (c *Client) Mkdir(ctx context.Context, parent Ino, name string, mode, uid, gid uint32) (Ino, Attr, error) {
-	return c.create(ctx, "mkdir", parent, name, Attr{Mode: syscall.S_IFDIR | mode&0o7777, Uid: uid, Gid: gid, Nlink: 2, Size: 4096, Parent: parent}, "")
+	return c.create(ctx, "mkdir", parent, name, Attr{Mode: syscall.S_IFDIR | mode&0o7777, Uid: uid, Gid: gid, Nlink: 2, Size: 4096, Parent: parent}, "", 0)
 }
 
 // Symlink implements Meta.
@@ -210,10 +247,12 @@ func (c *Client) Symlink(ctx context.Context, parent Ino, name, target string, u
 	if target == "" || len(target) >= MaxSymlink || strings.IndexByte(target, 0) >= 0 {
 		return 0, Attr{}, fmt.Errorf("symlink %q in %d: target must be 1-%d bytes without NUL: %w", name, parent, MaxSymlink-1, syscall.EINVAL)
 	}
-	return c.create(ctx, "symlink", parent, name, Attr{Mode: syscall.S_IFLNK | 0o777, Uid: uid, Gid: gid, Nlink: 1, Size: uint64(len(target))}, target)
+	return c.create(ctx, "symlink", parent, name, Attr{Mode: syscall.S_IFLNK | 0o777, Uid: uid, Gid: gid, Nlink: 1, Size: uint64(len(target))}, target, 0)
 }
 
-func (c *Client) create(ctx context.Context, op string, parent Ino, name string, a Attr, target string) (Ino, Attr, error) {
+// create makes a node; with openBy (a session id) it also records that
+// session's open marker of the new node.
+func (c *Client) create(ctx context.Context, op string, parent Ino, name string, a Attr, target string, openBy uint64) (Ino, Attr, error) {
 	if err := checkName(name); err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
@@ -225,7 +264,7 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
 	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
-		uk := randomUsageKey()
+		uk := c.usageKeyOn(parent)
 		if err := prefetch(tx, attrKey(parent), entryKey(parent, name), uk); err != nil {
 			return err
 		}
@@ -253,11 +292,14 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		if target != "" {
 			tx.Set(symlinkKey(ino), []byte(target))
 		}
-		pa.Mtime, pa.Ctime = t, t
+		if openBy != 0 {
+			tx.Set(openKey(ino, openBy), present)
+			tx.Set(sessOpenKey(openBy, ino), present)
+		}
 		if isDir(a.Mode) {
 			pa.Nlink++
 		}
-		putAttr(tx, parent, &pa)
+		c.touchDir(tx, parent, &pa, t, isDir(a.Mode))
 		return addUsageAt(tx, uk, 0, 1)
 	})
 	if err != nil {
@@ -341,8 +383,7 @@ func (c *Client) Link(ctx context.Context, ino, newParent Ino, newName string) (
 		a.Ctime = t
 		putAttr(tx, ino, &a)
 		tx.Set(entryKey(newParent, newName), encodeEntry(ino, a.Mode))
-		pa.Mtime, pa.Ctime = t, t
-		putAttr(tx, newParent, &pa)
+		c.touchDir(tx, newParent, &pa, t, false)
 		return nil
 	})
 	if err != nil {
@@ -378,10 +419,9 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 		}
 		t := now()
 		tx.Delete(entryKey(parent, name))
-		pa.Mtime, pa.Ctime = t, t
-		putAttr(tx, parent, &pa)
-		gone, err := dropLink(tx, ino, t)
-		if gone {
+		c.touchDir(tx, parent, &pa, t, false)
+		reap, err := dropLink(tx, ino, t)
+		if reap {
 			removed = ino
 		}
 		return err
@@ -394,8 +434,8 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 }
 
 // dropLink takes one link from a non-directory inode; the last link removes
-// it unless some session has it open. It reports whether the inode is gone
-// (its chunks then wait for the reaper under a removed-file key).
+// it unless some session has it open. It reports whether the removed inode
+// left chunks for the reaper (under a removed-file key).
 func dropLink(tx kv.Tx, ino Ino, t int64) (bool, error) {
 	a, err := getAttr(tx, ino)
 	if err != nil {
@@ -420,11 +460,21 @@ func dropLink(tx kv.Tx, ino Ino, t int64) (bool, error) {
 		putAttr(tx, ino, &a) // kept until the last Release
 		return false, nil
 	}
-	return true, removeInode(tx, ino, &a)
+	return removeInode(tx, ino, &a)
 }
 
-// removeInode deletes an inode without links or openers.
-func removeInode(tx kv.Tx, ino Ino, a *Attr) error {
+// Chunks of a removed file are released in the removing transaction when
+// there are at most this many chunk keys and slices; bigger files go to the
+// reaper, a few chunks per transaction (etcd caps operations per txn).
+const (
+	inlineChunks = 4
+	inlineSlices = 16
+)
+
+// removeInode deletes an inode without links or openers. It reports whether
+// the inode's chunks were left for the reaper (see reapLater); small files'
+// chunks are released at once, which saves the reaper's transaction.
+func removeInode(tx kv.Tx, ino Ino, a *Attr) (bool, error) {
 	tx.Delete(attrKey(ino))
 	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK {
 		tx.Delete(symlinkKey(ino))
@@ -434,17 +484,59 @@ func removeInode(tx kv.Tx, ino Ino, a *Attr) error {
 		xk = append(xk, k)
 		return true
 	}); err != nil {
-		return err
+		return false, err
 	}
 	for _, k := range xk {
 		tx.Delete(k)
 	}
 	var space int64
+	reap := false
 	if isReg(a.Mode) {
 		space = align4k(a.Size)
-		tx.Set(removedKey(ino), be64(nil, a.Size))
+		var err error
+		if reap, err = releaseSmallFile(tx, ino); err != nil {
+			return false, err
+		}
+		if reap {
+			tx.Set(removedKey(ino), be64(nil, a.Size))
+		}
 	}
-	return addUsage(tx, -space, -1)
+	return reap, addUsage(tx, -space, -1)
+}
+
+// releaseSmallFile drops the chunks of a removed file when they are few,
+// and reports whether there were too many (left for the reaper).
+func releaseSmallFile(tx kv.Tx, ino Ino) (bool, error) {
+	p := inoKey(pChunk, ino)
+	var keys, vals [][]byte
+	if err := tx.Scan(p, kv.PrefixEnd(p), inlineChunks+1, func(k, v []byte) bool {
+		keys, vals = append(keys, k), append(vals, v)
+		return true
+	}); err != nil {
+		return false, err
+	}
+	if len(keys) > inlineChunks {
+		return true, nil
+	}
+	var all []Slice
+	for i := range keys {
+		ss, err := decodeSlices(vals[i])
+		if err != nil {
+			return false, fmt.Errorf("chunk %x: %v: %w", keys[i], err, syscall.EIO)
+		}
+		if all = append(all, ss...); len(all) > inlineSlices {
+			return true, nil
+		}
+	}
+	for _, s := range all {
+		if err := dropSlice(tx, s); err != nil {
+			return false, err
+		}
+	}
+	for _, k := range keys {
+		tx.Delete(k)
+	}
+	return false, nil
 }
 
 // Rmdir implements Meta.
@@ -479,9 +571,9 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 		t := now()
 		tx.Delete(entryKey(parent, name))
 		pa.Nlink--
-		pa.Mtime, pa.Ctime = t, t
-		putAttr(tx, parent, &pa)
-		return removeInode(tx, ino, &a)
+		c.touchDir(tx, parent, &pa, t, true)
+		_, err = removeInode(tx, ino, &a)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)

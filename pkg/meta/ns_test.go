@@ -76,6 +76,10 @@ var conformance = []struct {
 	{"open-unlinked", testOpenUnlinked},
 	{"bad-input", testBadInput},
 	{"statfs", testStatFS},
+	{"dir-mtime-skip", testDirMtimeSkip},
+	{"create-open-unlinked", testCreateOpenUnlinked},
+	{"unlink-releases-chunks", testUnlinkReleasesChunks},
+	{"release-many", testReleaseMany},
 }
 
 func testFormat(t *testing.T, c *Client) {

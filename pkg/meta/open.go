@@ -26,6 +26,17 @@ type Options struct {
 	LockTimeout time.Duration
 	// NoSync skips fsync in the bolt engine (tests, CPU benchmarks).
 	NoSync bool
+	// DirMtimeSkip is how recent a directory's stored mtime and ctime may be
+	// for a create, unlink, rename or link in it to leave them as they are
+	// (default 100 ms; negative: always update them). Such an operation then
+	// does not rewrite the directory's attributes unless its link count
+	// changes, so creates in one directory do not all rewrite one key. A
+	// directory's times may lag its last change by up to this much, as with
+	// JuiceFS's --skip-dir-mtime. On TiKV, where only written keys conflict,
+	// a create that skips the write no longer conflicts with a concurrent
+	// rmdir of its directory from another client; Check reports the orphaned
+	// entry such a race could leave.
+	DirMtimeSkip time.Duration
 }
 
 func (o *Options) defaults() {
@@ -46,6 +57,9 @@ func (o *Options) defaults() {
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 2 * time.Second
+	}
+	if o.DirMtimeSkip == 0 {
+		o.DirMtimeSkip = 100 * time.Millisecond
 	}
 }
 

@@ -89,6 +89,7 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 			}
 		}
 		t := now()
+		oldNlink, newNlink := opa.Nlink, npa.Nlink
 		a, err := getAttr(tx, ino)
 		if err != nil {
 			return err
@@ -125,15 +126,15 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 						return err
 					}
 					npa.Nlink--
-					if err := removeInode(tx, dino, &da); err != nil {
+					if _, err := removeInode(tx, dino, &da); err != nil {
 						return err
 					}
 				} else {
-					gone, err := dropLink(tx, dino, t)
+					reap, err := dropLink(tx, dino, t)
 					if err != nil {
 						return err
 					}
-					if gone {
+					if reap {
 						removed = dino
 					}
 				}
@@ -145,11 +146,9 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 			}
 		}
 		putAttr(tx, ino, &a)
-		opa.Mtime, opa.Ctime = t, t
-		putAttr(tx, oldParent, &opa)
+		c.touchDir(tx, oldParent, &opa, t, opa.Nlink != oldNlink)
 		if newParent != oldParent {
-			npa.Mtime, npa.Ctime = t, t
-			putAttr(tx, newParent, npa)
+			c.touchDir(tx, newParent, npa, t, npa.Nlink != newNlink)
 		}
 		return nil
 	})

@@ -230,19 +230,15 @@ func (c *Client) reclaim(ctx context.Context, sid uint64) error {
 // Open implements Meta. Only the first open of an inode in this client
 // writes (the session's open marker); later ones read the attributes.
 func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) {
-	sid := c.SessionID()
-	if sid == 0 {
-		if err := c.NewSession(ctx, ""); err != nil && !isErrno(err, syscall.EBUSY) {
-			return Attr{}, fmt.Errorf("open %d: %w", ino, err)
-		}
-		sid = c.SessionID()
+	sid, err := c.openSession(ctx)
+	if err != nil {
+		return Attr{}, fmt.Errorf("open %d: %w", ino, err)
 	}
 	of := c.holdOpen(ino)
 	defer c.unholdOpen(ino, of)
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	var a Attr
-	var err error
 	if of.n > 0 {
 		a, err = c.GetAttr(ctx, ino)
 	} else {
@@ -264,6 +260,18 @@ func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) 
 	}
 	of.n++
 	return a, nil
+}
+
+// openSession returns this client's session id, registering a session
+// first when there is none: open markers belong to a session.
+func (c *Client) openSession(ctx context.Context) (uint64, error) {
+	if sid := c.SessionID(); sid != 0 {
+		return sid, nil
+	}
+	if err := c.NewSession(ctx, ""); err != nil && !isErrno(err, syscall.EBUSY) {
+		return 0, err
+	}
+	return c.SessionID(), nil
 }
 
 // Release implements Meta.
@@ -309,41 +317,47 @@ func (c *Client) unholdOpen(ino Ino, of *openFile) {
 // closeFile drops session sid's open marker of ino and removes the inode
 // when that was the last opener of an unlinked file.
 func (c *Client) closeFile(ctx context.Context, sid uint64, ino Ino) error {
-	var removed bool
+	var reap bool
 	err := c.txn(ctx, func(tx kv.Tx) error {
-		removed = false
-		tx.Delete(openKey(ino, sid))
-		tx.Delete(sessOpenKey(sid, ino))
-		b, err := tx.Get(attrKey(ino))
-		if err != nil || b == nil {
-			return err
-		}
-		var a Attr
-		if err := decodeAttr(b, &a); err != nil {
-			return fmt.Errorf("inode %d: %v: %w", ino, err, syscall.EIO)
-		}
-		if a.Nlink > 0 || isDir(a.Mode) {
-			return nil
-		}
-		other := false
-		p := inoKey(pOpen, ino)
-		if err := tx.Scan(p, kv.PrefixEnd(p), 2, func(k, _ []byte) bool {
-			if u64(k[9:]) != sid {
-				other = true
-				return false
-			}
-			return true
-		}); err != nil {
-			return err
-		}
-		if other {
-			return nil
-		}
-		removed = true
-		return removeInode(tx, ino, &a)
+		var err error
+		reap, err = closeFileTx(tx, sid, ino)
+		return err
 	})
-	if err == nil && removed {
+	if err == nil && reap {
 		c.reapLater(ino)
 	}
 	return err
+}
+
+// closeFileTx is closeFile's work in tx; it reports whether the inode was
+// removed leaving chunks for the reaper.
+func closeFileTx(tx kv.Tx, sid uint64, ino Ino) (bool, error) {
+	tx.Delete(openKey(ino, sid))
+	tx.Delete(sessOpenKey(sid, ino))
+	b, err := tx.Get(attrKey(ino))
+	if err != nil || b == nil {
+		return false, err
+	}
+	var a Attr
+	if err := decodeAttr(b, &a); err != nil {
+		return false, fmt.Errorf("inode %d: %v: %w", ino, err, syscall.EIO)
+	}
+	if a.Nlink > 0 || isDir(a.Mode) {
+		return false, nil
+	}
+	other := false
+	p := inoKey(pOpen, ino)
+	if err := tx.Scan(p, kv.PrefixEnd(p), 2, func(k, _ []byte) bool {
+		if u64(k[9:]) != sid {
+			other = true
+			return false
+		}
+		return true
+	}); err != nil {
+		return false, err
+	}
+	if other {
+		return false, nil
+	}
+	return removeInode(tx, ino, &a)
 }
