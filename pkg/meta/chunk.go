@@ -195,6 +195,43 @@ func addSliceRef(tx kv.Tx, id uint64) error {
 	return nil
 }
 
+// chunkList is one chunk's key and its decoded slice list.
+type chunkList struct {
+	key    []byte
+	slices []Slice
+}
+
+// scanChunks reads up to limit (0 = all) chunk lists with keys in [start, end).
+func scanChunks(tx kv.Tx, start, end []byte, limit int) ([]chunkList, error) {
+	var out []chunkList
+	var bad error
+	if err := tx.Scan(start, end, limit, func(k, v []byte) bool {
+		ss, err := decodeSlices(v)
+		if err != nil {
+			bad = fmt.Errorf("chunk %x: %v: %w", k, err, syscall.EIO)
+			return false
+		}
+		out = append(out, chunkList{key: k, slices: ss})
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	return out, bad
+}
+
+// dropChunks releases every slice of chunks and deletes their keys.
+func dropChunks(tx kv.Tx, chunks []chunkList) error {
+	for _, c := range chunks {
+		for _, s := range c.slices {
+			if err := dropSlice(tx, s); err != nil {
+				return err
+			}
+		}
+		tx.Delete(c.key)
+	}
+	return nil
+}
+
 // truncate changes a regular file's length in tx: chunks wholly beyond the
 // new end are dropped, and the chunk holding the new end gets a hole over the
 // cut part, so a later extension reads zeros.
@@ -202,27 +239,12 @@ func truncate(tx kv.Tx, ino Ino, a *Attr, size uint64) error {
 	old := a.Size
 	if size < old {
 		firstDead := uint32((size + ChunkSize - 1) / ChunkSize)
-		end := kv.PrefixEnd(inoKey(pChunk, ino))
-		var dead [][]byte
-		var lists [][]byte
-		if err := tx.Scan(chunkKey(ino, firstDead), end, 0, func(k, v []byte) bool {
-			dead = append(dead, k)
-			lists = append(lists, v)
-			return true
-		}); err != nil {
+		dead, err := scanChunks(tx, chunkKey(ino, firstDead), kv.PrefixEnd(inoKey(pChunk, ino)), 0)
+		if err != nil {
 			return err
 		}
-		for i, k := range dead {
-			ss, err := decodeSlices(lists[i])
-			if err != nil {
-				return fmt.Errorf("%v: %w", err, syscall.EIO)
-			}
-			for _, s := range ss {
-				if err := dropSlice(tx, s); err != nil {
-					return err
-				}
-			}
-			tx.Delete(k)
+		if err := dropChunks(tx, dead); err != nil {
+			return err
 		}
 		if pos := uint32(size % ChunkSize); pos != 0 {
 			idx := uint32(size / ChunkSize)
@@ -294,26 +316,14 @@ func (c *Client) reapFile(ctx context.Context, ino Ino) error {
 				return nil
 			}
 			p := inoKey(pChunk, ino)
-			var keys, vals [][]byte
-			if err := tx.Scan(p, kv.PrefixEnd(p), per, func(k, v []byte) bool {
-				keys, vals = append(keys, k), append(vals, v)
-				return true
-			}); err != nil {
+			chunks, err := scanChunks(tx, p, kv.PrefixEnd(p), per)
+			if err != nil {
 				return err
 			}
-			for i, k := range keys {
-				ss, err := decodeSlices(vals[i])
-				if err != nil {
-					return fmt.Errorf("%v: %w", err, syscall.EIO)
-				}
-				for _, s := range ss {
-					if err := dropSlice(tx, s); err != nil {
-						return err
-					}
-				}
-				tx.Delete(k)
+			if err := dropChunks(tx, chunks); err != nil {
+				return err
 			}
-			if len(keys) < per {
+			if len(chunks) < per {
 				tx.Delete(removedKey(ino))
 				done = true
 			}

@@ -508,35 +508,20 @@ func removeInode(tx kv.Tx, ino Ino, a *Attr) (bool, error) {
 // and reports whether there were too many (left for the reaper).
 func releaseSmallFile(tx kv.Tx, ino Ino) (bool, error) {
 	p := inoKey(pChunk, ino)
-	var keys, vals [][]byte
-	if err := tx.Scan(p, kv.PrefixEnd(p), inlineChunks+1, func(k, v []byte) bool {
-		keys, vals = append(keys, k), append(vals, v)
-		return true
-	}); err != nil {
+	chunks, err := scanChunks(tx, p, kv.PrefixEnd(p), inlineChunks+1)
+	if err != nil {
 		return false, err
 	}
-	if len(keys) > inlineChunks {
+	if len(chunks) > inlineChunks {
 		return true, nil
 	}
-	var all []Slice
-	for i := range keys {
-		ss, err := decodeSlices(vals[i])
-		if err != nil {
-			return false, fmt.Errorf("chunk %x: %v: %w", keys[i], err, syscall.EIO)
-		}
-		if all = append(all, ss...); len(all) > inlineSlices {
+	n := 0
+	for _, c := range chunks {
+		if n += len(c.slices); n > inlineSlices {
 			return true, nil
 		}
 	}
-	for _, s := range all {
-		if err := dropSlice(tx, s); err != nil {
-			return false, err
-		}
-	}
-	for _, k := range keys {
-		tx.Delete(k)
-	}
-	return false, nil
+	return false, dropChunks(tx, chunks)
 }
 
 // Rmdir implements Meta.
