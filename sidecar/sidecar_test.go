@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -279,7 +278,7 @@ func child(mode string) int {
 
 // startChild runs the runtime in a child process; it is killed by PID at
 // the end of the test whatever happens.
-func startChild(t *testing.T, mode string, set *volumeset.VolumeSet, env ...string) (*exec.Cmd, *lockedBuffer, <-chan error) {
+func startChild(t *testing.T, mode string, set *volumeset.VolumeSet, env ...string) (*exec.Cmd, *testenv.SyncBuffer, <-chan error) {
 	t.Helper()
 	js, err := set.Encode()
 	if err != nil {
@@ -287,7 +286,7 @@ func startChild(t *testing.T, mode string, set *volumeset.VolumeSet, env ...stri
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append(env, childEnv+"="+mode, volumeset.EnvVar+"="+js, "POD_UID=uid-1")...)
-	out := &lockedBuffer{}
+	out := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -422,22 +421,4 @@ func TestStopWhileMounting(t *testing.T) {
 	if mounted(t, dir+"/pods/uid-1/data") {
 		t.Fatal("still mounted")
 	}
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
