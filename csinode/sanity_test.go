@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
@@ -56,7 +57,23 @@ func TestSanity(t *testing.T) {
 	}
 
 	cfg := sanity.NewTestConfig()
-	cfg.Address = startSanityFront(t, e)
+	// csi-test v5.4.0's utils.Connect dials without blocking, then waits for a
+	// change from the state it reads next; a unix-socket connection that is
+	// already Ready by then never changes, and the first spec fails after a
+	// minute ("Connection timed out"; seen under CI load). A "passthrough"
+	// address keeps Connect from installing its own dialer, and ours holds the
+	// dial back long enough for Connect to read the connecting state first.
+	socket := startSanityFront(t, e)
+	cfg.Address = "passthrough:///" + socket
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}))
 	// Sanity creates TargetPath, publishes at TargetPath/target and removes
 	// TargetPath after each spec, which fails if unpublish left anything.
 	cfg.TargetPath = filepath.Join(volumes, "sanity-pv")
