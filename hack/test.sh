@@ -13,6 +13,9 @@ hack/deps.sh
 # envtest (webhook tests) runs a real kube-apiserver built once and cached.
 KUBEBUILDER_ASSETS=$(hack/kube-bins.sh)
 export KUBEBUILDER_ASSETS
+# The chart tests run the real helm, built once and cached.
+PODFS_HELM=$(hack/helm.sh)
+export PODFS_HELM
 go vet ./...
 go vet -tags e2e ./e2e/
 CGO_ENABLED=0 go build -tags norados ./...
