@@ -73,6 +73,22 @@ func BenchmarkMeta(b *testing.B) {
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 			})
 
+			// One goroutine: the latency of one create, what a FUSE file
+			// system serving one writer waits for.
+			b.Run("create1", func(b *testing.B) {
+				b.ReportAllocs()
+				d, _, err := c.Mkdir(ctx, RootIno, fmt.Sprintf("c%d", seq.Add(1)), 0o755, 0, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := 0; b.Loop(); i++ {
+					if _, _, err := c.Mknod(ctx, d, fmt.Sprintf("f%d", i), 0o644, 0, 0, 0); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+
 			d, _, err := c.Mkdir(ctx, RootIno, "lookup", 0o755, 0, 0)
 			if err != nil {
 				b.Fatal(err)
