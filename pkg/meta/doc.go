@@ -18,7 +18,8 @@
 //	key                          value                                  what
 //	F                            JSON Format                            volume settings (Init, Load)
 //	Cinode, Cslice, Csession     8-byte next id                         id counters; clients reserve inode and slice ids 1024 at a time
-//	U shard(2)                   space(8) inodes(8), signed             usage counters, 64 shards summed by StatFS so writers seldom collide
+//	U shard(2)                   space(8) inodes(8), signed             usage counters, 1024 shards summed by StatFS so writers seldom collide
+//	U owner(8) stripe(1) n(4)    space(8) inodes(8), signed             a client's usage slot: creates count here, 16 writes per key (usage.go)
 //	A ino                        Attr, 60 bytes fixed                   inode attributes (mode, uid, gid, nlink, rdev, size, a/m/ctime, parent dir)
 //	D parent name                ino(8) type(1)                         directory entry; type is mode>>12 so readdir needs no inode read
 //	S ino                        target bytes                           symlink target
