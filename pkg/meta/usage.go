@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"time"
 
@@ -74,9 +75,13 @@ func (c *Client) usageFolder() {
 	}
 }
 
+// foldPerTxn bounds the slots one fold transaction deletes (etcd refuses
+// transactions of more than --max-txn-ops operations, 128 by default).
+const foldPerTxn = 100
+
 // foldUsage moves this client's full slots (all of them with all: nothing
-// may write them any more) into one shard in one transaction. The current
-// slots are left alone: a create may be writing one right now.
+// may write them any more) into shards, foldPerTxn slots per transaction.
+// The current slots are left alone: a create may be writing one right now.
 func (c *Client) foldUsage(ctx context.Context, all bool) error {
 	s := &c.slots
 	s.mu.Lock()
@@ -88,35 +93,42 @@ func (c *Client) foldUsage(ctx context.Context, all bool) error {
 		return nil
 	}
 	prefix := be64([]byte{pUsage}, s.owner)
-	err := c.txn(ctx, func(tx kv.Tx) error {
-		var space, inodes int64
-		var keys [][]byte
-		if err := tx.Scan(prefix, kv.PrefixEnd(prefix), 0, func(k, v []byte) bool {
-			if len(k) != len(prefix)+5 {
+	for from := prefix; from != nil; {
+		var next []byte
+		err := c.txn(ctx, func(tx kv.Tx) error {
+			next = nil
+			var space, inodes int64
+			var keys [][]byte
+			if err := tx.Scan(from, kv.PrefixEnd(prefix), 0, func(k, v []byte) bool {
+				if len(keys) == foldPerTxn {
+					next = k
+					return false
+				}
+				if len(k) != len(prefix)+5 {
+					return true
+				}
+				if n := binary.BigEndian.Uint32(k[len(prefix)+1:]); !all && n >= cur[k[len(prefix)]] {
+					return true
+				}
+				ds, di := decodeUsage(v)
+				space, inodes = space+ds, inodes+di
+				keys = append(keys, k)
 				return true
+			}); err != nil {
+				return err
 			}
-			if n := binary.BigEndian.Uint32(k[len(prefix)+1:]); !all && n >= cur[k[len(prefix)]] {
-				return true
+			for _, k := range keys {
+				tx.Delete(k)
 			}
-			ds, di := decodeUsage(v)
-			space, inodes = space+ds, inodes+di
-			keys = append(keys, k)
-			return true
-		}); err != nil {
-			return err
+			return addUsage(tx, space, inodes)
+		})
+		if err != nil {
+			s.mu.Lock()
+			s.full += full // try again next time
+			s.mu.Unlock()
+			return fmt.Errorf("fold usage slots: %w", err)
 		}
-		if len(keys) == 0 {
-			return nil
-		}
-		for _, k := range keys {
-			tx.Delete(k)
-		}
-		return addUsage(tx, space, inodes)
-	})
-	if err != nil {
-		s.mu.Lock()
-		s.full += full // try again next time
-		s.mu.Unlock()
+		from = next
 	}
-	return err
+	return nil
 }
