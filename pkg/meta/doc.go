@@ -38,7 +38,8 @@
 //
 // bolt: one process per file (a second gets a clear error after
 // Options.LockTimeout); read-write transactions are group-committed, many
-// callers sharing one bolt commit (two fdatasyncs). etcd: transactions read
+// callers sharing one record in a write-ahead log (one fdatasync), and
+// checkpointed into the bolt file in the background (see kv.Bolt). etcd: transactions read
 // at one revision and commit only if every key read is unchanged
 // (serializable); a truncation or a removal writes a few operations per
 // chunk, so run etcd with --max-txn-ops of 1024 or more for large files (the

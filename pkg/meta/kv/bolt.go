@@ -172,7 +172,7 @@ func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
 		return ErrClosed
 	default:
 	}
-	for attempt := 0; ; attempt++ {
+	for {
 		s := b.state.Load()
 		tx, err := b.db.Begin(false)
 		if err != nil {
@@ -180,8 +180,10 @@ func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
 		}
 		// A checkpoint not yet part of s may have reached the file: its
 		// writes would show through s's layers. Rare (one per checkpoint
-		// interval, in a window of microseconds): take the new state.
-		if b.ckptStarted.Load() > s.ckpts && attempt < 100 {
+		// interval, in a window of microseconds): take the new state. The
+		// newest state always covers every started checkpoint (a freeze
+		// publishes before its checkpoint starts), so this ends.
+		if b.ckptStarted.Load() > s.ckpts {
 			tx.Rollback()
 			runtime.Gosched()
 			continue
