@@ -185,10 +185,10 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err := m.NewSession(ctx, mp); err != nil {
 		return nil, fmt.Errorf("register this mount's session: %w", err)
 	}
-	server, err := fuse.NewServer(fsys, mp, &mo.fuse)
+	server, err := newServer(fsys, mp, &mo.fuse)
 	if err != nil {
 		_ = m.CloseSession(context.Background())
-		return nil, fmt.Errorf("mount FUSE at %s: %w (is /dev/fuse there, and are you root or is fusermount3 installed?)", mp, err)
+		return nil, err
 	}
 	mnt.server = server
 	go func() {
@@ -200,6 +200,11 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 		<-mnt.served
 		_ = m.CloseSession(context.Background())
 		return nil, fmt.Errorf("wait for the mount at %s: %w", mp, err)
+	}
+	if mo.fuse.DirectMount {
+		if err := disablePoll(mp); err != nil {
+			log.Warn("could not switch off FUSE poll requests", "err", err)
+		}
 	}
 	setReadahead(mp, log)
 	go mnt.refresh()
