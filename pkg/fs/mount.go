@@ -44,9 +44,14 @@ type Config struct {
 	// receives (by propagation) a mount made on top of it, but never one made
 	// after the dead mount was cleared.
 	StackOnDeadMount bool
-	Data             data.Config
-	MetricsAddr      string // serve Prometheus metrics here; "" = none
-	Logger           *slog.Logger
+	// DirMtimeSkip is how recent a directory's stored mtime and ctime may be
+	// for a create, unlink, rename or link in it to leave them unchanged
+	// (saving a metadata write per operation in a busy directory); 0 = the
+	// metadata engine's default (100 ms), negative = always update them.
+	DirMtimeSkip time.Duration
+	Data         data.Config
+	MetricsAddr  string // serve Prometheus metrics here; "" = none
+	Logger       *slog.Logger
 }
 
 // Mount is a served podfs mount.
@@ -105,7 +110,7 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := OpenMeta(ctx, cfg.MetaURL, log)
+	m, err := openMeta(ctx, cfg.MetaURL, meta.Options{Logger: log, DirMtimeSkip: cfg.DirMtimeSkip})
 	if err != nil {
 		return nil, err
 	}
