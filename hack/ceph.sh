@@ -127,7 +127,15 @@ ceph-mon -c "$conf" -i a 2>>"$dir/log/start.log" || die "ceph-mon did not start;
 
 c() { timeout 30 ceph -c "$conf" --connect-timeout 20 "$@"; }
 osd_uuid=$(cat /proc/sys/kernel/random/uuid)
-id=$(c osd new "$osd_uuid" 2>>"$dir/log/start.log") || die "ceph osd new failed; see $dir/log/mon.a.log"
+# Retried (same uuid, same id): a monitor still forming its quorum under load
+# answers "EPERM: problem getting command descriptions".
+id=
+for i in 1 2 3 4 5; do
+	id=$(c osd new "$osd_uuid" 2>>"$dir/log/start.log") && break
+	id=
+	sleep 1
+done
+[[ -n $id ]] || die "ceph osd new failed; see $dir/log/start.log and $dir/log/mon.a.log"
 mkdir -p "$dir/osd/ceph-$id"
 ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" >"$dir/log/osd-mkfs.log" 2>&1 ||
 	die "ceph-osd --mkfs failed; see $dir/log/osd-mkfs.log"
