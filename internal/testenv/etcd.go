@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,30 +15,37 @@ import (
 func StartEtcd(t testing.TB) string {
 	t.Helper()
 	bin := LookPath(t, "etcd", "hack/deps.sh")
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	client, peer := FreePort(t), FreePort(t)
-	clientURL := "http://" + Addr(client)
-	peerURL := "http://" + Addr(peer)
-	p := Start(t, "etcd", bin,
-		"--name", "podfs-test",
-		"--data-dir", dir,
-		"--listen-client-urls", clientURL,
-		"--advertise-client-urls", clientURL,
-		"--listen-peer-urls", peerURL,
-		"--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "podfs-test="+peerURL,
-		"--initial-cluster-state", "new",
-		// podfs transactions that release many chunks at once need more
-		// than the default 128 operations.
-		"--max-txn-ops", "4096",
-		"--logger", "zap",
-		"--log-level", "error",
-	)
-	if err := WaitTCP(p, Addr(client), 30*time.Second); err != nil {
+	for attempt := 1; ; attempt++ {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		client, peer := FreePort(t), FreePort(t)
+		clientURL := "http://" + Addr(client)
+		peerURL := "http://" + Addr(peer)
+		p := Start(t, "etcd", bin,
+			"--name", "podfs-test",
+			"--data-dir", dir,
+			"--listen-client-urls", clientURL,
+			"--advertise-client-urls", clientURL,
+			"--listen-peer-urls", peerURL,
+			"--initial-advertise-peer-urls", peerURL,
+			"--initial-cluster", "podfs-test="+peerURL,
+			"--initial-cluster-state", "new",
+			// podfs transactions that release many chunks at once need more
+			// than the default 128 operations.
+			"--max-txn-ops", "4096",
+			"--logger", "zap",
+			"--log-level", "error",
+		)
+		err := WaitTCP(p, Addr(client), 30*time.Second)
+		if err == nil {
+			return fmt.Sprintf("127.0.0.1:%d", client)
+		}
+		// Another process may take a free port before etcd binds it.
+		if attempt < 3 && strings.Contains(p.Output(), "address already in use") {
+			continue
+		}
 		t.Fatalf("etcd did not start: %v", err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", client)
 }

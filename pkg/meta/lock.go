@@ -92,6 +92,10 @@ func waitLock(ctx context.Context, try func() error) error {
 	d := 5 * time.Millisecond
 	for {
 		err := try()
+		if err != nil && !isErrno(err, syscall.EAGAIN) && ctx.Err() != nil {
+			// The attempt failed because the wait ended mid-request.
+			return fmt.Errorf("waiting for a lock: %v: %w", ctx.Err(), syscall.EINTR)
+		}
 		if !isErrno(err, syscall.EAGAIN) {
 			return err
 		}
