@@ -188,7 +188,7 @@ func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
 			runtime.Gosched()
 			continue
 		}
-		o := newOverlay(layeredReader{layers: s.layers(), b: tx.Bucket(boltBucket)}, true)
+		o := newOverlay(&layeredReader{layers: s.layers(), b: tx.Bucket(boltBucket)}, true)
 		err = fn(o)
 		if err == nil {
 			err = o.err
@@ -299,7 +299,7 @@ func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
 	if s.frozen != nil {
 		layers = append(layers, s.frozen)
 	}
-	r := layeredReader{layers: layers, b: tx.Bucket(boltBucket)}
+	r := &layeredReader{layers: layers, b: tx.Bucket(boltBucket)}
 	rec := append(b.rec[:0], make([]byte, walHeader)...)
 	var added int64
 	for i, req := range batch {
