@@ -35,6 +35,10 @@ type BoltOptions struct {
 	// CheckpointAge is how long a committed write waits at most for its
 	// checkpoint; default 5 s. It bounds the log replayed after a crash.
 	CheckpointAge time.Duration
+	// BufferedLog writes the log through the page cache and fdatasync
+	// instead of O_DIRECT|O_DSYNC (what file systems without O_DIRECT get
+	// anyway); for tests of that path.
+	BufferedLog bool
 	// Logger receives checkpoint failures; default slog.Default().
 	Logger *slog.Logger
 }
@@ -80,6 +84,7 @@ type Bolt struct {
 	failed   error          // a log write failed: later updates are refused
 	ckpt     *checkpointJob // the checkpoint in progress, if any
 	ckptJobs chan *checkpointJob
+	ckptExit chan struct{} // closed when the checkpointer returns
 
 	spareMu sync.Mutex
 	spare   string // a checkpointed segment kept for reuse
@@ -126,13 +131,13 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	}
 	b := &Bolt{path: path, db: db, opt: opt, log: opt.Logger.With("kv", "bolt://"+path),
 		queue: make(chan *boltReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{}),
-		mem: newMemtable(), ckptJobs: make(chan *checkpointJob)}
+		mem: newMemtable(), ckptJobs: make(chan *checkpointJob), ckptExit: make(chan struct{})}
 	next, err := b.recover()
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	b.seg, err = createSegment(path, next, b.takeSpare(), opt.NoSync)
+	b.seg, err = createSegment(path, next, b.takeSpare(), opt.NoSync, opt.BufferedLog)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("bolt: %w", err)
@@ -359,8 +364,8 @@ func (b *Bolt) Close() error {
 		close(b.stop)
 		<-b.done
 		close(b.ckptJobs)
+		<-b.ckptExit
 		if b.ckpt != nil {
-			<-b.ckpt.done
 			err = b.ckpt.err
 		}
 		if err == nil && b.failed == nil {

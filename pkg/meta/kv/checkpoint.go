@@ -68,7 +68,8 @@ func (b *Bolt) recover() (uint64, error) {
 	if _, err := os.Stat(spareName(b.path)); err == nil {
 		b.spare = spareName(b.path)
 	}
-	var done uint64 // segments already in the file
+	os.Remove(spareName(b.path) + ".tmp") // an interrupted makeSpare
+	var done uint64                       // segments already in the file
 	if err := b.db.View(func(tx *bolt.Tx) error {
 		if wb := tx.Bucket(walBucket); wb != nil {
 			if v := wb.Get(walKey); len(v) == 8 {
@@ -176,7 +177,7 @@ func (b *Bolt) freeze() error {
 	if err := b.seg.append(seal); err != nil {
 		return fmt.Errorf("bolt: %w", err)
 	}
-	next, err := createSegment(b.path, b.seg.seq+1, b.takeSpare(), b.opt.NoSync)
+	next, err := createSegment(b.path, b.seg.seq+1, b.takeSpare(), b.opt.NoSync, b.opt.BufferedLog)
 	if err != nil {
 		return fmt.Errorf("bolt: %w", err)
 	}
@@ -197,6 +198,8 @@ func (b *Bolt) freeze() error {
 // checkpointer writes frozen layers into the bolt file, then drops them
 // from the readers' state and their segment from the disk.
 func (b *Bolt) checkpointer() {
+	defer close(b.ckptExit)
+	b.makeSpare()
 	for job := range b.ckptJobs {
 		b.ckptStarted.Add(1)
 		job.err = b.applyToBolt(job.layer, job.seq)
@@ -220,7 +223,8 @@ func (b *Bolt) checkpointer() {
 }
 
 // finalCheckpoint (Close, the committer stopped) writes the active layer
-// into the bolt file and removes every log file.
+// into the bolt file and retires the log segment: after a close the
+// directory holds the bolt file and at most the spare segment.
 func (b *Bolt) finalCheckpoint() error {
 	b.seg.f.Close()
 	if b.memBytes > 0 {
@@ -229,11 +233,8 @@ func (b *Bolt) finalCheckpoint() error {
 			return err
 		}
 	}
-	for _, p := range []string{b.seg.path, spareName(b.path)} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("bolt: remove write-ahead log: %w", err)
-		}
-	}
+	// The segment stays as the spare for the next open (or goes).
+	b.dropSegment(b.seg.path)
 	if !b.opt.NoSync {
 		return syncDir(filepath.Dir(b.path))
 	}
