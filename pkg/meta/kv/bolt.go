@@ -317,7 +317,9 @@ func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
 		// readers see them only once the record is durable (publish below).
 		for k, v := range o.writes {
 			rec = appendOp(rec, k, v)
-			b.mem.ReplaceOrInsert(&memEntry{key: k, val: v})
+			// The memtable keeps values long after the transaction: its own
+			// copy, whatever a caller does with its slice afterwards.
+			b.mem.ReplaceOrInsert(&memEntry{key: k, val: clone(v)})
 			added += int64(len(k)+len(v)) + 48
 		}
 	}
