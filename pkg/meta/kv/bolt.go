@@ -81,10 +81,10 @@ type Bolt struct {
 	memSince time.Time // when the first write of mem committed
 	seg      *walSegment
 	rec      []byte
-	failed   error          // a log write failed: later updates are refused
-	ckpt     *checkpointJob // the checkpoint in progress, if any
-	ckptJobs chan *checkpointJob
-	ckptExit chan struct{} // closed when the checkpointer returns
+	failed   error               // a log write failed: later updates are refused
+	ckpt     *checkpointJob      // the checkpoint in progress, if any
+	ckptJobs chan *checkpointJob // one job at a time: buffered, so sending never waits
+	ckptExit chan struct{}       // closed when the checkpointer returns
 
 	spareMu sync.Mutex
 	spare   string // a checkpointed segment kept for reuse
@@ -131,7 +131,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	}
 	b := &Bolt{path: path, db: db, opt: opt, log: opt.Logger.With("kv", "bolt://"+path),
 		queue: make(chan *boltReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{}),
-		mem: newMemtable(), ckptJobs: make(chan *checkpointJob), ckptExit: make(chan struct{})}
+		mem: newMemtable(), ckptJobs: make(chan *checkpointJob, 1), ckptExit: make(chan struct{})}
 	next, err := b.recover()
 	if err != nil {
 		db.Close()

@@ -18,7 +18,9 @@ type checkpointJob struct {
 	seg   string
 	seq   uint64
 	done  chan struct{}
-	err   error // set before done closes
+	// Set before done closes.
+	err      error
+	failedAt time.Time
 }
 
 // walBucket holds walKey: the number of the last log segment whose writes
@@ -156,7 +158,11 @@ func (b *Bolt) maybeCheckpoint() {
 			<-b.ckpt.done
 		}
 		if b.ckpt.err != nil {
-			// The layer is still frozen and its segment kept: try again.
+			// The layer is still frozen and its segment kept: try again,
+			// once a second at most.
+			if time.Since(b.ckpt.failedAt) < time.Second {
+				return
+			}
 			b.ckpt = &checkpointJob{layer: b.ckpt.layer, seg: b.ckpt.seg, seq: b.ckpt.seq, done: make(chan struct{})}
 			b.ckptJobs <- b.ckpt
 			return
@@ -209,6 +215,7 @@ func (b *Bolt) checkpointer() {
 			cur := b.state.Load()
 			b.state.Store(&memState{active: cur.active, frozen: cur.frozen, ckpts: cur.ckpts + 1})
 			b.stateMu.Unlock()
+			job.failedAt = time.Now()
 			b.log.Error("checkpoint failed; the writes stay in the write-ahead log", "err", job.err)
 			close(job.done)
 			continue
