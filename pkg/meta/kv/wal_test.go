@@ -3,6 +3,7 @@ package kv
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -447,5 +448,27 @@ func TestBoltCheckpointByAge(t *testing.T) {
 	}
 	if n := countKeys(t, e, "k"); n != 5 {
 		t.Fatalf("%d keys after the checkpoint, want 5", n)
+	}
+}
+
+// After Close every call fails with ErrClosed and Close may run again.
+func TestBoltUseAfterClose(t *testing.T) {
+	e, err := OpenBolt(filepath.Join(t.TempDir(), "meta.db"), BoltOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setKeys(t, e, 0, 3)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := e.Update(ctx, func(tx Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("update after close: %v", err)
+	}
+	if err := e.View(ctx, func(tx Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("view after close: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
 	}
 }
