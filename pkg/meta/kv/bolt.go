@@ -48,12 +48,13 @@ type BoltOptions struct {
 // log of the transactions committed since, whose writes are also kept in
 // memory (the memtable) where reads merge them over the file.
 //
-// Read-write transactions go through one committer goroutine. It runs every
-// queued transaction against its own write overlay (a failing one is
-// dropped alone) over the memtable and the file, appends the group's writes
-// to the log as one checksummed record, makes it durable with one
-// fdatasync, applies the writes to the memtable and only then answers the
-// callers and publishes the new memtable to readers. When the memtable is
+// Read-write transactions go through one committer goroutine (or, when it
+// is idle, the caller commits itself). It runs every queued transaction
+// against its own write overlay (a failing one is dropped alone) over the
+// memtable and the file, applying each one's writes to the memtable, appends
+// the group's writes to the log as one checksummed record, makes it durable
+// with one synchronous write, publishes the new memtable to readers and
+// only then answers the callers. When the memtable is
 // large or old, the committer freezes it and starts a new log segment; a
 // background checkpointer writes the frozen layer into the bolt file in one
 // synced transaction and drops it, and with it the old segment.
@@ -74,8 +75,11 @@ type Bolt struct {
 	// ckptStarted counts checkpoints that began writing the bolt file.
 	ckptStarted atomic.Int64
 	commits     atomic.Int64 // log records written, for benchmarks
+	lastGroup   atomic.Int64 // transactions in the last commit group
 
-	// Owned by the committer goroutine.
+	// commitMu is held by whoever commits: the committer goroutine, or a
+	// caller that found it idle (Update); it guards the fields below.
+	commitMu sync.Mutex
 	mem      *memtable // the active layer, mutable (state.active is a clone)
 	memBytes int64
 	memSince time.Time // when the first write of mem committed
@@ -158,6 +162,22 @@ func (b *Bolt) Name() string { return "bolt://" + b.path }
 // serialized by the committer.
 func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
 	r := &boltReq{fn: fn, done: make(chan error, 1)}
+	// Nobody committing, nothing queued and the last group alone too:
+	// commit right here, sparing a lone caller (one FUSE create) two
+	// goroutine hand-offs, which on a busy machine can cost more than the
+	// commit itself. Concurrent callers keep queueing, to share commits.
+	if b.lastGroup.Load() <= 1 && len(b.queue) == 0 && b.commitMu.TryLock() {
+		select {
+		case <-b.stop:
+			b.commitMu.Unlock()
+			return ErrClosed
+		default:
+		}
+		b.commit(b.drain([]*boltReq{r}))
+		b.maybeCheckpoint()
+		b.commitMu.Unlock()
+		return <-r.done
+	}
 	select {
 	case b.queue <- r:
 	case <-b.stop:
@@ -165,8 +185,32 @@ func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	// Once queued the transaction may commit: wait for the outcome.
-	return <-r.done
+	// Once queued the transaction may commit: wait for the outcome. A
+	// request queued as the committer stopped is answered by no one.
+	select {
+	case err := <-r.done:
+		return err
+	case <-b.done:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// drain adds what is queued to batch, without waiting.
+func (b *Bolt) drain(batch []*boltReq) []*boltReq {
+	for len(batch) < maxGroup {
+		select {
+		case r := <-b.queue:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // View implements Engine. It reads a snapshot: the published memtable
@@ -213,7 +257,9 @@ func (b *Bolt) committer() {
 		select {
 		case first = <-b.queue:
 		case <-tick.C:
+			b.commitMu.Lock()
 			b.maybeCheckpoint()
+			b.commitMu.Unlock()
 			continue
 		case <-b.stop:
 			// Fail whatever is still queued.
@@ -226,16 +272,8 @@ func (b *Bolt) committer() {
 				}
 			}
 		}
-		batch := []*boltReq{first}
-	drain:
-		for len(batch) < maxGroup {
-			select {
-			case r := <-b.queue:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
+		b.commitMu.Lock()
+		batch := b.drain([]*boltReq{first})
 		if last > 1 {
 			batch = b.gather(batch, lastCommit)
 		}
@@ -244,6 +282,7 @@ func (b *Bolt) committer() {
 		lastCommit = time.Since(start)
 		last = len(batch)
 		b.maybeCheckpoint()
+		b.commitMu.Unlock()
 	}
 }
 
@@ -277,6 +316,7 @@ func (b *Bolt) gather(batch []*boltReq, commitTime time.Duration) []*boltReq {
 // commit runs a group of transactions, logs their writes as one record and
 // answers the callers once it is durable.
 func (b *Bolt) commit(batch []*boltReq) {
+	b.lastGroup.Store(int64(len(batch)))
 	results := make([]error, len(batch))
 	err := b.failed
 	if err == nil {
@@ -365,6 +405,7 @@ func (b *Bolt) Close() error {
 	b.once.Do(func() {
 		close(b.stop)
 		<-b.done
+		b.commitMu.Lock() // a caller's commit in progress ends; none starts
 		close(b.ckptJobs)
 		<-b.ckptExit
 		if b.ckpt != nil {
