@@ -253,14 +253,19 @@ func (e *env) deletePod(t *testing.T, ns, name string) {
 	})
 }
 
-// exec runs cmd in the pod's container with kubectl exec.
+// exec runs cmd in the pod's container with kubectl exec. It returns the
+// command's standard output, and on failure its standard error too. Success
+// ignores standard error: kubectl writes its own stream warnings there
+// ("Unknown stream id 1, discarding message"), mixed with the command's.
 func (e *env) exec(ns, pod, container string, cmd ...string) (string, error) {
 	args := append([]string{"--kubeconfig", e.kubeconfig, "-n", ns, "exec", pod, "-c", container, "--"}, cmd...)
-	var out bytes.Buffer
+	var stdout, stderr bytes.Buffer
 	c := exec.Command(e.kubectl, args...)
-	c.Stdout, c.Stderr = &out, &out
-	err := c.Run()
-	return strings.TrimSpace(out.String()), err
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		return strings.TrimSpace(stdout.String() + "\n" + stderr.String()), err
+	}
+	return strings.TrimSpace(stdout.String()), nil
 }
 
 func (e *env) mustExec(t *testing.T, ns, pod, container string, cmd ...string) string {

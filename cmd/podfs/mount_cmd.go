@@ -43,7 +43,13 @@ A dead mount left at MOUNTPOINT by a crashed podfs is cleared first.
 
 Mount options (-o, comma separated, repeatable): allow_other,
 default_permissions (on by default; no_default_permissions turns it off), ro,
-attr_timeout=1s, entry_timeout=1s, fsname=NAME, debug, nodev, nosuid, noexec.`)
+attr_timeout=1s, entry_timeout=1s, fsname=NAME, debug, nodev, nosuid, noexec.
+
+A create, unlink, rename or link in a directory updates the directory's mtime
+and ctime only when they are older than --dir-mtime-skip (default 100ms), so a
+burst of creates in one directory does not rewrite its attributes each time;
+the directory's times may then lag its last change by that much. Use
+--dir-mtime-skip 0 for exact directory times.`)
 	daemon := f.Bool("d", false, "run in the background; return once the mount is served")
 	var opts multiFlag
 	f.Var(&opts, "o", "mount options, comma separated (repeatable)")
@@ -55,6 +61,8 @@ attr_timeout=1s, entry_timeout=1s, fsname=NAME, debug, nodev, nosuid, noexec.`)
 	bufferSize := &sizeFlag{}
 	f.Var(bufferSize, "buffer-size", "memory for write buffers (default 300M)")
 	metricsAddr := f.String("metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9567")
+	dirMtimeSkip := f.Duration("dir-mtime-skip", 100*time.Millisecond,
+		"leave a directory's mtime/ctime unchanged by a create, unlink, rename or link in it while they are younger than this (0: always update)")
 	logFile := f.String("log", "", "with -d: log file (default /var/log/podfs/<mountpoint>.log)")
 	pos, err := parseInterleaved(f, args)
 	if err != nil {
@@ -64,6 +72,13 @@ attr_timeout=1s, entry_timeout=1s, fsname=NAME, debug, nodev, nosuid, noexec.`)
 		return usagef("mount takes META-URL and MOUNTPOINT, got %d arguments (see podfs mount --help)", len(pos))
 	}
 	metaURL, mp := pos[0], pos[1]
+	if *dirMtimeSkip < 0 {
+		return usagef("--dir-mtime-skip %s: must not be negative (0 updates directory times on every change)", *dirMtimeSkip)
+	}
+	skip := *dirMtimeSkip
+	if skip == 0 {
+		skip = -1 // fs.Config: negative = always update; 0 = the default
+	}
 	abs, err := filepath.Abs(mp)
 	if err != nil {
 		return fmt.Errorf("mount point %s: %w", mp, err)
@@ -73,13 +88,14 @@ attr_timeout=1s, entry_timeout=1s, fsname=NAME, debug, nodev, nosuid, noexec.`)
 	}
 
 	cfg := fs.Config{
-		MetaURL:     metaURL,
-		StorageURL:  *storageURL,
-		MountPoint:  abs,
-		SubDir:      *subdir,
-		Options:     opts,
-		MetricsAddr: *metricsAddr,
-		Logger:      log,
+		MetaURL:      metaURL,
+		StorageURL:   *storageURL,
+		MountPoint:   abs,
+		SubDir:       *subdir,
+		Options:      opts,
+		MetricsAddr:  *metricsAddr,
+		Logger:       log,
+		DirMtimeSkip: skip,
 		Data: data.Config{
 			CacheDir:   *cacheDir,
 			CacheSize:  cacheSize.v,

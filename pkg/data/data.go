@@ -92,6 +92,8 @@ type Store struct {
 	// local: the object store is this machine's disk (file://), whose page
 	// cache makes our block cache and readahead pure overhead.
 	local bool
+	// pre takes readahead hints for a local store (nil: none).
+	pre storage.Prefetcher
 
 	mem  *memCache
 	disk *diskCache
@@ -180,6 +182,9 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 		compactPending: map[chunkRef]bool{},
 		compactWake:    make(chan struct{}, 1),
 		deleteWake:     make(chan struct{}, 1),
+	}
+	if s.local {
+		s.pre = storage.AsPrefetcher(obj)
 	}
 	s.mem = newMemCache(cfg.CacheSize, s.recycle)
 	if cfg.CacheDir != "" {

@@ -67,6 +67,7 @@ type blockTask struct {
 	blen int
 	boff int
 	dst  []byte
+	n    int // bytes wanted (len(dst), also when planning without dst)
 }
 
 // plan turns the segments of a read at chunk offset base into dst into
@@ -101,7 +102,7 @@ func (s *Store) plan(segs []seg, base uint32, dst []byte, tasks []blockTask) ([]
 					continue
 				case b.uploaded:
 					n = min(total-k, b.blen-boff)
-					t = blockTask{BlockKey(g.ws.id, bi, b.blen), b.blen, boff, nil}
+					t = blockTask{key: BlockKey(g.ws.id, bi, b.blen), blen: b.blen, boff: boff}
 				default:
 					return nil, fmt.Errorf("buffered write lost: %w", g.ws.failed)
 				}
@@ -111,11 +112,12 @@ func (s *Store) plan(segs []seg, base uint32, dst []byte, tasks []blockTask) ([]
 					return nil, fmt.Errorf("slice %d (%d bytes) has no byte %d: corrupt slice list", g.id, g.size, r+k)
 				}
 				n = min(total-k, blen-boff)
-				t = blockTask{BlockKey(g.id, bi, blen), blen, boff, nil}
+				t = blockTask{key: BlockKey(g.id, bi, blen), blen: blen, boff: boff}
 			}
 			if out != nil {
 				t.dst = out[k : k+n]
 			}
+			t.n = n
 			tasks = append(tasks, t)
 			k += n
 		}
@@ -279,7 +281,7 @@ func (f *File) readahead(off, n, size int64) bool {
 		f.raUntil = 0
 	}
 	f.lastEnd = off + n
-	if ra <= 0 || !seq || f.s.local {
+	if ra <= 0 || !seq || (f.s.local && f.s.pre == nil) {
 		f.mu.Unlock()
 		return seq
 	}
@@ -295,7 +297,11 @@ func (f *File) readahead(off, n, size int64) bool {
 		idx := uint32(o / meta.ChunkSize)
 		pos := uint32(o % meta.ChunkSize)
 		n := min(to-o, meta.ChunkSize-int64(pos))
-		f.prefetch(idx, pos, uint32(n))
+		if f.s.local {
+			f.hint(idx, pos, uint32(n))
+		} else {
+			f.prefetch(idx, pos, uint32(n))
+		}
 		o += n
 	}
 	return seq
@@ -327,6 +333,27 @@ func (f *File) prefetch(idx, pos, n uint32) {
 				defer f.s.bg.Done()
 				_ = f.s.fetch(f.s.ctx, t.key, t.blen, 0, nil)
 			}()
+		}
+	}()
+}
+
+// hint tells a local store which object bytes behind [pos, pos+n) of chunk
+// idx come next, so the kernel reads them into its page cache while the
+// reader still works on earlier blocks; the reads themselves then go
+// straight from the page cache into the caller's buffer.
+func (f *File) hint(idx, pos, n uint32) {
+	if f.s.ctx.Err() != nil {
+		return
+	}
+	f.s.bg.Add(1)
+	go func() {
+		defer f.s.bg.Done()
+		tasks, err := f.view(f.s.ctx, idx, pos, pos+n, nil)
+		if err != nil {
+			return
+		}
+		for _, t := range tasks {
+			f.s.pre.Prefetch(t.key, int64(t.boff), int64(t.n))
 		}
 	}()
 }

@@ -44,9 +44,14 @@ type Config struct {
 	// receives (by propagation) a mount made on top of it, but never one made
 	// after the dead mount was cleared.
 	StackOnDeadMount bool
-	Data             data.Config
-	MetricsAddr      string // serve Prometheus metrics here; "" = none
-	Logger           *slog.Logger
+	// DirMtimeSkip is how recent a directory's stored mtime and ctime may be
+	// for a create, unlink, rename or link in it to leave them unchanged
+	// (saving a metadata write per operation in a busy directory); 0 = the
+	// metadata engine's default (100 ms), negative = always update them.
+	DirMtimeSkip time.Duration
+	Data         data.Config
+	MetricsAddr  string // serve Prometheus metrics here; "" = none
+	Logger       *slog.Logger
 }
 
 // Mount is a served podfs mount.
@@ -105,7 +110,7 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := OpenMeta(ctx, cfg.MetaURL, log)
+	m, err := openMeta(ctx, cfg.MetaURL, meta.Options{Logger: log, DirMtimeSkip: cfg.DirMtimeSkip})
 	if err != nil {
 		return nil, err
 	}
@@ -185,10 +190,10 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err := m.NewSession(ctx, mp); err != nil {
 		return nil, fmt.Errorf("register this mount's session: %w", err)
 	}
-	server, err := fuse.NewServer(fsys, mp, &mo.fuse)
+	server, err := newServer(fsys, mp, &mo.fuse)
 	if err != nil {
 		_ = m.CloseSession(context.Background())
-		return nil, fmt.Errorf("mount FUSE at %s: %w (is /dev/fuse there, and are you root or is fusermount3 installed?)", mp, err)
+		return nil, err
 	}
 	mnt.server = server
 	go func() {
@@ -200,6 +205,11 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 		<-mnt.served
 		_ = m.CloseSession(context.Background())
 		return nil, fmt.Errorf("wait for the mount at %s: %w", mp, err)
+	}
+	if mo.fuse.DirectMount {
+		if err := disablePoll(mp); err != nil {
+			log.Warn("could not switch off FUSE poll requests", "err", err)
+		}
 	}
 	setReadahead(mp, log)
 	go mnt.refresh()

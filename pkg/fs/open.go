@@ -18,6 +18,11 @@ import (
 // embedded (bolt) database that does not exist is refused rather than
 // created: mounting or checking a volume must not leave files behind.
 func OpenMeta(ctx context.Context, url string, log *slog.Logger) (meta.Meta, error) {
+	return openMeta(ctx, url, meta.Options{Logger: log})
+}
+
+// openMeta is OpenMeta with the engine's options.
+func openMeta(ctx context.Context, url string, opt meta.Options) (meta.Meta, error) {
 	p, err := meta.ParseURL(url)
 	if err != nil {
 		return nil, err
@@ -27,7 +32,7 @@ func OpenMeta(ctx context.Context, url string, log *slog.Logger) (meta.Meta, err
 			return nil, fmt.Errorf("no volume at %s (%s does not exist): format one first (podfs format %s NAME)", url, p.Path, url)
 		}
 	}
-	m, err := meta.Open(ctx, url, meta.Options{Logger: log})
+	m, err := meta.Open(ctx, url, opt)
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", redactURL(url), err)
 	}

@@ -51,3 +51,24 @@ func IsLocal(s Store) bool {
 	}
 	return false
 }
+
+// Prefetcher is a store that can be told which objects will be read soon,
+// so it starts loading them without the caller waiting or copying.
+type Prefetcher interface {
+	// Prefetch hints that bytes [off, off+n) of key will be read soon. It
+	// returns once the hint is given (not when the bytes are loaded) and
+	// ignores missing objects: it is only a hint.
+	Prefetch(key string, off, n int64)
+}
+
+// AsPrefetcher returns the Prefetcher of s or of a store it wraps (through
+// an Unwrap() Store method), or nil.
+func AsPrefetcher(s Store) Prefetcher {
+	if p, ok := s.(Prefetcher); ok {
+		return p
+	}
+	if u, ok := s.(interface{ Unwrap() Store }); ok {
+		return AsPrefetcher(u.Unwrap())
+	}
+	return nil
+}
