@@ -100,7 +100,10 @@ type boltReq struct {
 }
 
 // OpenBolt opens (creating if needed) the database file at path, replaying
-// the write-ahead log a crash left.
+// the write-ahead log a crash left. The log lives beside the file, as
+// <path>.wal.<16 hex digits> segments (the state after a crash: keep them
+// with the file) and <path>.wal.spare, a preallocated segment kept for the
+// next open (no state). After Close the file alone holds everything.
 func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	if opt.LockTimeout <= 0 {
 		opt.LockTimeout = 2 * time.Second
