@@ -14,7 +14,7 @@ trap 'rm -f "$out"' EXIT
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 go test ./pkg/meta/ -run '^$' -bench '^BenchmarkMeta$' -benchmem -benchtime "$benchtime" -timeout 30m 2>&1 \
   | grep -v '^\[' | tee "$out" >&2
-go test ./pkg/meta/kv/ -run '^$' -bench '^Benchmark(BoltUpdate|Fdatasync|TiKVUpdate)$' -benchtime "$benchtime" 2>&1 | grep -v '^\[' | tee -a "$out" >&2
+go test ./pkg/meta/kv/ -run '^$' -bench '^Benchmark(BoltUpdate|BoltCommit1|Fdatasync|TiKVUpdate)$' -benchtime "$benchtime" 2>&1 | grep -v '^\[' | tee -a "$out" >&2
 echo
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (other work on the machine slows every figure)"
 awk '
@@ -35,6 +35,7 @@ awk '
   for (i = 2; i <= NF; i++) { if ($(i+1) == "txn/s") t = $i; if ($(i+1) == "txn/commit") g = $i }
   printf "\nbolt kv: %.0f small txn/s, %.1f txn per commit (group commit)\n", t, g
 }
+/^BenchmarkBoltCommit1/ { printf "bolt kv: %.0f us per commit of one caller (its write-ahead log write)\n", $3 / 1000 }
 /^BenchmarkFdatasync/ { printf "disk: %.0f us per 4 KiB write + fdatasync (a bolt commit group costs one, in its write-ahead log)\n", $3 / 1000 }
 /^BenchmarkTiKVUpdate/ { for (i = 2; i <= NF; i++) if ($(i+1) == "txn/s") printf "tikv mock: %.0f two-key txn/s (the floor under every tikv operation)\n", $i }
 BEGIN { printf "%-12s %-11s %12s %12s %12s %10s %10s\n", "engine", "op", "ops/s", "ns/op", "cpu-ns/op", "B/op", "allocs/op" }

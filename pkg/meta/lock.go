@@ -92,8 +92,9 @@ func waitLock(ctx context.Context, try func() error) error {
 	d := 5 * time.Millisecond
 	for {
 		err := try()
-		if err != nil && !isErrno(err, syscall.EAGAIN) && ctx.Err() != nil {
-			// The attempt failed because the wait ended mid-request.
+		if err != nil && ctx.Err() != nil {
+			// The context ended during an attempt (a slow store): the
+			// waiter gives up all the same, as EINTR.
 			return fmt.Errorf("waiting for a lock: %v: %w", ctx.Err(), syscall.EINTR)
 		}
 		if !isErrno(err, syscall.EAGAIN) {

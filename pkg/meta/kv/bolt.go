@@ -35,6 +35,10 @@ type BoltOptions struct {
 	// CheckpointAge is how long a committed write waits at most for its
 	// checkpoint; default 5 s. It bounds the log replayed after a crash.
 	CheckpointAge time.Duration
+	// BufferedLog writes the log through the page cache and fdatasync
+	// instead of O_DIRECT|O_DSYNC (what file systems without O_DIRECT get
+	// anyway); for tests of that path.
+	BufferedLog bool
 	// Logger receives checkpoint failures; default slog.Default().
 	Logger *slog.Logger
 }
@@ -44,12 +48,13 @@ type BoltOptions struct {
 // log of the transactions committed since, whose writes are also kept in
 // memory (the memtable) where reads merge them over the file.
 //
-// Read-write transactions go through one committer goroutine. It runs every
-// queued transaction against its own write overlay (a failing one is
-// dropped alone) over the memtable and the file, appends the group's writes
-// to the log as one checksummed record, makes it durable with one
-// fdatasync, applies the writes to the memtable and only then answers the
-// callers and publishes the new memtable to readers. When the memtable is
+// Read-write transactions go through one committer goroutine (or, when it
+// is idle, the caller commits itself). It runs every queued transaction
+// against its own write overlay (a failing one is dropped alone) over the
+// memtable and the file, applying each one's writes to the memtable, appends
+// the group's writes to the log as one checksummed record, makes it durable
+// with one synchronous write, publishes the new memtable to readers and
+// only then answers the callers. When the memtable is
 // large or old, the committer freezes it and starts a new log segment; a
 // background checkpointer writes the frozen layer into the bolt file in one
 // synced transaction and drops it, and with it the old segment.
@@ -70,16 +75,20 @@ type Bolt struct {
 	// ckptStarted counts checkpoints that began writing the bolt file.
 	ckptStarted atomic.Int64
 	commits     atomic.Int64 // log records written, for benchmarks
+	lastGroup   atomic.Int64 // transactions in the last commit group
 
-	// Owned by the committer goroutine.
+	// commitMu is held by whoever commits: the committer goroutine, or a
+	// caller that found it idle (Update); it guards the fields below.
+	commitMu sync.Mutex
 	mem      *memtable // the active layer, mutable (state.active is a clone)
 	memBytes int64
 	memSince time.Time // when the first write of mem committed
 	seg      *walSegment
 	rec      []byte
-	failed   error          // a log write failed: later updates are refused
-	ckpt     *checkpointJob // the checkpoint in progress, if any
-	ckptJobs chan *checkpointJob
+	failed   error               // a log write failed: later updates are refused
+	ckpt     *checkpointJob      // the checkpoint in progress, if any
+	ckptJobs chan *checkpointJob // one job at a time: buffered, so sending never waits
+	ckptExit chan struct{}       // closed when the checkpointer returns
 
 	spareMu sync.Mutex
 	spare   string // a checkpointed segment kept for reuse
@@ -91,7 +100,10 @@ type boltReq struct {
 }
 
 // OpenBolt opens (creating if needed) the database file at path, replaying
-// the write-ahead log a crash left.
+// the write-ahead log a crash left. The log lives beside the file, as
+// <path>.wal.<16 hex digits> segments (the state after a crash: keep them
+// with the file) and <path>.wal.spare, a preallocated segment kept for the
+// next open (no state). After Close the file alone holds everything.
 func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	if opt.LockTimeout <= 0 {
 		opt.LockTimeout = 2 * time.Second
@@ -126,13 +138,13 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	}
 	b := &Bolt{path: path, db: db, opt: opt, log: opt.Logger.With("kv", "bolt://"+path),
 		queue: make(chan *boltReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{}),
-		mem: newMemtable(), ckptJobs: make(chan *checkpointJob)}
+		mem: newMemtable(), ckptJobs: make(chan *checkpointJob, 1), ckptExit: make(chan struct{})}
 	next, err := b.recover()
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	b.seg, err = createSegment(path, next, b.takeSpare(), opt.NoSync)
+	b.seg, err = createSegment(path, next, b.takeSpare(), opt.NoSync, opt.BufferedLog)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("bolt: %w", err)
@@ -153,6 +165,22 @@ func (b *Bolt) Name() string { return "bolt://" + b.path }
 // serialized by the committer.
 func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
 	r := &boltReq{fn: fn, done: make(chan error, 1)}
+	// Nobody committing, nothing queued and the last group alone too:
+	// commit right here, sparing a lone caller (one FUSE create) two
+	// goroutine hand-offs, which on a busy machine can cost more than the
+	// commit itself. Concurrent callers keep queueing, to share commits.
+	if b.lastGroup.Load() <= 1 && len(b.queue) == 0 && b.commitMu.TryLock() {
+		select {
+		case <-b.stop:
+			b.commitMu.Unlock()
+			return ErrClosed
+		default:
+		}
+		b.commit(b.drain([]*boltReq{r}))
+		b.maybeCheckpoint()
+		b.commitMu.Unlock()
+		return <-r.done
+	}
 	select {
 	case b.queue <- r:
 	case <-b.stop:
@@ -160,8 +188,32 @@ func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	// Once queued the transaction may commit: wait for the outcome.
-	return <-r.done
+	// Once queued the transaction may commit: wait for the outcome. A
+	// request queued as the committer stopped is answered by no one.
+	select {
+	case err := <-r.done:
+		return err
+	case <-b.done:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// drain adds what is queued to batch, without waiting.
+func (b *Bolt) drain(batch []*boltReq) []*boltReq {
+	for len(batch) < maxGroup {
+		select {
+		case r := <-b.queue:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // View implements Engine. It reads a snapshot: the published memtable
@@ -188,7 +240,7 @@ func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
 			runtime.Gosched()
 			continue
 		}
-		o := newOverlay(layeredReader{layers: s.layers(), b: tx.Bucket(boltBucket)}, true)
+		o := newOverlay(&layeredReader{layers: s.layers(), b: tx.Bucket(boltBucket)}, true)
 		err = fn(o)
 		if err == nil {
 			err = o.err
@@ -208,7 +260,9 @@ func (b *Bolt) committer() {
 		select {
 		case first = <-b.queue:
 		case <-tick.C:
+			b.commitMu.Lock()
 			b.maybeCheckpoint()
+			b.commitMu.Unlock()
 			continue
 		case <-b.stop:
 			// Fail whatever is still queued.
@@ -221,16 +275,8 @@ func (b *Bolt) committer() {
 				}
 			}
 		}
-		batch := []*boltReq{first}
-	drain:
-		for len(batch) < maxGroup {
-			select {
-			case r := <-b.queue:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
+		b.commitMu.Lock()
+		batch := b.drain([]*boltReq{first})
 		if last > 1 {
 			batch = b.gather(batch, lastCommit)
 		}
@@ -239,6 +285,7 @@ func (b *Bolt) committer() {
 		lastCommit = time.Since(start)
 		last = len(batch)
 		b.maybeCheckpoint()
+		b.commitMu.Unlock()
 	}
 }
 
@@ -272,6 +319,7 @@ func (b *Bolt) gather(batch []*boltReq, commitTime time.Duration) []*boltReq {
 // commit runs a group of transactions, logs their writes as one record and
 // answers the callers once it is durable.
 func (b *Bolt) commit(batch []*boltReq) {
+	b.lastGroup.Store(int64(len(batch)))
 	results := make([]error, len(batch))
 	err := b.failed
 	if err == nil {
@@ -299,7 +347,7 @@ func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
 	if s.frozen != nil {
 		layers = append(layers, s.frozen)
 	}
-	r := layeredReader{layers: layers, b: tx.Bucket(boltBucket)}
+	r := &layeredReader{layers: layers, b: tx.Bucket(boltBucket)}
 	rec := append(b.rec[:0], make([]byte, walHeader)...)
 	var added int64
 	for i, req := range batch {
@@ -312,7 +360,9 @@ func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
 		// readers see them only once the record is durable (publish below).
 		for k, v := range o.writes {
 			rec = appendOp(rec, k, v)
-			b.mem.ReplaceOrInsert(&memEntry{key: k, val: v})
+			// The memtable keeps values long after the transaction: its own
+			// copy, whatever a caller does with its slice afterwards.
+			b.mem.ReplaceOrInsert(&memEntry{key: k, val: clone(v)})
 			added += int64(len(k)+len(v)) + 48
 		}
 	}
@@ -358,9 +408,10 @@ func (b *Bolt) Close() error {
 	b.once.Do(func() {
 		close(b.stop)
 		<-b.done
+		b.commitMu.Lock() // a caller's commit in progress ends; none starts
 		close(b.ckptJobs)
+		<-b.ckptExit
 		if b.ckpt != nil {
-			<-b.ckpt.done
 			err = b.ckpt.err
 		}
 		if err == nil && b.failed == nil {

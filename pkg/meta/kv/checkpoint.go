@@ -18,7 +18,9 @@ type checkpointJob struct {
 	seg   string
 	seq   uint64
 	done  chan struct{}
-	err   error // set before done closes
+	// Set before done closes.
+	err      error
+	failedAt time.Time
 }
 
 // walBucket holds walKey: the number of the last log segment whose writes
@@ -68,7 +70,8 @@ func (b *Bolt) recover() (uint64, error) {
 	if _, err := os.Stat(spareName(b.path)); err == nil {
 		b.spare = spareName(b.path)
 	}
-	var done uint64 // segments already in the file
+	os.Remove(spareName(b.path) + ".tmp") // an interrupted makeSpare
+	var done uint64                       // segments already in the file
 	if err := b.db.View(func(tx *bolt.Tx) error {
 		if wb := tx.Bucket(walBucket); wb != nil {
 			if v := wb.Get(walKey); len(v) == 8 {
@@ -155,7 +158,11 @@ func (b *Bolt) maybeCheckpoint() {
 			<-b.ckpt.done
 		}
 		if b.ckpt.err != nil {
-			// The layer is still frozen and its segment kept: try again.
+			// The layer is still frozen and its segment kept: try again,
+			// once a second at most.
+			if time.Since(b.ckpt.failedAt) < time.Second {
+				return
+			}
 			b.ckpt = &checkpointJob{layer: b.ckpt.layer, seg: b.ckpt.seg, seq: b.ckpt.seq, done: make(chan struct{})}
 			b.ckptJobs <- b.ckpt
 			return
@@ -176,7 +183,7 @@ func (b *Bolt) freeze() error {
 	if err := b.seg.append(seal); err != nil {
 		return fmt.Errorf("bolt: %w", err)
 	}
-	next, err := createSegment(b.path, b.seg.seq+1, b.takeSpare(), b.opt.NoSync)
+	next, err := createSegment(b.path, b.seg.seq+1, b.takeSpare(), b.opt.NoSync, b.opt.BufferedLog)
 	if err != nil {
 		return fmt.Errorf("bolt: %w", err)
 	}
@@ -197,6 +204,8 @@ func (b *Bolt) freeze() error {
 // checkpointer writes frozen layers into the bolt file, then drops them
 // from the readers' state and their segment from the disk.
 func (b *Bolt) checkpointer() {
+	defer close(b.ckptExit)
+	b.makeSpare()
 	for job := range b.ckptJobs {
 		b.ckptStarted.Add(1)
 		job.err = b.applyToBolt(job.layer, job.seq)
@@ -206,6 +215,7 @@ func (b *Bolt) checkpointer() {
 			cur := b.state.Load()
 			b.state.Store(&memState{active: cur.active, frozen: cur.frozen, ckpts: cur.ckpts + 1})
 			b.stateMu.Unlock()
+			job.failedAt = time.Now()
 			b.log.Error("checkpoint failed; the writes stay in the write-ahead log", "err", job.err)
 			close(job.done)
 			continue
@@ -220,7 +230,8 @@ func (b *Bolt) checkpointer() {
 }
 
 // finalCheckpoint (Close, the committer stopped) writes the active layer
-// into the bolt file and removes every log file.
+// into the bolt file and retires the log segment: after a close the
+// directory holds the bolt file and at most the spare segment.
 func (b *Bolt) finalCheckpoint() error {
 	b.seg.f.Close()
 	if b.memBytes > 0 {
@@ -229,11 +240,8 @@ func (b *Bolt) finalCheckpoint() error {
 			return err
 		}
 	}
-	for _, p := range []string{b.seg.path, spareName(b.path)} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("bolt: remove write-ahead log: %w", err)
-		}
-	}
+	// The segment stays as the spare for the next open (or goes).
+	b.dropSegment(b.seg.path)
 	if !b.opt.NoSync {
 		return syncDir(filepath.Dir(b.path))
 	}

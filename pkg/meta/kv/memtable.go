@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"unsafe"
 
 	"github.com/google/btree"
 	bolt "go.etcd.io/bbolt"
@@ -39,6 +40,7 @@ type memState struct {
 type layeredReader struct {
 	layers []*memtable // newest first
 	b      *bolt.Bucket
+	probe  memEntry // reused by get: one transaction runs on one goroutine
 }
 
 func (s *memState) layers() []*memtable {
@@ -48,19 +50,26 @@ func (s *memState) layers() []*memtable {
 	return []*memtable{s.active, s.frozen}
 }
 
-func (r layeredReader) get(key []byte) []byte {
-	if len(r.layers) > 0 {
-		probe := &memEntry{key: string(key)}
+func (r *layeredReader) get(key []byte) []byte {
+	if len(key) > 0 {
+		// The probe borrows key's bytes (no copy): it lives only for the
+		// lookups, and nothing writes key meanwhile (see Tx).
+		r.probe.key = unsafe.String(&key[0], len(key))
 		for _, l := range r.layers {
-			if e, ok := l.Get(probe); ok {
+			if l.Len() == 0 {
+				continue
+			}
+			if e, ok := l.Get(&r.probe); ok {
+				r.probe.key = ""
 				return clone(e.val)
 			}
 		}
+		r.probe.key = ""
 	}
 	return clone(r.b.Get(key))
 }
 
-func (r layeredReader) iter(start, end []byte) iterator {
+func (r *layeredReader) iter(start, end []byte) iterator {
 	srcs := make([]source, 0, len(r.layers)+1)
 	for _, l := range r.layers {
 		if l.Len() > 0 {

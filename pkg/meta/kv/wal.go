@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 )
 
 // The bolt engine's write-ahead log: a sequence of segment files beside the
@@ -34,7 +35,7 @@ const (
 	walHeader = 16
 	// walSegmentSize is a segment's preallocation; a segment that outgrows
 	// it just grows, and the memtable is checkpointed soon after.
-	walSegmentSize = 64 << 20
+	walSegmentSize = 32 << 20
 	opSet          = 1
 	opDelete       = 2
 )
@@ -94,17 +95,39 @@ func sealRecord(rec []byte, seq uint64) {
 	binary.LittleEndian.PutUint32(rec[0:], crc32.Checksum(rec[4:], crc32c))
 }
 
-// walSegment is the segment the committer appends to.
+// walSegment is the segment the committer appends to. Where the file
+// system allows, it writes with O_DIRECT|O_DSYNC: on the segment's blocks,
+// written before (zero-filled or recycled), a write is durable when it
+// returns, with no separate flush — about two thirds of the latency of a
+// buffered write plus fdatasync on this project's disks. Direct writes
+// cover whole blocks, so the segment keeps its partial last block in blk
+// and rewrites it with each record (with the same bytes where it held
+// acknowledged records already).
 type walSegment struct {
-	f      *os.File
-	path   string
-	seq    uint64
-	off    int64
-	noSync bool
+	f        *os.File
+	path     string
+	seq      uint64
+	off      int64
+	noSync   bool
+	direct   bool
+	blk      []byte // direct: the bytes from blkStart (block aligned) to off
+	blkStart int64
+}
+
+const walBlock = 4096
+
+// alignedBuf returns a zeroed buffer of n bytes at a block-aligned address.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+walBlock)
+	skip := (walBlock - int(uintptr(unsafe.Pointer(&b[0]))%walBlock)) % walBlock
+	return b[skip : skip+n : skip+n]
 }
 
 // append writes one sealed record and makes it durable.
 func (w *walSegment) append(rec []byte) error {
+	if w.direct {
+		return w.appendDirect(rec)
+	}
 	if _, err := w.f.WriteAt(rec, w.off); err != nil {
 		return fmt.Errorf("write-ahead log %s: write at %d: %w", w.path, w.off, err)
 	}
@@ -117,39 +140,119 @@ func (w *walSegment) append(rec []byte) error {
 	return nil
 }
 
+func (w *walSegment) appendDirect(rec []byte) error {
+	have := int(w.off - w.blkStart)
+	end := have + len(rec)
+	size := (end + walBlock - 1) &^ (walBlock - 1)
+	if size > cap(w.blk) {
+		nb := alignedBuf(2 * size)
+		copy(nb, w.blk[:have])
+		w.blk = nb
+	}
+	buf := w.blk[:size]
+	copy(buf[have:], rec)
+	clear(buf[end:])
+	if _, err := w.f.WriteAt(buf, w.blkStart); err != nil {
+		return fmt.Errorf("write-ahead log %s: write at %d: %w", w.path, w.blkStart, err)
+	}
+	w.off += int64(len(rec))
+	// Keep only the partial last block for the next record.
+	if full := end &^ (walBlock - 1); full > 0 {
+		copy(w.blk, w.blk[full:end])
+		w.blkStart += int64(full)
+	}
+	return nil
+}
+
+// segmentFile makes a new segment file at path, filled with zeros (so later
+// direct writes overwrite written blocks: no extent changes to commit), and
+// makes it and its name durable. With noSync it only reserves the space.
+func segmentFile(path string, noSync bool) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write-ahead log: create %s: %w", path, err)
+	}
+	defer f.Close()
+	if noSync {
+		if err := syscall.Fallocate(int(f.Fd()), 0, 0, walSegmentSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+			return fmt.Errorf("write-ahead log: preallocate %s: %w", path, err)
+		}
+		return nil
+	}
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < walSegmentSize; off += int64(len(zeros)) {
+		if _, err := f.WriteAt(zeros, off); err != nil {
+			return fmt.Errorf("write-ahead log: fill %s: %w", path, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write-ahead log: sync %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
 // createSegment makes segment seq, from the spare (a checkpointed segment,
-// whose stale records carry an older seq) when there is one, else as a new
-// preallocated file, and makes its name durable.
-func createSegment(db string, seq uint64, spare string, noSync bool) (*walSegment, error) {
+// whose stale records carry an older seq) when there is one, else from a
+// new file, and makes its name durable.
+func createSegment(db string, seq uint64, spare string, noSync, buffered bool) (*walSegment, error) {
 	path := walName(db, seq)
 	if spare != "" {
 		if err := os.Rename(spare, path); err != nil {
 			return nil, fmt.Errorf("write-ahead log: reuse %s as %s: %w", spare, path, err)
 		}
+		if !noSync {
+			if err := syncDir(filepath.Dir(path)); err != nil {
+				return nil, err
+			}
+		}
+	} else if err := segmentFile(path, noSync); err != nil {
+		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	w := &walSegment{path: path, seq: seq, noSync: noSync}
+	var err error
+	if !noSync && !buffered {
+		w.f, err = os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT|syscall.O_DSYNC, 0)
+		if err == nil {
+			w.direct = true
+			w.blk = alignedBuf(64 << 10)
+			return w, nil
+		}
+		// Not every file system takes O_DIRECT (tmpfs): write and flush.
+	}
+	w.f, err = os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("write-ahead log: create %s: %w", path, err)
+		return nil, fmt.Errorf("write-ahead log: open %s: %w", path, err)
 	}
-	if spare == "" {
-		// Preallocating spares the fdatasync of each append a change of the
-		// file's size. Not every file system can; appending works anyway.
-		if err := syscall.Fallocate(int(f.Fd()), 0, 0, walSegmentSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
-			f.Close()
-			return nil, fmt.Errorf("write-ahead log: preallocate %s: %w", path, err)
-		}
+	return w, nil
+}
+
+// makeSpare prepares a spare segment if there is none, off the commit path
+// (the committer takes it at its next rotation).
+func (b *Bolt) makeSpare() {
+	b.spareMu.Lock()
+	have := b.spare != ""
+	b.spareMu.Unlock()
+	if have {
+		return
 	}
-	if !noSync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("write-ahead log: sync %s: %w", path, err)
-		}
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			f.Close()
-			return nil, err
-		}
+	tmp := spareName(b.path) + ".tmp"
+	if err := segmentFile(tmp, b.opt.NoSync); err != nil {
+		b.log.Warn("prepare a write-ahead log segment", "err", err)
+		os.Remove(tmp)
+		return
 	}
-	return &walSegment{f: f, path: path, seq: seq, noSync: noSync}, nil
+	b.spareMu.Lock()
+	defer b.spareMu.Unlock()
+	if b.spare != "" {
+		os.Remove(tmp)
+		return
+	}
+	if err := os.Rename(tmp, spareName(b.path)); err != nil {
+		b.log.Warn("prepare a write-ahead log segment", "err", err)
+		os.Remove(tmp)
+		return
+	}
+	b.spare = spareName(b.path)
 }
 
 func syncDir(dir string) error {
