@@ -10,12 +10,29 @@ import (
 	tikverr "github.com/tikv/client-go/v2/error"
 	"github.com/tikv/client-go/v2/txnkv"
 	"github.com/tikv/client-go/v2/txnkv/transaction"
+	"github.com/tikv/client-go/v2/txnkv/txnsnapshot"
 )
 
 // TiKV is the engine over a TiKV cluster: client-go txnkv with optimistic
 // transactions (snapshot reads, write conflicts detected at commit and
 // retried by Txn). Every key lives under a per-volume prefix. Values must
 // not be empty (TiKV refuses them).
+//
+// Commits try one-phase commit (1PC): a transaction whose keys all live in
+// one region is committed by its prewrite request alone, with no commit
+// request and no commit timestamp to fetch. That is every transaction of a
+// volume whose metadata fits one region (TiKV splits at 96 MiB by default);
+// a transaction spanning regions commits in two phases as before. Causal
+// consistency stays off (client-go's default; TiDB's
+// tidb_guarantee_linearizability): a 1PC transaction takes one timestamp
+// from PD before its prewrite and commits above it, so it is ordered after
+// every transaction that finished before it began committing, and any
+// transaction starting after it returned sees it. That is linearizable, what
+// close-to-open between clients needs; causal consistency would save the
+// timestamp but order only transactions that share keys. Async commit stays
+// off: the call returns before the commit is written, readers meeting its
+// locks settle it from the secondaries, and client-go's mock cluster cannot
+// run it, so no test here would ever exercise that path.
 type TiKV struct {
 	c      *txnkv.Client
 	prefix []byte
@@ -91,6 +108,8 @@ func (e *TiKV) Update(ctx context.Context, fn func(Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", e.name, err)
 	}
+	txn.SetEnable1PC(true)
+	txn.SetCausalConsistency(false)
 	tx := &tikvTx{ctx: ctx, e: e, txn: txn}
 	if err := fn(tx); err != nil {
 		txn.Rollback()
@@ -122,6 +141,9 @@ func (e *TiKV) View(ctx context.Context, fn func(Tx) error) error {
 	}
 	return tx.err
 }
+
+// maxScanBatch bounds the keys one scan request fetches.
+const maxScanBatch = 1024
 
 type tikvTx struct {
 	ctx      context.Context
@@ -204,6 +226,14 @@ func (t *tikvTx) Scan(start, end []byte, limit int, fn func(k, v []byte) bool) e
 	if end != nil {
 		upper = t.key(end)
 	}
+	// A scan fetches its keys in batches of the snapshot's batch size, 256 by
+	// default: a limited scan asks for what it will use (an emptiness check
+	// for 1 key, not 256; a readdir page of 1000 in one request, not four).
+	batch := txnsnapshot.DefaultScanBatchSize
+	if limit > 0 {
+		batch = min(max(limit, 2), maxScanBatch)
+	}
+	t.txn.GetSnapshot().SetScanBatchSize(batch)
 	it, err := t.txn.Iter(t.key(start), upper)
 	if err != nil {
 		return fmt.Errorf("%s: scan: %w", t.e.name, err)

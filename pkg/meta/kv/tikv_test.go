@@ -97,3 +97,95 @@ func TestTiKVEngine(t *testing.T) {
 		t.Fatalf("scan %q", got)
 	}
 }
+
+// Commits take one phase when every key is in one region (the mock runs
+// TiKV's 1PC through tikvmock), two phases across regions; either way a
+// snapshot taken before the commit keeps its view and one taken after it
+// sees the commit.
+func TestTiKVOnePC(t *testing.T) {
+	ctx := context.Background()
+	cli, rpcs := tikvmock.NewCounted(t, []byte("t\x00m"))
+	e := kv.NewTiKV(cli, "tikv-mock", []byte("t\x00"))
+	write := func(keys ...string) map[string]int64 {
+		t.Helper()
+		before := rpcs.Snapshot()
+		if err := kv.Txn(ctx, e, func(tx kv.Tx) error {
+			for _, k := range keys {
+				tx.Set([]byte(k), []byte("v"+k))
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		d := map[string]int64{}
+		for name, n := range rpcs.Snapshot() {
+			if n > before[name] {
+				d[name] = n - before[name]
+			}
+		}
+		return d
+	}
+	if d := write("a", "b", "c"); d["Prewrite"] != 1 || d["Commit"] != 0 {
+		t.Errorf("one-region commit sent %v, want 1 prewrite and no commit (1PC)", d)
+	}
+	if d := write("a", "z"); d["Prewrite"] != 2 || d["Commit"] == 0 {
+		t.Errorf("two-region commit sent %v, want 2 prewrites and a commit (2PC)", d)
+	}
+
+	if err := e.View(ctx, func(old kv.Tx) error {
+		v, err := old.Get([]byte("b"))
+		if err != nil || string(v) != "vb" {
+			return fmt.Errorf("b = %q, %v before the commit", v, err)
+		}
+		if err := kv.Txn(ctx, e, func(tx kv.Tx) error {
+			tx.Set([]byte("b"), []byte("new"))
+			tx.Set([]byte("c"), []byte("new"))
+			return nil
+		}); err != nil {
+			return err
+		}
+		vals, err := old.BatchGet([][]byte{[]byte("b"), []byte("c")})
+		if err != nil || string(vals[0]) != "vb" || string(vals[1]) != "vc" {
+			return fmt.Errorf("the older snapshot read %q, %v after the commit, want its own view", vals, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.View(ctx, func(tx kv.Tx) error {
+		vals, err := tx.BatchGet([][]byte{[]byte("b"), []byte("c")})
+		if err != nil || string(vals[0]) != "new" || string(vals[1]) != "new" {
+			return fmt.Errorf("a snapshot after the commit read %q, %v", vals, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A limited scan fetches what it uses: a page of 1000 keys is one request.
+func TestTiKVScanBatch(t *testing.T) {
+	ctx := context.Background()
+	cli, rpcs := tikvmock.NewCounted(t)
+	e := kv.NewTiKV(cli, "tikv-mock", []byte("s\x00"))
+	if err := kv.Txn(ctx, e, func(tx kv.Tx) error {
+		for i := range 1500 {
+			tx.Set(fmt.Appendf(nil, "k%05d", i), []byte("v"))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ limit, want, scans int }{{1000, 1000, 1}, {1, 1, 1}, {0, 1500, 6}} {
+		before := rpcs.Snapshot()["Scan"]
+		n := 0
+		if err := e.View(ctx, func(tx kv.Tx) error {
+			return tx.Scan([]byte("k"), []byte("l"), tc.limit, func(_, _ []byte) bool { n++; return true })
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := rpcs.Snapshot()["Scan"] - before; n != tc.want || got != int64(tc.scans) {
+			t.Errorf("scan with limit %d: %d keys in %d requests, want %d in %d", tc.limit, n, got, tc.want, tc.scans)
+		}
+	}
+}

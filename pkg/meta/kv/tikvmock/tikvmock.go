@@ -12,14 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pingcap/kvproto/pkg/kvrpcpb"
 	"github.com/pingcap/log"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/tikv/client-go/v2/oracle"
 	"github.com/tikv/client-go/v2/testutils"
 	"github.com/tikv/client-go/v2/tikv"
 	"github.com/tikv/client-go/v2/tikvrpc"
 	"github.com/tikv/client-go/v2/txnkv"
 	"github.com/tikv/client-go/v2/util/async"
+	pd "github.com/tikv/pd/client"
 )
 
 // New starts a mock cluster split into regions at splitKeys (raw keys, with
@@ -51,7 +54,9 @@ func NewCounted(t testing.TB, splitKeys ...[]byte) (*txnkv.Client, *RPCs) {
 		testutils.BootstrapWithSingleStore(cluster)
 	}
 	rpcs := &RPCs{n: map[tikvrpc.CmdType]int64{}}
-	hijack := func(c tikv.Client) tikv.Client { return &countingClient{Client: c, rpcs: rpcs} }
+	hijack := func(c tikv.Client) tikv.Client {
+		return &countingClient{Client: onePC{Client: c, pd: pdClient}, rpcs: rpcs}
+	}
 	store, err := tikv.NewTestTiKVStore(client, pdClient, hijack, nil, 0)
 	if err != nil {
 		t.Fatalf("mock TiKV store: %v", err)
@@ -112,4 +117,58 @@ func (c *countingClient) SendRequest(ctx context.Context, addr string, req *tikv
 func (c *countingClient) SendRequestAsync(ctx context.Context, addr string, req *tikvrpc.Request, cb async.Callback[*tikvrpc.Response]) {
 	c.rpcs.add(req.Type)
 	c.Client.SendRequestAsync(ctx, addr, req, cb)
+}
+
+// onePC gives the mock store TiKV's one-phase commit, which client-go's mock
+// lacks (it ignores the request's TryOnePc and the client falls back to two
+// phases). A real TiKV (5.0 on) commits a transaction whose keys are all in
+// one region in its prewrite request; the client then sends no commit request
+// and takes no commit timestamp. Here the prewrite runs as the mock has it
+// and, when it succeeded, the same keys are committed at once with a fresh
+// timestamp from the mock PD: later than every timestamp handed out before,
+// so no reader's snapshot changes under it, and at least the request's
+// MinCommitTs. Past the request's MaxCommitTs, or when the commit fails (a
+// reader rolled the locks back), the answer is the plain prewrite's and the
+// client finishes in two phases, as it does when a real TiKV declines 1PC.
+type onePC struct {
+	tikv.Client
+	pd pd.Client
+}
+
+func (c onePC) SendRequest(ctx context.Context, addr string, req *tikvrpc.Request, timeout time.Duration) (*tikvrpc.Response, error) {
+	resp, err := c.Client.SendRequest(ctx, addr, req, timeout)
+	if err != nil || req.Type != tikvrpc.CmdPrewrite || !req.Prewrite().GetTryOnePc() {
+		return resp, err
+	}
+	pw := req.Prewrite()
+	presp, ok := resp.Resp.(*kvrpcpb.PrewriteResponse)
+	if !ok || presp.GetRegionError() != nil || len(presp.GetErrors()) > 0 {
+		return resp, nil
+	}
+	physical, logical, err := c.pd.GetTS(ctx)
+	if err != nil {
+		return resp, nil
+	}
+	commitTS := oracle.ComposeTS(physical, logical)
+	if commitTS < pw.GetMinCommitTs() || (pw.GetMaxCommitTs() > 0 && commitTS > pw.GetMaxCommitTs()) {
+		return resp, nil
+	}
+	keys := make([][]byte, 0, len(pw.GetMutations()))
+	for _, m := range pw.GetMutations() {
+		if m.GetOp() != kvrpcpb.Op_CheckNotExists {
+			keys = append(keys, m.GetKey())
+		}
+	}
+	creq := tikvrpc.NewRequest(tikvrpc.CmdCommit, &kvrpcpb.CommitRequest{
+		StartVersion: pw.GetStartVersion(), Keys: keys, CommitVersion: commitTS,
+	}, req.Context)
+	cresp, err := c.Client.SendRequest(ctx, addr, creq, timeout)
+	if err != nil {
+		return resp, nil
+	}
+	if cr, ok := cresp.Resp.(*kvrpcpb.CommitResponse); !ok || cr.GetRegionError() != nil || cr.GetError() != nil {
+		return resp, nil
+	}
+	presp.OnePcCommitTs = commitTS
+	return resp, nil
 }
