@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -187,5 +189,65 @@ func TestTiKVScanBatch(t *testing.T) {
 		if got := rpcs.Snapshot()["Scan"] - before; n != tc.want || got != int64(tc.scans) {
 			t.Errorf("scan with limit %d: %d keys in %d requests, want %d in %d", tc.limit, n, got, tc.want, tc.scans)
 		}
+	}
+}
+
+// Contended read-modify-write through 1PC (one region) and 2PC (two) loses
+// no update: conflicts surface at prewrite and Txn retries them.
+func TestTiKVContention(t *testing.T) {
+	ctx := context.Background()
+	cli := tikvmock.New(t, []byte("c\x00m"))
+	e := kv.NewTiKV(cli, "tikv-mock", []byte("c\x00"))
+	incr := func(tx kv.Tx, k string) error {
+		v, err := tx.Get([]byte(k))
+		if err != nil {
+			return err
+		}
+		n := 0
+		if v != nil {
+			if n, err = strconv.Atoi(string(v)); err != nil {
+				return err
+			}
+		}
+		tx.Set([]byte(k), []byte(strconv.Itoa(n+1)))
+		return nil
+	}
+	const workers, rounds = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				// Odd workers also bump a key in the other region: two phases.
+				if err := kv.Txn(ctx, e, func(tx kv.Tx) error {
+					if err := incr(tx, "a"); err != nil || w%2 == 0 {
+						return err
+					}
+					return incr(tx, "z")
+				}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := e.View(ctx, func(tx kv.Tx) error {
+		vals, err := tx.BatchGet([][]byte{[]byte("a"), []byte("z")})
+		if err != nil {
+			return err
+		}
+		if string(vals[0]) != strconv.Itoa(workers*rounds) || string(vals[1]) != strconv.Itoa(workers/2*rounds) {
+			return fmt.Errorf("counters a=%s z=%s, want %d and %d", vals[0], vals[1], workers*rounds, workers/2*rounds)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
