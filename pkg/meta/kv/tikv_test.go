@@ -14,9 +14,12 @@ import (
 )
 
 // BenchmarkTiKVUpdate measures the mock cluster itself: two-key
-// transactions from 8 goroutines, the floor under every podfs operation.
+// transactions from 8 goroutines, the floor under every podfs operation;
+// rpc/op counts the requests each sends to the store (1: its 1PC prewrite).
 func BenchmarkTiKVUpdate(b *testing.B) {
-	e := kv.NewTiKV(tikvmock.New(b), "tikv-mock", []byte("bench\x00"))
+	cli, rpcs := tikvmock.NewCounted(b)
+	e := kv.NewTiKV(cli, "tikv-mock", []byte("bench\x00"))
+	before := rpcs.Snapshot()
 	b.SetParallelism(8 / min(8, runtime.GOMAXPROCS(0)))
 	var seq atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
@@ -34,6 +37,11 @@ func BenchmarkTiKVUpdate(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
+	var n int64
+	for name, c := range rpcs.Snapshot() {
+		n += c - before[name]
+	}
+	b.ReportMetric(float64(n)/float64(b.N), "rpc/op")
 }
 
 // Transactions on the mock: reads see committed writes, a conflicting
