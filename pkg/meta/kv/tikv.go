@@ -22,17 +22,24 @@ import (
 // one region is committed by its prewrite request alone, with no commit
 // request and no commit timestamp to fetch. That is every transaction of a
 // volume whose metadata fits one region (TiKV splits at 96 MiB by default);
-// a transaction spanning regions commits in two phases as before. Causal
-// consistency stays off (client-go's default; TiDB's
+// a transaction spanning regions commits in two phases as before. Which keys
+// share a region follows pkg/meta's key schema (a record type byte after the
+// volume prefix, so a create's entry, inode and usage slot lie in three
+// ranges) and TiKV's size-based splits; no prefix chosen here can gather
+// them, since every client of a volume reads the same keys and scans rely on
+// the schema's order.
+//
+// Causal consistency stays off (client-go's default; TiDB's
 // tidb_guarantee_linearizability): a 1PC transaction takes one timestamp
 // from PD before its prewrite and commits above it, so it is ordered after
 // every transaction that finished before it began committing, and any
 // transaction starting after it returned sees it. That is linearizable, what
 // close-to-open between clients needs; causal consistency would save the
-// timestamp but order only transactions that share keys. Async commit stays
-// off: the call returns before the commit is written, readers meeting its
-// locks settle it from the secondaries, and client-go's mock cluster cannot
-// run it, so no test here would ever exercise that path.
+// timestamp but order only transactions that share keys.
+//
+// Async commit stays off: the call returns before the commit is written,
+// readers meeting its locks settle it from the secondaries, and client-go's
+// mock cluster cannot run it, so no test here would ever exercise that path.
 type TiKV struct {
 	c      *txnkv.Client
 	prefix []byte
