@@ -19,6 +19,11 @@ const (
 	AnnMemoryRequest = "podfs.io/sidecar-memory-request"
 	AnnMemoryLimit   = "podfs.io/sidecar-memory-limit"
 	AnnMountOptions  = "podfs.io/mount-options"
+	// AnnPlacement chooses where the sidecar goes: "native" (the default
+	// where the cluster has native sidecars) or "container" (an ordinary
+	// container ahead of the apps: the app starts about a kubelet relist,
+	// ~1 s, sooner, but a pod that must complete waits for apps-done).
+	AnnPlacement = "podfs.io/sidecar-placement"
 )
 
 // SidecarLabel marks pods whose sidecar is an ordinary container
@@ -27,6 +32,10 @@ const (
 const (
 	SidecarLabel          = "podfs.io/sidecar"
 	SidecarLabelContainer = "container"
+
+	// Values of AnnPlacement.
+	PlacementNative    = "native"
+	PlacementContainer = "container"
 )
 
 // Names of the volumes the webhook adds for the sidecar.
@@ -82,6 +91,13 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	// istio-proxy as an ordinary container the sidecar must follow it among
 	// the containers, which makes it non-native.
 	native := in.Native
+	switch p := pod.Annotations[AnnPlacement]; p {
+	case "", PlacementNative:
+	case PlacementContainer:
+		native = false
+	default:
+		return nil, refusef("annotation %s=%q: want %q (an init container with restartPolicy Always; the default where the cluster supports it) or %q (an ordinary container ahead of the apps, which start sooner)", AnnPlacement, p, PlacementNative, PlacementContainer)
+	}
 	if slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy }) {
 		native = false
 	}

@@ -184,6 +184,15 @@ func mutateCases() []mutateCase {
 			p.Spec.Volumes = append([]corev1.Volume{{Name: "inline", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: volumeset.DriverName, VolumeAttributes: map[string]string{AttrMetaURL: "bolt:///x.db"}}}}}, p.Spec.Volumes...)
 			p.Spec.Volumes[1].PersistentVolumeClaim.ClaimName = "bad-subdir"
 		})},
+		{name: "placement-container", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnPlacement: PlacementContainer}
+		})},
+		{name: "placement-native-explicit", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnPlacement: PlacementNative}
+		})},
+		{name: "malformed-placement", native: true, refuse: `annotation podfs.io/sidecar-placement="sidecar": want "native"`, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnPlacement: "sidecar"}
+		})},
 		{name: "name-clash", native: true, refuse: `already has a container named "podfs-sidecar"`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, app(volumeset.ContainerName))
 		})},

@@ -30,9 +30,6 @@ const idBatch = 1024
 // rewritten). StatFS sums whatever shards exist, so the count may change.
 const usageShards = 1024
 
-// stripeShards is how many groups of shards usageKeyOn picks from by stripe.
-const stripeShards = 64
-
 // Client implements Meta over a kv.Engine. It caches nothing a different
 // client could change: every read goes to the store.
 type Client struct {
@@ -63,8 +60,8 @@ type Client struct {
 	// of one client would otherwise mostly conflict with each other.
 	stripes [256]sync.Mutex
 	serial  bool // the engine never conflicts: no stripes needed
-	// usageSalt offsets this client's usage shards (usageKeyOn).
-	usageSalt uint64
+	// slots are this client's usage slots (usage.go), one row per stripe.
+	slots usageSlots
 
 	reap     chan Ino
 	stop     chan struct{}
@@ -84,9 +81,10 @@ func NewClient(e kv.Engine, opt Options) *Client {
 	opt.defaults()
 	c := &Client{e: e, opt: opt, log: opt.Logger.With("meta", e.Name()), opens: make(map[Ino]*openFile), reap: make(chan Ino, 4096), stop: make(chan struct{})}
 	_, c.serial = e.(kv.Serial)
-	c.usageSalt = rand.Uint64()
-	c.bg.Add(1)
+	c.slots.owner = rand.Uint64()
+	c.bg.Add(2)
 	go c.reaper()
+	go c.usageFolder()
 	return c
 }
 
@@ -291,17 +289,6 @@ func addUsage(tx kv.Tx, space, inodes int64) error {
 // prefetch it pick it first).
 func randomUsageKey() []byte { return usageKey(uint16(rand.N(usageShards))) }
 
-// usageKeyOn picks the usage shard for a transaction holding ino's stripe
-// (see txnOn): one of a group of shards chosen by the stripe. This client's
-// transactions running at once hold different stripes, so they use
-// different groups, where random shards collide (eight at once over 64
-// shards: about one in nine conflicts and retries, each backing off). The
-// per-client salt keeps clients working in one directory apart.
-func (c *Client) usageKeyOn(ino Ino) []byte {
-	group := (uint64(ino) + c.usageSalt) % stripeShards
-	return usageKey(uint16(group + stripeShards*rand.Uint64N(usageShards/stripeShards)))
-}
-
 // prefetch reads keys in one round trip; the engines keep what it read for
 // the transaction's later Gets.
 func prefetch(tx kv.Tx, keys ...[]byte) error {
@@ -408,6 +395,10 @@ func (c *Client) Close(ctx context.Context) error {
 		err = c.CloseSession(ctx)
 		close(c.stop)
 		c.bg.Wait()
+		// Leave no usage slots behind (a crashed client's stay, counted).
+		if ferr := c.foldUsage(ctx, true); ferr != nil {
+			c.log.Warn("fold usage slots at close", "err", ferr)
+		}
 		if cerr := c.e.Close(); err == nil {
 			err = cerr
 		}

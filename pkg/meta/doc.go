@@ -18,7 +18,8 @@
 //	key                          value                                  what
 //	F                            JSON Format                            volume settings (Init, Load)
 //	Cinode, Cslice, Csession     8-byte next id                         id counters; clients reserve inode and slice ids 1024 at a time
-//	U shard(2)                   space(8) inodes(8), signed             usage counters, 64 shards summed by StatFS so writers seldom collide
+//	U shard(2)                   space(8) inodes(8), signed             usage counters, 1024 shards summed by StatFS so writers seldom collide
+//	U owner(8) stripe(1) n(4)    space(8) inodes(8), signed             a client's usage slot: creates count here, 16 writes per key (usage.go)
 //	A ino                        Attr, 60 bytes fixed                   inode attributes (mode, uid, gid, nlink, rdev, size, a/m/ctime, parent dir)
 //	D parent name                ino(8) type(1)                         directory entry; type is mode>>12 so readdir needs no inode read
 //	S ino                        target bytes                           symlink target
@@ -37,7 +38,8 @@
 //
 // bolt: one process per file (a second gets a clear error after
 // Options.LockTimeout); read-write transactions are group-committed, many
-// callers sharing one bolt commit (two fdatasyncs). etcd: transactions read
+// callers sharing one record in a write-ahead log (one fdatasync), and
+// checkpointed into the bolt file in the background (see kv.Bolt). etcd: transactions read
 // at one revision and commit only if every key read is unchanged
 // (serializable); a truncation or a removal writes a few operations per
 // chunk, so run etcd with --max-txn-ops of 1024 or more for large files (the

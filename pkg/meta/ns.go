@@ -264,7 +264,7 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
 	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
-		uk := c.usageKeyOn(parent)
+		uk := c.usageSlotOn(parent)
 		if err := prefetch(tx, attrKey(parent), entryKey(parent, name), uk); err != nil {
 			return err
 		}

@@ -130,7 +130,7 @@ func Open(ctx context.Context, url string, opt Options) (Meta, error) {
 	var e kv.Engine
 	switch p.Scheme {
 	case "bolt":
-		e, err = kv.OpenBolt(p.Path, kv.BoltOptions{NoSync: opt.NoSync, LockTimeout: opt.LockTimeout})
+		e, err = kv.OpenBolt(p.Path, kv.BoltOptions{NoSync: opt.NoSync, LockTimeout: opt.LockTimeout, Logger: opt.Logger})
 	case "etcd":
 		e, err = openEtcd(ctx, p, opt)
 	case "tikv":

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,7 +18,7 @@ import (
 
 var boltBucket = []byte("podfs")
 
-// maxGroup bounds how many transactions share one bolt commit.
+// maxGroup bounds how many transactions share one commit.
 const maxGroup = 512
 
 // BoltOptions tune the embedded engine.
@@ -27,20 +28,61 @@ type BoltOptions struct {
 	NoSync bool
 	// LockTimeout bounds the wait for the file lock another process holds.
 	LockTimeout time.Duration
+	// CheckpointBytes is the size of committed writes held in memory (and
+	// in the write-ahead log) that starts a checkpoint into the bolt file;
+	// default 32 MiB.
+	CheckpointBytes int64
+	// CheckpointAge is how long a committed write waits at most for its
+	// checkpoint; default 5 s. It bounds the log replayed after a crash.
+	CheckpointAge time.Duration
+	// Logger receives checkpoint failures; default slog.Default().
+	Logger *slog.Logger
 }
 
-// Bolt is the embedded single-node engine. Read-write transactions go through
-// one committer goroutine that runs every queued transaction inside a single
-// bolt transaction (each against its own write overlay, so a failing one is
-// dropped alone) and commits them with one pair of fsyncs.
+// Bolt is the embedded single-node engine: a bbolt file (a consistent
+// checkpoint, written by synced bolt transactions only) plus a write-ahead
+// log of the transactions committed since, whose writes are also kept in
+// memory (the memtable) where reads merge them over the file.
+//
+// Read-write transactions go through one committer goroutine. It runs every
+// queued transaction against its own write overlay (a failing one is
+// dropped alone) over the memtable and the file, appends the group's writes
+// to the log as one checksummed record, makes it durable with one
+// fdatasync, applies the writes to the memtable and only then answers the
+// callers and publishes the new memtable to readers. When the memtable is
+// large or old, the committer freezes it and starts a new log segment; a
+// background checkpointer writes the frozen layer into the bolt file in one
+// synced transaction and drops it, and with it the old segment.
 type Bolt struct {
-	path    string
-	db      *bolt.DB
-	queue   chan *boltReq
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
-	commits atomic.Int64
+	path  string
+	db    *bolt.DB
+	opt   BoltOptions
+	log   *slog.Logger
+	queue chan *boltReq
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+
+	// state is what readers see; published under stateMu (by the committer
+	// and the checkpointer), read without locking.
+	state   atomic.Pointer[memState]
+	stateMu sync.Mutex
+	// ckptStarted counts checkpoints that began writing the bolt file.
+	ckptStarted atomic.Int64
+	commits     atomic.Int64 // log records written, for benchmarks
+
+	// Owned by the committer goroutine.
+	mem      *memtable // the active layer, mutable (state.active is a clone)
+	memBytes int64
+	memSince time.Time // when the first write of mem committed
+	seg      *walSegment
+	rec      []byte
+	failed   error          // a log write failed: later updates are refused
+	ckpt     *checkpointJob // the checkpoint in progress, if any
+	ckptJobs chan *checkpointJob
+
+	spareMu sync.Mutex
+	spare   string // a checkpointed segment kept for reuse
 }
 
 type boltReq struct {
@@ -48,10 +90,20 @@ type boltReq struct {
 	done chan error
 }
 
-// OpenBolt opens (creating if needed) the database file at path.
+// OpenBolt opens (creating if needed) the database file at path, replaying
+// the write-ahead log a crash left.
 func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	if opt.LockTimeout <= 0 {
 		opt.LockTimeout = 2 * time.Second
+	}
+	if opt.CheckpointBytes <= 0 {
+		opt.CheckpointBytes = 32 << 20
+	}
+	if opt.CheckpointAge <= 0 {
+		opt.CheckpointAge = 5 * time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("bolt: create directory of %s: %w", path, err)
@@ -72,7 +124,21 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("bolt: init %s: %w", path, err)
 	}
-	b := &Bolt{path: path, db: db, queue: make(chan *boltReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{})}
+	b := &Bolt{path: path, db: db, opt: opt, log: opt.Logger.With("kv", "bolt://"+path),
+		queue: make(chan *boltReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{}),
+		mem: newMemtable(), ckptJobs: make(chan *checkpointJob)}
+	next, err := b.recover()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	b.seg, err = createSegment(path, next, b.takeSpare(), opt.NoSync)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("bolt: %w", err)
+	}
+	b.state.Store(&memState{active: b.mem.Clone()})
+	go b.checkpointer()
 	go b.committer()
 	return b, nil
 }
@@ -98,29 +164,52 @@ func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
 	return <-r.done
 }
 
-// View implements Engine.
+// View implements Engine. It reads a snapshot: the published memtable
+// layers over a bolt read transaction begun after taking them.
 func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
 	select {
 	case <-b.stop:
 		return ErrClosed
 	default:
 	}
-	return b.db.View(func(tx *bolt.Tx) error {
-		o := newOverlay(boltReader{tx.Bucket(boltBucket)}, true)
-		if err := fn(o); err != nil {
-			return err
+	for {
+		s := b.state.Load()
+		tx, err := b.db.Begin(false)
+		if err != nil {
+			return fmt.Errorf("bolt: begin read: %w", err)
 		}
-		return o.err
-	})
+		// A checkpoint not yet part of s may have reached the file: its
+		// writes would show through s's layers. Rare (one per checkpoint
+		// interval, in a window of microseconds): take the new state. The
+		// newest state always covers every started checkpoint (a freeze
+		// publishes before its checkpoint starts), so this ends.
+		if b.ckptStarted.Load() > s.ckpts {
+			tx.Rollback()
+			runtime.Gosched()
+			continue
+		}
+		o := newOverlay(layeredReader{layers: s.layers(), b: tx.Bucket(boltBucket)}, true)
+		err = fn(o)
+		if err == nil {
+			err = o.err
+		}
+		tx.Rollback()
+		return err
+	}
 }
 
 func (b *Bolt) committer() {
 	defer close(b.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	last, lastCommit := 0, time.Duration(0) // size and duration of the previous group
 	for {
 		var first *boltReq
 		select {
 		case first = <-b.queue:
+		case <-tick.C:
+			b.maybeCheckpoint()
+			continue
 		case <-b.stop:
 			// Fail whatever is still queued.
 			for {
@@ -149,17 +238,17 @@ func (b *Bolt) committer() {
 		b.commit(batch)
 		lastCommit = time.Since(start)
 		last = len(batch)
-		b.commits.Add(1)
+		b.maybeCheckpoint()
 	}
 }
 
 // gather waits a little for more transactions when the last group had
 // several: the callers it just answered are usually about to send their
-// next one, and a commit costs two fsyncs whatever its size. It stops after
-// a short quiet spell, or a quarter of a commit's time at most. It yields
-// instead of sleeping: Go timers shorter than a millisecond oversleep.
+// next one, and a commit costs an fdatasync whatever its size. It stops
+// after a short quiet spell, or a quarter of a commit's time at most. It
+// yields instead of sleeping: Go timers shorter than a millisecond oversleep.
 func (b *Bolt) gather(batch []*boltReq, commitTime time.Duration) []*boltReq {
-	const quiet = 50 * time.Microsecond
+	const quiet = 20 * time.Microsecond
 	start := time.Now()
 	limit := min(max(commitTime/4, quiet), 500*time.Microsecond)
 	lastArrival := start
@@ -180,37 +269,75 @@ func (b *Bolt) gather(batch []*boltReq, commitTime time.Duration) []*boltReq {
 	return batch
 }
 
+// commit runs a group of transactions, logs their writes as one record and
+// answers the callers once it is durable.
 func (b *Bolt) commit(batch []*boltReq) {
 	results := make([]error, len(batch))
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(boltBucket)
-		for i, r := range batch {
-			o := newOverlay(boltReader{bk}, false)
-			if err := runFn(r.fn, o); err != nil {
-				results[i] = err
-				continue
-			}
-			for k, v := range o.writes {
-				var err error
-				if v == nil {
-					err = bk.Delete([]byte(k))
-				} else {
-					err = bk.Put([]byte(k), v)
-				}
-				if err != nil {
-					return fmt.Errorf("bolt: write: %w", err)
-				}
-			}
-		}
-		return nil
-	})
+	err := b.failed
+	if err == nil {
+		err = b.runGroup(batch, results)
+	}
 	for i, r := range batch {
-		if err != nil {
+		if err != nil && results[i] == nil {
 			r.done <- err
 		} else {
 			r.done <- results[i]
 		}
 	}
+}
+
+func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
+	// The state before the bolt transaction: see View. The committer reads
+	// its own active layer (the newest writes), the published frozen one.
+	s := b.state.Load()
+	tx, err := b.db.Begin(false)
+	if err != nil {
+		return fmt.Errorf("bolt: begin read: %w", err)
+	}
+	defer tx.Rollback()
+	layers := []*memtable{b.mem}
+	if s.frozen != nil {
+		layers = append(layers, s.frozen)
+	}
+	r := layeredReader{layers: layers, b: tx.Bucket(boltBucket)}
+	rec := append(b.rec[:0], make([]byte, walHeader)...)
+	var added int64
+	for i, req := range batch {
+		o := newOverlay(r, false)
+		if err := runFn(req.fn, o); err != nil {
+			results[i] = err
+			continue
+		}
+		// Later transactions of the group read these writes in the memtable;
+		// readers see them only once the record is durable (publish below).
+		for k, v := range o.writes {
+			rec = appendOp(rec, k, v)
+			b.mem.ReplaceOrInsert(&memEntry{key: k, val: v})
+			added += int64(len(k)+len(v)) + 48
+		}
+	}
+	b.rec = rec
+	if len(rec) == walHeader {
+		return nil // nothing written
+	}
+	sealRecord(rec, b.seg.seq)
+	if err := b.seg.append(rec); err != nil {
+		// The memtable holds writes that may not be in the log: refuse
+		// further writes; a restart replays what the log holds.
+		b.failed = fmt.Errorf("bolt: %w (restart to recover)", err)
+		b.log.Error("write-ahead log failed: refusing writes", "err", err)
+		return b.failed
+	}
+	b.commits.Add(1)
+	if b.memBytes == 0 {
+		b.memSince = time.Now()
+	}
+	b.memBytes += added
+	b.stateMu.Lock()
+	cur := b.state.Load()
+	b.state.Store(&memState{active: b.mem.Clone(), frozen: cur.frozen, ckpts: cur.ckpts})
+	b.stateMu.Unlock()
+	return nil
 }
 
 // runFn runs one transaction function, turning a panic into an error so one
@@ -224,23 +351,26 @@ func runFn(fn func(Tx) error, tx Tx) (err error) {
 	return fn(tx)
 }
 
-// Close implements Engine.
+// Close implements Engine: it checkpoints everything into the bolt file and
+// removes the write-ahead log.
 func (b *Bolt) Close() error {
 	var err error
 	b.once.Do(func() {
 		close(b.stop)
 		<-b.done
-		err = b.db.Close()
+		close(b.ckptJobs)
+		if b.ckpt != nil {
+			<-b.ckpt.done
+			err = b.ckpt.err
+		}
+		if err == nil && b.failed == nil {
+			err = b.finalCheckpoint()
+		}
+		if cerr := b.db.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("bolt: close %s: %w", b.path, cerr)
+		}
 	})
 	return err
-}
-
-type boltReader struct{ b *bolt.Bucket }
-
-func (r boltReader) get(key []byte) []byte { return clone(r.b.Get(key)) }
-
-func (r boltReader) iter(start, end []byte) iterator {
-	return &boltIter{c: r.b.Cursor(), start: start, end: end}
 }
 
 type boltIter struct {

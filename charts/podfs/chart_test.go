@@ -1,0 +1,364 @@
+// Package chart_test checks the Helm chart with the real helm binary: lint,
+// what it renders for the value combinations users pick, and the schema's
+// refusals. The e2e suite installs it on a real cluster.
+package chart_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// kubeVersion is what helm renders for: the version the e2e cluster runs (a
+// helm built with go install assumes 1.20, below the chart's kubeVersion).
+const kubeVersion = "1.33.13"
+
+// helmBin finds helm: $PODFS_HELM, else hack/helm.sh's cache. A missing helm
+// fails the test: make test builds it (hack/helm.sh).
+func helmBin(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PODFS_HELM"); p != "" {
+		return p
+	}
+	home, _ := os.UserHomeDir()
+	matches, _ := filepath.Glob(filepath.Join(home, ".cache/podfs/helm/*/helm"))
+	if len(matches) == 0 {
+		t.Fatal("helm not found: set PODFS_HELM or run hack/helm.sh (make test does)")
+	}
+	return matches[len(matches)-1]
+}
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, helmBin(t), args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// No repositories or plugins of the machine's user.
+	dir := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+dir, "HELM_CONFIG_HOME="+dir, "HELM_DATA_HOME="+dir)
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// rendered is one `helm template` output, split per object.
+type rendered map[string][]byte // "Kind/name" -> YAML
+
+func render(t *testing.T, args ...string) rendered {
+	t.Helper()
+	out, err := helm(t, append([]string{"template", "podfs", ".", "-n", "podfs-system", "--kube-version", kubeVersion}, args...)...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, out)
+	}
+	r := rendered{}
+	for _, doc := range strings.Split(out, "\n---") {
+		var head struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatalf("rendered document is not YAML: %v\n%s", err, doc)
+		}
+		if head.Kind == "" {
+			continue
+		}
+		r[head.Kind+"/"+head.Metadata.Name] = []byte(doc)
+	}
+	return r
+}
+
+// get decodes the object kind/name strictly into obj.
+func (r rendered) get(t *testing.T, key string, obj any) {
+	t.Helper()
+	doc, ok := r[key]
+	if !ok {
+		t.Fatalf("%s not rendered; have %v", key, r.keys())
+	}
+	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		t.Fatalf("%s does not decode strictly: %v", key, err)
+	}
+}
+
+func (r rendered) keys() []string {
+	var k []string
+	for key := range r {
+		k = append(k, key)
+	}
+	return k
+}
+
+func TestLint(t *testing.T) {
+	for _, values := range [][]string{
+		nil,
+		{"-f", "values-single-node.yaml"},
+		{"--set", "webhook.tls.mode=cert-manager"},
+	} {
+		if out, err := helm(t, append([]string{"lint", "--strict", "--kube-version", kubeVersion, "."}, values...)...); err != nil {
+			t.Errorf("helm lint %v: %v\n%s", values, err, out)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	r := render(t)
+	var mwc admissionv1.MutatingWebhookConfiguration
+	r.get(t, "MutatingWebhookConfiguration/podfs-webhook-podfs-system", &mwc)
+	if len(mwc.Webhooks) != 1 {
+		t.Fatalf("%d webhooks, want 1", len(mwc.Webhooks))
+	}
+	w := mwc.Webhooks[0]
+	switch {
+	case w.FailurePolicy == nil || *w.FailurePolicy != admissionv1.Fail:
+		t.Errorf("failurePolicy %v, want Fail", w.FailurePolicy)
+	case w.SideEffects == nil || *w.SideEffects != admissionv1.SideEffectClassNone:
+		t.Errorf("sideEffects %v, want None", w.SideEffects)
+	case w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionv1.IfNeededReinvocationPolicy:
+		t.Errorf("reinvocationPolicy %v, want IfNeeded", w.ReinvocationPolicy)
+	case w.TimeoutSeconds == nil || *w.TimeoutSeconds > 10:
+		t.Errorf("timeoutSeconds %v, want a short one", w.TimeoutSeconds)
+	case w.ClientConfig.Service == nil || w.ClientConfig.Service.Namespace != "podfs-system":
+		t.Errorf("clientConfig %+v, want the release's Service", w.ClientConfig)
+	}
+	ns := w.NamespaceSelector.MatchExpressions
+	if len(ns) != 1 || ns[0].Key != "podfs.io/injection" || ns[0].Operator != "In" || strings.Join(ns[0].Values, ",") != "enabled,serverless" {
+		t.Errorf("namespaceSelector %+v, want podfs.io/injection In [enabled serverless]", ns)
+	}
+	obj := w.ObjectSelector.MatchExpressions
+	if len(obj) != 1 || obj[0].Key != "podfs.io/inject" || obj[0].Operator != "NotIn" || strings.Join(obj[0].Values, ",") != "false" {
+		t.Errorf("objectSelector %+v, want podfs.io/inject NotIn [false]", obj)
+	}
+
+	var drv storagev1.CSIDriver
+	r.get(t, "CSIDriver/csi.podfs.io", &drv)
+	modes := map[storagev1.VolumeLifecycleMode]bool{}
+	for _, m := range drv.Spec.VolumeLifecycleModes {
+		modes[m] = true
+	}
+	if drv.Spec.AttachRequired == nil || *drv.Spec.AttachRequired || drv.Spec.PodInfoOnMount == nil || !*drv.Spec.PodInfoOnMount ||
+		!modes[storagev1.VolumeLifecyclePersistent] || !modes[storagev1.VolumeLifecycleEphemeral] {
+		t.Errorf("CSIDriver spec %+v: want attachRequired false, podInfoOnMount true, Persistent and Ephemeral", drv.Spec)
+	}
+
+	var ds appsv1.DaemonSet
+	r.get(t, "DaemonSet/podfs-csi-node", &ds)
+	privileged := false
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
+			privileged = true
+		}
+	}
+	if !privileged {
+		t.Error("csi-node DaemonSet has no privileged container: it must propagate mounts")
+	}
+	if !hasHostPath(ds.Spec.Template.Spec.Volumes, "/var/lib/kubelet") {
+		t.Errorf("csi-node mounts no /var/lib/kubelet (the default kubeletDir)")
+	}
+
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	if dep.Spec.Template.Spec.HostNetwork {
+		t.Error("the webhook uses hostNetwork by default; only the single-node test values should")
+	}
+
+	// Least privilege: no wildcards, and nothing may write secrets cluster-wide.
+	for key := range r {
+		var rules []rbacv1.PolicyRule
+		switch {
+		case strings.HasPrefix(key, "ClusterRole/"):
+			var cr rbacv1.ClusterRole
+			r.get(t, key, &cr)
+			rules = cr.Rules
+			for _, rule := range rules {
+				for _, res := range rule.Resources {
+					if res == "secrets" && hasWrite(rule.Verbs) {
+						t.Errorf("%s may write secrets in every namespace: %+v", key, rule)
+					}
+				}
+			}
+		case strings.HasPrefix(key, "Role/"):
+			var role rbacv1.Role
+			r.get(t, key, &role)
+			rules = role.Rules
+		}
+		for _, rule := range rules {
+			for _, s := range slices.Concat(rule.Verbs, rule.Resources, rule.APIGroups) {
+				if s == "*" {
+					t.Errorf("%s has a wildcard rule: %+v", key, rule)
+				}
+			}
+		}
+	}
+}
+
+func TestSingleNodeValues(t *testing.T) {
+	r := render(t, "-f", "values-single-node.yaml", "--set", "kubeletDir=/var/lib/podfs-e2e/kubelet")
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	if !dep.Spec.Template.Spec.HostNetwork {
+		t.Error("single-node values: the webhook should use hostNetwork")
+	}
+	var ds appsv1.DaemonSet
+	r.get(t, "DaemonSet/podfs-csi-node", &ds)
+	if !hasHostPath(ds.Spec.Template.Spec.Volumes, "/var/lib/podfs-e2e/kubelet") {
+		t.Error("kubeletDir is not what the csi-node DaemonSet mounts")
+	}
+}
+
+func TestCertManager(t *testing.T) {
+	r := render(t, "--set", "webhook.tls.mode=cert-manager")
+	if _, ok := r["Issuer/podfs-webhook"]; !ok {
+		t.Errorf("no self-signed Issuer rendered; have %v", r.keys())
+	}
+	var cert struct {
+		Spec struct {
+			SecretName string   `json:"secretName"`
+			DNSNames   []string `json:"dnsNames"`
+			IssuerRef  struct {
+				Kind string `json:"kind"`
+				Name string `json:"name"`
+			} `json:"issuerRef"`
+		} `json:"spec"`
+	}
+	doc, ok := r["Certificate/podfs-webhook"]
+	if !ok {
+		t.Fatalf("no Certificate rendered; have %v", r.keys())
+	}
+	if err := yaml.Unmarshal(doc, &cert); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(cert.Spec.DNSNames, "podfs-webhook.podfs-system.svc") || cert.Spec.IssuerRef.Name != "podfs-webhook" {
+		t.Errorf("Certificate spec %+v: want the Service's DNS name and the chart's Issuer", cert.Spec)
+	}
+	var mwc admissionv1.MutatingWebhookConfiguration
+	r.get(t, "MutatingWebhookConfiguration/podfs-webhook-podfs-system", &mwc)
+	if got := mwc.Annotations["cert-manager.io/inject-ca-from"]; got != "podfs-system/podfs-webhook" {
+		t.Errorf("inject-ca-from annotation %q, want podfs-system/podfs-webhook", got)
+	}
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	mountsSecret := false
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == cert.Spec.SecretName {
+			mountsSecret = true
+		}
+	}
+	if !mountsSecret || !strings.Contains(strings.Join(dep.Spec.Template.Spec.Containers[0].Args, " "), "--cert-dir=") {
+		t.Errorf("the webhook does not serve the Certificate's secret %q: volumes %+v args %v",
+			cert.Spec.SecretName, dep.Spec.Template.Spec.Volumes, dep.Spec.Template.Spec.Containers[0].Args)
+	}
+
+	// An existing issuer: no Issuer of our own.
+	r = render(t, "--set", "webhook.tls.mode=cert-manager", "--set", "webhook.tls.certManager.issuerRef.kind=ClusterIssuer",
+		"--set", "webhook.tls.certManager.issuerRef.name=corp-ca")
+	if _, ok := r["Issuer/podfs-webhook"]; ok {
+		t.Error("an Issuer was rendered although issuerRef names an existing one")
+	}
+	if !bytes.Contains(r["Certificate/podfs-webhook"], []byte("name: corp-ca")) {
+		t.Errorf("Certificate does not use the given issuer:\n%s", r["Certificate/podfs-webhook"])
+	}
+}
+
+// TestSchemaRefusesBadValues: the schema turns typos into errors that name
+// the value, before anything reaches a cluster.
+func TestSchemaRefusesBadValues(t *testing.T) {
+	for _, tc := range []struct{ set, want string }{
+		{"webhook.tls.mode=letsencrypt", "mode"},
+		{"kubeletDir=var/lib/kubelet", "kubeletDir"},
+		{"webhook.failurePolicy=fail", "failurePolicy"},
+		{"webhook.timeoutSeconds=90", "timeoutSeconds"},
+		{"webhook.nativeSidecar=maybe", "nativeSidecar"},
+		{"webhok.enabled=true", "webhok"},
+	} {
+		out, err := helm(t, "template", "podfs", ".", "--kube-version", kubeVersion, "--set", tc.set)
+		if err == nil {
+			t.Errorf("--set %s rendered; want a schema error", tc.set)
+			continue
+		}
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("--set %s: error does not name %q:\n%s", tc.set, tc.want, out)
+		}
+	}
+}
+
+// TestExamples: the example manifests decode strictly as what they claim to be.
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range strings.Split(string(b), "\n---") {
+			var head struct {
+				Kind string `json:"kind"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			var obj any
+			switch head.Kind {
+			case "":
+				continue
+			case "PersistentVolume":
+				obj = &corev1.PersistentVolume{}
+			case "PersistentVolumeClaim":
+				obj = &corev1.PersistentVolumeClaim{}
+			case "Pod":
+				obj = &corev1.Pod{}
+			case "Namespace":
+				obj = &corev1.Namespace{}
+			case "Secret":
+				obj = &corev1.Secret{}
+			case "Deployment":
+				obj = &appsv1.Deployment{}
+			default:
+				t.Errorf("%s: unexpected kind %q in an example", f, head.Kind)
+				continue
+			}
+			if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+				t.Errorf("%s: %s does not decode strictly: %v", f, head.Kind, err)
+			}
+		}
+	}
+}
+
+func hasHostPath(vols []corev1.Volume, path string) bool {
+	for _, v := range vols {
+		if v.HostPath != nil && v.HostPath.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
+func hasWrite(verbs []string) bool {
+	for _, v := range verbs {
+		switch v {
+		case "create", "update", "patch", "delete", "deletecollection", "*":
+			return true
+		}
+	}
+	return false
+}
