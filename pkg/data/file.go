@@ -236,7 +236,8 @@ func (f *File) freezeAllLocked() {
 
 // uploadLocked starts storing block i of ws in the background.
 func (f *File) uploadLocked(ws *wslice, i int) {
-	go f.upload(ws, i, f.beginUploadLocked(ws, i), false)
+	b := f.beginUploadLocked(ws, i)
+	f.s.goWork(func() { f.upload(ws, i, b, false) })
 }
 
 // beginUploadLocked marks block i of ws as uploading and returns it (its
@@ -329,7 +330,7 @@ func (ws *wslice) ready() bool { return ws.frozen && ws.flight == 0 }
 func (f *File) startCommitterLocked() {
 	if !f.committing {
 		f.committing = true
-		go f.commitLoop()
+		f.s.goWork(f.commitLoop)
 	}
 }
 
@@ -430,7 +431,8 @@ func (f *File) Flush(ctx context.Context) error {
 					continue
 				}
 				if here != nil {
-					go f.upload(here, hereBlock, hereB, false)
+					ws, i, b := here, hereBlock, hereB
+					f.s.goWork(func() { f.upload(ws, i, b, false) })
 				}
 				here, hereBlock, hereB = ws, i, f.beginUploadLocked(ws, i)
 			}

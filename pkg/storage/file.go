@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -36,7 +35,11 @@ type FileOptions struct {
 type File struct {
 	root string
 	opts FileOptions
+	fds  *fdCache
 }
+
+// openFDs bounds the object descriptors a file store keeps open for reads.
+const openFDs = 1024
 
 // NewFile opens (creating if needed) a file store rooted at dir.
 func NewFile(dir string, opts FileOptions) (*File, error) {
@@ -49,7 +52,7 @@ func NewFile(dir string, opts FileOptions) (*File, error) {
 			_ = os.Remove(filepath.Join(dir, tmpPrefix, e.Name()))
 		}
 	}
-	return &File{root: dir, opts: opts}, nil
+	return &File{root: dir, opts: opts, fds: newFDCache(openFDs)}, nil
 }
 
 func (f *File) path(key string) string { return filepath.Join(f.root, filepath.FromSlash(key)) }
@@ -64,7 +67,9 @@ func (f *File) Put(ctx context.Context, key string, data []byte) error {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(f.root, tmpPrefix, hex.EncodeToString(rnd[:]))
-	if err := f.put(tmp, f.path(key), data); err != nil {
+	err := f.put(tmp, f.path(key), data)
+	f.fds.drop(key) // a descriptor of an older version
+	if err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("put %s in %s: %w", key, f, err)
 	}
@@ -185,17 +190,27 @@ func (f *File) Get(ctx context.Context, key string, off int64, p []byte) (int, e
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	fh, err := os.Open(f.path(key))
+	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return 0, fmt.Errorf("get %s from %s: %w", key, f, ErrNotFound)
 		}
 		return 0, fmt.Errorf("get %s from %s: %w", key, f, err)
 	}
-	defer fh.Close()
-	n, err := fh.ReadAt(p, off)
-	if err != nil && err != io.EOF {
-		return n, fmt.Errorf("get %s from %s at %d: %w", key, f, off, err)
+	defer f.fds.put(cf)
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pread(cf.fd, p[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("get %s from %s at %d: %w", key, f, off, err)
+		}
+		if m == 0 {
+			break // end of the object
+		}
+		n += m
 	}
 	return n, nil
 }
@@ -204,6 +219,7 @@ func (f *File) Delete(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
+	f.fds.drop(key)
 	if err := os.Remove(f.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s from %s: %w", key, f, err)
 	}
@@ -288,14 +304,17 @@ func (f *File) Prefetch(key string, off, n int64) {
 	if checkKey(key) != nil {
 		return
 	}
-	fh, err := os.Open(f.path(key))
+	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {
 		return
 	}
-	_ = unix.Fadvise(int(fh.Fd()), off, n, unix.FADV_WILLNEED)
-	fh.Close()
+	_ = unix.Fadvise(cf.fd, off, n, unix.FADV_WILLNEED)
+	f.fds.put(cf)
 }
 
 // Local marks the store as local to this machine (see IsLocal).
-func (f *File) Local() bool  { return true }
-func (f *File) Close() error { return nil }
+func (f *File) Local() bool { return true }
+func (f *File) Close() error {
+	f.fds.close()
+	return nil
+}
