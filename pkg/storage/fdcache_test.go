@@ -98,3 +98,55 @@ func TestFileDescriptorCache(t *testing.T) {
 		t.Errorf("%d descriptors still open after Close", n)
 	}
 }
+
+// TestFileDirectWrites: objects written with O_DIRECT (big, aligned) and
+// those that cannot be (misaligned buffer, partial sector) or may not be
+// (direct=false) read back the same, and leave no temporary files.
+func TestFileDirectWrites(t *testing.T) {
+	ctx := context.Background()
+	big := make([]byte, 4<<20) // a large allocation: page aligned
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	cases := map[string][]byte{
+		"aligned":    big[:directMin],
+		"whole":      big,
+		"misaligned": big[4096+1 : 4096+1+directMin],
+		"tail":       big[:directMin+100],
+		"small":      big[:8192],
+	}
+	for _, url := range []string{"file://" + t.TempDir(), "file://" + t.TempDir() + "?direct=false"} {
+		s, err := Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := s.(*File)
+		if got := fs.direct(cases["aligned"]); got == fs.opts.Buffered {
+			t.Errorf("%s: direct(aligned 1 MiB) = %v", url, got)
+		}
+		if fs.direct(cases["misaligned"]) || fs.direct(cases["tail"]) || fs.direct(cases["small"]) {
+			t.Errorf("%s: O_DIRECT chosen for an object that cannot or should not use it", url)
+		}
+		for name, data := range cases {
+			if err := s.Put(ctx, "d/"+name, data); err != nil {
+				t.Fatalf("%s: put %s: %v", url, name, err)
+			}
+			p := make([]byte, len(data)+10)
+			n, err := s.Get(ctx, "d/"+name, 0, p)
+			if err != nil || n != len(data) || !bytes.Equal(p[:n], data) {
+				t.Errorf("%s: get %s: %d of %d bytes, %v", url, name, n, len(data), err)
+			}
+		}
+		if fs.noDirect.Load() {
+			t.Logf("%s: this file system refused O_DIRECT; buffered writes were used", url)
+		}
+		ents, _ := os.ReadDir(fs.root + "/" + tmpPrefix)
+		if len(ents) != 0 {
+			t.Errorf("%s: %d temporary files left", url, len(ents))
+		}
+		s.Close()
+	}
+	if _, err := Open(ctx, "file://"+t.TempDir()+"?direct=maybe"); err == nil {
+		t.Error("direct=maybe accepted")
+	}
+}

@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,7 +27,18 @@ type FileOptions struct {
 	// returned Put survives a power loss. Without it a Put survives a crash of
 	// podfs but not of the machine (only for caches and benchmarks).
 	Fsync bool
+	// Buffered writes every object through the page cache. By default objects
+	// of at least directMin bytes (whole blocks of a streaming writer) are
+	// written with O_DIRECT: copying them into the page cache cost more CPU
+	// than anything else podfs does for a sequential write, and this disk
+	// takes direct 4 MiB writes about 3x as fast as buffered ones. Such
+	// objects are then not in the page cache when read back soon after.
+	Buffered bool
 }
+
+// directMin is the smallest object written with O_DIRECT; smaller ones
+// (small files, a slice's tail) are often read back soon and stay buffered.
+const directMin = 1 << 20
 
 // File keeps each object as a file named by its key under a root directory.
 // Keys map to paths verbatim; podfs's block keys already spread over
@@ -36,6 +49,8 @@ type File struct {
 	root string
 	opts FileOptions
 	fds  *fdCache
+	// noDirect is set once the file system refused O_DIRECT.
+	noDirect atomic.Bool
 }
 
 // openFDs bounds the object descriptors a file store keeps open for reads.
@@ -92,14 +107,11 @@ func (f *File) Put(ctx context.Context, key string, data []byte) error {
 // Replacing an existing object keeps the stricter order (durable, then
 // renamed), so a crash leaves the old version or the new one.
 func (f *File) put(tmp, dst string, data []byte) error {
-	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	fh, err := f.writeTemp(tmp, data)
 	if err != nil {
 		return err
 	}
 	defer fh.Close()
-	if _, err := fh.Write(data); err != nil {
-		return err
-	}
 	dir := filepath.Dir(dst)
 	if !f.opts.Fsync {
 		_, err := f.rename(tmp, dst, 0)
@@ -172,6 +184,43 @@ func (f *File) mkdirs(dir string, created *[]string) error {
 	}
 	*created = append(*created, dir)
 	return nil
+}
+
+// writeTemp creates tmp holding data, with O_DIRECT when data suits it (see
+// FileOptions.Buffered), falling back to a buffered write where refused.
+func (f *File) writeTemp(tmp string, data []byte) (*os.File, error) {
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if f.direct(data) {
+		fh, err := os.OpenFile(tmp, flags|syscall.O_DIRECT, 0o644)
+		if err == nil {
+			if _, err = fh.Write(data); err == nil {
+				return fh, nil
+			}
+			fh.Close()
+			_ = os.Remove(tmp)
+		}
+		if !errors.Is(err, syscall.EINVAL) {
+			return nil, err
+		}
+		f.noDirect.Store(true) // not supported here: stop trying
+	}
+	fh, err := os.OpenFile(tmp, flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fh.Write(data); err != nil {
+		fh.Close()
+		return nil, err
+	}
+	return fh, nil
+}
+
+// direct reports whether data may be written with O_DIRECT: big, whole
+// 4 KiB sectors, from a 4 KiB-aligned buffer (block buffers are large
+// allocations, which Go aligns to its 8 KiB pages).
+func (f *File) direct(data []byte) bool {
+	return !f.opts.Buffered && !f.noDirect.Load() && len(data) >= directMin && len(data)%4096 == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4096 == 0
 }
 
 func syncDir(dir string) error {
