@@ -125,16 +125,35 @@ fi
 ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring"
 ceph-mon -c "$conf" -i a 2>>"$dir/log/start.log" || die "ceph-mon did not start; see $dir/log/mon.a.log"
 
-c() { timeout 30 ceph -c "$conf" --connect-timeout 20 "$@"; }
+# -k: a CLI stuck in librados may ignore the polite signal.
+c() { timeout -k 5 30 ceph -c "$conf" --connect-timeout 20 "$@"; }
+# Each CLI call retried: a monitor busy committing a new map may time out one.
+retry_c() {
+	local i out
+	for i in 1 2 3 4 5; do
+		out=$(c "$@" 2>&1) && return 0
+		sleep 1
+	done
+	die "ceph $* failed: $out"
+}
 osd_uuid=$(cat /proc/sys/kernel/random/uuid)
-id=$(c osd new "$osd_uuid" 2>>"$dir/log/start.log") || die "ceph osd new failed; see $dir/log/mon.a.log"
+# Retried (same uuid, same id): a monitor still forming its quorum under load
+# answers "EPERM: problem getting command descriptions".
+id=
+for i in 1 2 3 4 5; do
+	id=$(c osd new "$osd_uuid" 2>>"$dir/log/start.log") && break
+	id=
+	sleep 1
+done
+[[ -n $id ]] || die "ceph osd new failed; see $dir/log/start.log and $dir/log/mon.a.log"
 mkdir -p "$dir/osd/ceph-$id"
 ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" >"$dir/log/osd-mkfs.log" 2>&1 ||
 	die "ceph-osd --mkfs failed; see $dir/log/osd-mkfs.log"
-c osd crush add-bucket localhost host >/dev/null 2>&1 || true
-c osd crush move localhost root=default >/dev/null 2>&1 || true
-c osd crush add "osd.$id" 1.0 host=localhost >>"$dir/log/start.log" 2>&1 ||
-	die "ceph osd crush add osd.$id failed; see $dir/log/start.log"
+# Checked and retried: an OSD outside the default root gets no PGs, and the
+# pool then never becomes writable (all three are idempotent).
+retry_c osd crush add-bucket localhost host
+retry_c osd crush move localhost root=default
+retry_c osd crush add "osd.$id" 1.0 host=localhost
 started=0
 for i in 1 2 3; do
 	if ceph-osd -c "$conf" -i "$id" 2>>"$dir/log/start.log"; then
@@ -145,28 +164,24 @@ for i in 1 2 3; do
 done
 ((started)) || die "ceph-osd did not start; see $dir/log/osd.$id.log"
 
-# Each CLI call retried: a monitor busy committing a new map may time out one.
-retry_c() {
-	local i out
-	for i in 1 2 3; do
-		out=$(c "$@" 2>&1) && return 0
-		sleep 1
-	done
-	die "ceph $* failed: $out"
-}
 retry_c osd pool create "$pool" 8 8
 retry_c osd pool set "$pool" size 1 --yes-i-really-mean-it
 retry_c osd pool application enable "$pool" podfs
 
 # Up when a write to the pool goes through (the OSD is up and its PGs active).
 ok=0
-for i in $(seq 1 120); do
-	if echo probe | timeout 10 rados -c "$conf" -p "$pool" put .ceph-sh-probe - 2>/dev/null; then
-		timeout 10 rados -c "$conf" -p "$pool" rm .ceph-sh-probe 2>/dev/null || true
+deadline=$((SECONDS + 90))
+while ((SECONDS < deadline)); do
+	if echo probe | timeout -k 2 10 rados -c "$conf" -p "$pool" put .ceph-sh-probe - 2>/dev/null; then
+		timeout -k 2 10 rados -c "$conf" -p "$pool" rm .ceph-sh-probe 2>/dev/null || true
 		ok=1
 		break
 	fi
 	sleep 0.5
 done
-((ok)) || die "pool $pool accepts no writes after 60 s; see $dir/log/"
+if ((!ok)); then
+	c osd tree >&2 2>&1 || true
+	c osd pool ls detail >&2 2>&1 || true
+	die "pool $pool accepts no writes after 90 s; see $dir/log/"
+fi
 echo "$conf"
