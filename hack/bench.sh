@@ -2,6 +2,8 @@
 # Benchmarks podfs against the FUSE ceiling of this machine and prints one
 # table with the ratios. Targets, each on the same disk:
 #   loopback     a plain go-fuse loopback mount of a local directory (hack/loopback)
+#   loopback-pt  the same with FUSE passthrough (the kernel serves file reads
+#                and writes itself: the local disk's figures, for reference)
 #   podfs-file   podfs, bolt metadata + file storage (the embedded default)
 #   podfs-rados  podfs, bolt metadata + RADOS on a local one-node Ceph (hack/ceph.sh)
 # Tests: fio sequential write and read of BENCH_SIZE with bs=1M, fio 4k random
@@ -46,7 +48,7 @@ cleanup() {
 	done
 	[[ -n $ceph_dir && -x hack/ceph.sh ]] && hack/ceph.sh down "$ceph_dir"
 	# Keep the logs, drop the data (GiBs).
-	rm -rf "$W/loopback-src" "$W/ceph" "$W"/podfs-*/ 2>/dev/null
+	rm -rf "$W"/loopback*-src "$W/ceph" "$W"/podfs-*/ 2>/dev/null
 }
 trap cleanup EXIT
 
@@ -116,14 +118,16 @@ podfs_mount() { # podfs_mount TARGET STORAGE-URL: sets mp
 
 for target in $TARGETS; do
 	case $target in
-	loopback)
-		mp="$W/mnt-loopback"
-		mkdir -p "$W/loopback-src" "$mp"
+	loopback | loopback-pt)
+		mp="$W/mnt-$target"
+		mkdir -p "$W/$target-src" "$mp"
 		mounts+=("$mp")
-		"$W/loopback" "$W/loopback-src" "$mp" >"$W/loopback.log" 2>&1 &
+		pt=
+		[[ $target == loopback-pt ]] && pt=-passthrough
+		"$W/loopback" $pt "$W/$target-src" "$mp" >"$W/$target.log" 2>&1 &
 		pids+=($!)
 		for _ in $(seq 1 200); do mountpoint -q "$mp" && break; sleep 0.05; done
-		mountpoint -q "$mp" || die "loopback did not mount; see $W/loopback.log"
+		mountpoint -q "$mp" || die "$target did not mount; see $W/$target.log"
 		;;
 	podfs-file)
 		podfs_mount podfs-file "file://$W/podfs-file/data"
@@ -136,7 +140,7 @@ for target in $TARGETS; do
 		conf=$(hack/ceph.sh up "$ceph_dir" "$port" podfs | tail -n1)
 		podfs_mount podfs-rados "rados://podfs?conf=$conf"
 		;;
-	*) die "unknown target $target (known: loopback podfs-file podfs-rados)" ;;
+	*) die "unknown target $target (known: loopback loopback-pt podfs-file podfs-rados)" ;;
 	esac
 	bench_target "$target" "$mp"
 done

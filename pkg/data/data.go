@@ -122,6 +122,7 @@ type Store struct {
 	ctx    context.Context // ends at Close, stopping background work
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
+	work   sync.WaitGroup // uploads and commits, waited for by Close
 
 	peakBuf atomic.Int64
 	stats   counters
@@ -242,9 +243,21 @@ func (s *Store) Close(ctx context.Context) error {
 			first = err
 		}
 	}
+	// Orphan deletes of failed slices may outlive the Flushes above.
+	s.work.Wait()
 	s.cancel()
 	s.bg.Wait()
 	return first
+}
+
+// goWork runs fn in a goroutine Close waits for (so the object store can
+// be closed after Close).
+func (s *Store) goWork(fn func()) {
+	s.work.Add(1)
+	go func() {
+		defer s.work.Done()
+		fn()
+	}()
 }
 
 // PeakBuffer is the most write-buffer memory the store held at once.

@@ -236,46 +236,69 @@ func (f *File) freezeAllLocked() {
 
 // uploadLocked starts storing block i of ws in the background.
 func (f *File) uploadLocked(ws *wslice, i int) {
+	b := f.beginUploadLocked(ws, i)
+	f.s.goWork(func() { f.upload(ws, i, b, false) })
+}
+
+// beginUploadLocked marks block i of ws as uploading and returns it (its
+// buffer is what upload stores).
+func (f *File) beginUploadLocked(ws *wslice, i int) *wblock {
 	b := ws.blocks[i]
 	b.busy = true
-	data := b.buf
 	ws.flight++
+	f.s.uploading.Add(1)
+	return b
+}
+
+// upload stores block i of ws, b from beginUploadLocked. When it
+// leaves ws ready to commit, a background committer commits it, unless
+// inline is set and none runs: then upload reports that the caller is to
+// run commitLoop itself (a Flush that waits anyway saves two goroutine
+// hand-offs per small file).
+func (f *File) upload(ws *wslice, i int, b *wblock, inline bool) (commitHere bool) {
 	s := f.s
-	s.uploading.Add(1)
-	go func() {
-		defer s.uploading.Add(-1)
-		// Uploads outlive any caller's context: the data was accepted.
-		ctx := context.Background()
-		s.uploads <- struct{}{}
-		id, err := f.sliceID(ctx, ws)
-		if err == nil {
-			err = s.put(ctx, BlockKey(id, i, len(data)), data)
+	defer s.uploading.Add(-1)
+	// b.buf changes only under f.mu and not while b is busy.
+	f.mu.Lock()
+	data := b.buf
+	f.mu.Unlock()
+	// Uploads outlive any caller's context: the data was accepted.
+	ctx := context.Background()
+	s.uploads <- struct{}{}
+	id, err := f.sliceID(ctx, ws)
+	if err == nil {
+		err = s.put(ctx, BlockKey(id, i, len(data)), data)
+	}
+	<-s.uploads
+	f.mu.Lock()
+	ws.flight--
+	b.busy = false
+	b.buf = nil
+	if err != nil {
+		if ws.failed == nil {
+			ws.failed = eio(fmt.Errorf("inode %d chunk %d: %w", f.ino, ws.index, err))
+			s.log.Error("block upload failed; the write is lost and Flush reports EIO", "ino", f.ino, "chunk", ws.index, "err", err)
 		}
-		<-s.uploads
-		f.mu.Lock()
-		ws.flight--
-		b.busy = false
-		b.buf = nil
-		if err != nil {
-			if ws.failed == nil {
-				ws.failed = eio(fmt.Errorf("inode %d chunk %d: %w", f.ino, ws.index, err))
-				s.log.Error("block upload failed; the write is lost and Flush reports EIO", "ino", f.ino, "chunk", ws.index, "err", err)
-			}
+	} else {
+		b.uploaded = true
+		b.blen = len(data)
+	}
+	if ws.frozen && ws.flight == 0 {
+		if inline && !f.committing {
+			f.committing = true
+			commitHere = true
 		} else {
-			b.uploaded = true
-			b.blen = len(data)
-		}
-		if ws.frozen && ws.flight == 0 {
 			f.startCommitterLocked()
 		}
-		// Freed before anyone waiting on this file wakes (bufMu is a leaf lock).
-		s.release(int64(len(data)))
-		f.notifyLocked()
-		f.mu.Unlock()
-		// Readers copy buffered bytes under f.mu, and b.buf is gone: the
-		// buffer is ours alone again.
-		s.recycle(data)
-	}()
+	}
+	// Freed before anyone waiting on this file wakes (bufMu is a leaf lock).
+	s.release(int64(len(data)))
+	f.notifyLocked()
+	f.mu.Unlock()
+	// Readers copy buffered bytes under f.mu, and b.buf is gone: the
+	// buffer is ours alone again.
+	s.recycle(data)
+	return commitHere
 }
 
 // sliceID gives ws its id on first use.
@@ -307,7 +330,7 @@ func (ws *wslice) ready() bool { return ws.frozen && ws.flight == 0 }
 func (f *File) startCommitterLocked() {
 	if !f.committing {
 		f.committing = true
-		go f.commitLoop()
+		f.s.goWork(f.commitLoop)
 	}
 }
 
@@ -390,12 +413,43 @@ func (f *File) commitLoop() {
 func (f *File) Flush(ctx context.Context) error {
 	f.mu.Lock()
 	var wait []*wslice
+	// One block still to upload is stored by this goroutine, and its slice
+	// committed here too when nothing else commits (a small file's close:
+	// one block, one slice); the rest go to the background as usual.
+	var here *wslice
+	hereBlock := -1
+	var hereB *wblock
 	for _, list := range f.pending {
 		for _, ws := range list {
-			f.freezeLocked(ws)
 			wait = append(wait, ws)
+			if ws.frozen {
+				continue
+			}
+			ws.frozen = true
+			for i, b := range ws.blocks {
+				if b.busy || b.uploaded || len(b.buf) == 0 {
+					continue
+				}
+				if here != nil {
+					ws, i, b := here, hereBlock, hereB
+					f.s.goWork(func() { f.upload(ws, i, b, false) })
+				}
+				here, hereBlock, hereB = ws, i, f.beginUploadLocked(ws, i)
+			}
 		}
 	}
+	// Slices with nothing left to upload are ready now.
+	for _, list := range f.pending {
+		if list[0].ready() {
+			f.startCommitterLocked()
+			break
+		}
+	}
+	f.mu.Unlock()
+	if here != nil && f.upload(here, hereBlock, hereB, true) {
+		f.commitLoop()
+	}
+	f.mu.Lock()
 	for _, ws := range wait {
 		for !ws.done {
 			ch := f.changed

@@ -19,6 +19,7 @@ import (
 
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/storage"
 )
 
 // Config says what to mount where and how.
@@ -61,6 +62,7 @@ type Mount struct {
 	log    *slog.Logger
 	m      meta.Meta
 	d      *data.Store
+	obj    storage.Store
 	fs     *fileSystem
 	server *fuse.Server
 	format *meta.Format
@@ -160,7 +162,7 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 		obj.Close()
 		return nil, fmt.Errorf("start the data layer: %w", err)
 	}
-	mnt.d = d
+	mnt.d, mnt.obj = d, obj
 	registerLayerMetrics(met, m, d)
 	if cfg.MetricsAddr != "" {
 		stop, err := met.serve(cfg.MetricsAddr, log)
@@ -226,6 +228,7 @@ func (m *Mount) abort() {
 	}
 	if m.d != nil {
 		_ = m.d.Close(ctx)
+		_ = m.obj.Close()
 	}
 	if m.fs != nil {
 		m.fs.rel.close()
@@ -353,6 +356,9 @@ func (m *Mount) shutdown(ctx context.Context) error {
 		var errs []error
 		if err := m.d.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush data: %w", err))
+		}
+		if err := m.obj.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close storage: %w", err))
 		}
 		m.fs.rel.close()
 		if err := m.m.CloseSession(ctx); err != nil {

@@ -6,12 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,7 +27,18 @@ type FileOptions struct {
 	// returned Put survives a power loss. Without it a Put survives a crash of
 	// podfs but not of the machine (only for caches and benchmarks).
 	Fsync bool
+	// Buffered writes every object through the page cache. By default objects
+	// of at least directMin bytes (whole blocks of a streaming writer) are
+	// written with O_DIRECT: copying them into the page cache cost more CPU
+	// than anything else podfs does for a sequential write, and this disk
+	// takes direct 4 MiB writes about 3x as fast as buffered ones. Such
+	// objects are then not in the page cache when read back soon after.
+	Buffered bool
 }
+
+// directMin is the smallest object written with O_DIRECT; smaller ones
+// (small files, a slice's tail) are often read back soon and stay buffered.
+const directMin = 1 << 20
 
 // File keeps each object as a file named by its key under a root directory.
 // Keys map to paths verbatim; podfs's block keys already spread over
@@ -36,7 +48,13 @@ type FileOptions struct {
 type File struct {
 	root string
 	opts FileOptions
+	fds  *fdCache
+	// noDirect is set once the file system refused O_DIRECT.
+	noDirect atomic.Bool
 }
+
+// openFDs bounds the object descriptors a file store keeps open for reads.
+const openFDs = 1024
 
 // NewFile opens (creating if needed) a file store rooted at dir.
 func NewFile(dir string, opts FileOptions) (*File, error) {
@@ -49,7 +67,7 @@ func NewFile(dir string, opts FileOptions) (*File, error) {
 			_ = os.Remove(filepath.Join(dir, tmpPrefix, e.Name()))
 		}
 	}
-	return &File{root: dir, opts: opts}, nil
+	return &File{root: dir, opts: opts, fds: newFDCache(openFDs)}, nil
 }
 
 func (f *File) path(key string) string { return filepath.Join(f.root, filepath.FromSlash(key)) }
@@ -64,7 +82,9 @@ func (f *File) Put(ctx context.Context, key string, data []byte) error {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(f.root, tmpPrefix, hex.EncodeToString(rnd[:]))
-	if err := f.put(tmp, f.path(key), data); err != nil {
+	err := f.put(tmp, f.path(key), data)
+	f.fds.drop(key) // a descriptor of an older version
+	if err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("put %s in %s: %w", key, f, err)
 	}
@@ -87,14 +107,11 @@ func (f *File) Put(ctx context.Context, key string, data []byte) error {
 // Replacing an existing object keeps the stricter order (durable, then
 // renamed), so a crash leaves the old version or the new one.
 func (f *File) put(tmp, dst string, data []byte) error {
-	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	fh, err := f.writeTemp(tmp, data)
 	if err != nil {
 		return err
 	}
 	defer fh.Close()
-	if _, err := fh.Write(data); err != nil {
-		return err
-	}
 	dir := filepath.Dir(dst)
 	if !f.opts.Fsync {
 		_, err := f.rename(tmp, dst, 0)
@@ -169,6 +186,43 @@ func (f *File) mkdirs(dir string, created *[]string) error {
 	return nil
 }
 
+// writeTemp creates tmp holding data, with O_DIRECT when data suits it (see
+// FileOptions.Buffered), falling back to a buffered write where refused.
+func (f *File) writeTemp(tmp string, data []byte) (*os.File, error) {
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if f.direct(data) {
+		fh, err := os.OpenFile(tmp, flags|syscall.O_DIRECT, 0o644)
+		if err == nil {
+			if _, err = fh.Write(data); err == nil {
+				return fh, nil
+			}
+			fh.Close()
+			_ = os.Remove(tmp)
+		}
+		if !errors.Is(err, syscall.EINVAL) {
+			return nil, err
+		}
+		f.noDirect.Store(true) // not supported here: stop trying
+	}
+	fh, err := os.OpenFile(tmp, flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fh.Write(data); err != nil {
+		fh.Close()
+		return nil, err
+	}
+	return fh, nil
+}
+
+// direct reports whether data may be written with O_DIRECT: big, whole
+// 4 KiB sectors, from a 4 KiB-aligned buffer (block buffers are large
+// allocations, which Go aligns to its 8 KiB pages).
+func (f *File) direct(data []byte) bool {
+	return !f.opts.Buffered && !f.noDirect.Load() && len(data) >= directMin && len(data)%4096 == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4096 == 0
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -185,17 +239,27 @@ func (f *File) Get(ctx context.Context, key string, off int64, p []byte) (int, e
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	fh, err := os.Open(f.path(key))
+	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return 0, fmt.Errorf("get %s from %s: %w", key, f, ErrNotFound)
 		}
 		return 0, fmt.Errorf("get %s from %s: %w", key, f, err)
 	}
-	defer fh.Close()
-	n, err := fh.ReadAt(p, off)
-	if err != nil && err != io.EOF {
-		return n, fmt.Errorf("get %s from %s at %d: %w", key, f, off, err)
+	defer f.fds.put(cf)
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pread(cf.fd, p[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("get %s from %s at %d: %w", key, f, off, err)
+		}
+		if m == 0 {
+			break // end of the object
+		}
+		n += m
 	}
 	return n, nil
 }
@@ -204,6 +268,7 @@ func (f *File) Delete(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
+	f.fds.drop(key)
 	if err := os.Remove(f.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s from %s: %w", key, f, err)
 	}
@@ -288,14 +353,17 @@ func (f *File) Prefetch(key string, off, n int64) {
 	if checkKey(key) != nil {
 		return
 	}
-	fh, err := os.Open(f.path(key))
+	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {
 		return
 	}
-	_ = unix.Fadvise(int(fh.Fd()), off, n, unix.FADV_WILLNEED)
-	fh.Close()
+	_ = unix.Fadvise(cf.fd, off, n, unix.FADV_WILLNEED)
+	f.fds.put(cf)
 }
 
 // Local marks the store as local to this machine (see IsLocal).
-func (f *File) Local() bool  { return true }
-func (f *File) Close() error { return nil }
+func (f *File) Local() bool { return true }
+func (f *File) Close() error {
+	f.fds.close()
+	return nil
+}

@@ -10,7 +10,9 @@ import (
 
 // Forms lists the storage URLs Open accepts, for error messages and help.
 const Forms = `accepted storage URLs:
-  file:///var/lib/podfs/data[?fsync=true|false]           local directory (default; fsync=true)
+  file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false]
+                                                           local directory (default; fsync=true, direct=true:
+                                                           objects of 1 MiB and more bypass the page cache)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
       (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
@@ -42,8 +44,17 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 				default:
 					return nil, fmt.Errorf("storage URL %q: fsync=%q, want true or false", rawURL, v[0])
 				}
+			case "direct":
+				switch strings.ToLower(v[0]) {
+				case "true", "1", "yes", "":
+					opts.Buffered = false
+				case "false", "0", "no":
+					opts.Buffered = true
+				default:
+					return nil, fmt.Errorf("storage URL %q: direct=%q, want true or false", rawURL, v[0])
+				}
 			default:
-				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync)\n%s", rawURL, k, Forms)
+				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct)\n%s", rawURL, k, Forms)
 			}
 		}
 		return NewFile(u.Path, opts)
