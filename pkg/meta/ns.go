@@ -220,7 +220,7 @@ func (c *Client) Mknod(ctx context.Context, parent Ino, name string, mode, rdev,
 
 // Create implements Meta: the open marker rides in the create's transaction.
 func (c *Client) Create(ctx context.Context, parent Ino, name string, mode, uid, gid, flags uint32) (Ino, Attr, error) {
-	sid, err := c.openSession(ctx)
+	sid, err := c.ensureSession(ctx)
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("create %q in %d: %w", name, parent, err)
 	}

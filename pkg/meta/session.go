@@ -230,7 +230,7 @@ func (c *Client) reclaim(ctx context.Context, sid uint64) error {
 // Open implements Meta. Only the first open of an inode in this client
 // writes (the session's open marker); later ones read the attributes.
 func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) {
-	sid, err := c.openSession(ctx)
+	sid, err := c.ensureSession(ctx)
 	if err != nil {
 		return Attr{}, fmt.Errorf("open %d: %w", ino, err)
 	}
@@ -260,18 +260,6 @@ func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) 
 	}
 	of.n++
 	return a, nil
-}
-
-// openSession returns this client's session id, registering a session
-// first when there is none: open markers belong to a session.
-func (c *Client) openSession(ctx context.Context) (uint64, error) {
-	if sid := c.SessionID(); sid != 0 {
-		return sid, nil
-	}
-	if err := c.NewSession(ctx, ""); err != nil && !isErrno(err, syscall.EBUSY) {
-		return 0, err
-	}
-	return c.SessionID(), nil
 }
 
 // Release implements Meta.
