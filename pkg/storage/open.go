@@ -36,23 +36,17 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 		for k, v := range u.Query() {
 			switch k {
 			case "fsync":
-				switch strings.ToLower(v[0]) {
-				case "true", "1", "yes", "":
-					opts.Fsync = true
-				case "false", "0", "no":
-					opts.Fsync = false
-				default:
-					return nil, fmt.Errorf("storage URL %q: fsync=%q, want true or false", rawURL, v[0])
+				on, err := urlBool(rawURL, k, v[0])
+				if err != nil {
+					return nil, err
 				}
+				opts.Fsync = on
 			case "direct":
-				switch strings.ToLower(v[0]) {
-				case "true", "1", "yes", "":
-					opts.Buffered = false
-				case "false", "0", "no":
-					opts.Buffered = true
-				default:
-					return nil, fmt.Errorf("storage URL %q: direct=%q, want true or false", rawURL, v[0])
+				on, err := urlBool(rawURL, k, v[0])
+				if err != nil {
+					return nil, err
 				}
+				opts.Buffered = !on
 			default:
 				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct)\n%s", rawURL, k, Forms)
 			}
@@ -84,4 +78,15 @@ func checkKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// urlBool reads a boolean URL option; a bare key ("?fsync") means true.
+func urlBool(rawURL, key, v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "":
+		return true, nil
+	case "false", "0", "no":
+		return false, nil
+	}
+	return false, fmt.Errorf("storage URL %q: %s=%q, want true or false", rawURL, key, v)
 }
