@@ -309,16 +309,7 @@ func (f *File) readahead(off, n, size int64) bool {
 
 // prefetch starts fetching the blocks behind [pos, pos+n) of chunk idx.
 func (f *File) prefetch(idx, pos, n uint32) {
-	if f.s.ctx.Err() != nil {
-		return
-	}
-	f.s.bg.Add(1)
-	go func() {
-		defer f.s.bg.Done()
-		tasks, err := f.view(f.s.ctx, idx, pos, pos+n, nil)
-		if err != nil {
-			return
-		}
+	f.inBackground(idx, pos, n, func(tasks []blockTask) {
 		seen := map[string]bool{}
 		for _, t := range tasks {
 			if seen[t.key] {
@@ -334,7 +325,7 @@ func (f *File) prefetch(idx, pos, n uint32) {
 				_ = f.s.fetch(f.s.ctx, t.key, t.blen, 0, nil)
 			}()
 		}
-	}()
+	})
 }
 
 // hint tells a local store which object bytes behind [pos, pos+n) of chunk
@@ -342,18 +333,24 @@ func (f *File) prefetch(idx, pos, n uint32) {
 // reader still works on earlier blocks; the reads themselves then go
 // straight from the page cache into the caller's buffer.
 func (f *File) hint(idx, pos, n uint32) {
+	f.inBackground(idx, pos, n, func(tasks []blockTask) {
+		for _, t := range tasks {
+			f.s.pre.Prefetch(t.key, int64(t.boff), int64(t.n))
+		}
+	})
+}
+
+// inBackground resolves [pos, pos+n) of chunk idx to block reads in a
+// goroutine the store waits for at Close, and hands them to use.
+func (f *File) inBackground(idx, pos, n uint32, use func([]blockTask)) {
 	if f.s.ctx.Err() != nil {
 		return
 	}
 	f.s.bg.Add(1)
 	go func() {
 		defer f.s.bg.Done()
-		tasks, err := f.view(f.s.ctx, idx, pos, pos+n, nil)
-		if err != nil {
-			return
-		}
-		for _, t := range tasks {
-			f.s.pre.Prefetch(t.key, int64(t.boff), int64(t.n))
+		if tasks, err := f.view(f.s.ctx, idx, pos, pos+n, nil); err == nil {
+			use(tasks)
 		}
 	}()
 }
