@@ -339,14 +339,7 @@ func TestRados(t *testing.T) {
 	}
 	defer obj.Close()
 	h := newHarness(t, obj, false)
-	r := newRand(99)
-	b := make([]byte, 5)
-	for i := 0; i < 300; i++ {
-		for j := range b {
-			b[j] = byte(r.Uint32())
-		}
-		h.step(b)
-	}
+	h.randomSteps(99, 300)
 	h.finish()
 }
 

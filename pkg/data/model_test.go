@@ -288,15 +288,8 @@ func (h *harness) finish() {
 func TestModelFakeMeta(t *testing.T) {
 	for seed := uint64(100); seed < 112; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			r := newRand(seed)
 			h := newHarness(t, storage.NewMem("model"), true)
-			b := make([]byte, 5)
-			for i := 0; i < 400; i++ {
-				for j := range b {
-					b[j] = byte(r.Uint32())
-				}
-				h.step(b)
-			}
+			h.randomSteps(seed, 400)
 			h.finish()
 		})
 	}
@@ -312,15 +305,8 @@ func TestModel(t *testing.T) {
 	}()
 	for seed := uint64(1); seed <= 8; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			r := newRand(seed)
 			h := newHarness(t, storage.NewMem("model"), false)
-			b := make([]byte, 5)
-			for i := 0; i < 600; i++ {
-				for j := range b {
-					b[j] = byte(r.Uint32())
-				}
-				h.step(b)
-			}
+			h.randomSteps(seed, 600)
 			h.finish()
 			st := h.s.Stats()
 			total.Compactions += st.Compactions
@@ -361,6 +347,19 @@ func TestSequential(t *testing.T) {
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 42)) }
 
+// randomSteps runs n model steps drawn from seed.
+func (h *harness) randomSteps(seed uint64, n int) {
+	h.t.Helper()
+	r := newRand(seed)
+	b := make([]byte, 5)
+	for range n {
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		h.step(b)
+	}
+}
+
 func FuzzDataLayer(f *testing.F) {
 	f.Add([]byte{0, 4, 0, 0, 50, 4, 4, 0, 0, 50})
 	f.Add([]byte{0, 3, 200, 0, 90, 0, 4, 10, 0, 90, 6, 0, 0, 0, 0, 4, 3, 190, 0, 120})
@@ -385,13 +384,6 @@ func TestModelFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarness(t, obj, false)
-	r := newRand(5)
-	b := make([]byte, 5)
-	for i := 0; i < 400; i++ {
-		for j := range b {
-			b[j] = byte(r.Uint32())
-		}
-		h.step(b)
-	}
+	h.randomSteps(5, 400)
 	h.finish()
 }
