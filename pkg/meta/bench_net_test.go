@@ -8,8 +8,7 @@ package meta
 // that later reads of the same key step over. A key written on every
 // operation gets slower the longer a benchmark runs; BenchmarkTiKVUpdate in
 // package kv shows the mock's own rate on fresh keys. Creates therefore
-// leave the directory's attributes alone within DirMtimeSkip and count
-// inodes in per-client usage slots of 16 writes each (usage.go): 8-way tikv
-// create 0.76k/s before both; shared shards then cost ~300 us of CPU per
-// create as their histories grew, slots ~230 us.
+// count inodes in per-client usage slots of 16 writes each (usage.go), and
+// each goroutine creates in its own directory, whose attributes every create
+// must write or lock (see touchDir).
 func benchNetEngines() []engineCase { return []engineCase{tikvCaseRegions(false), etcdCase()} }

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -219,6 +220,50 @@ func TestAbandonedSession(t *testing.T) {
 				t.Fatalf("the dead client's file data is not pending deletion: %v", p)
 			}
 			checkClean(t, live)
+		})
+	}
+}
+
+// One client creates in a directory while another removes it. Under
+// snapshot isolation (tikv) a create that leaves the directory's attributes
+// alone (DirMtimeSkip) must still conflict with the rmdir, or both commit
+// and the new entry is orphaned in a removed directory.
+func TestCreateRacingRmdir(t *testing.T) {
+	for _, ec := range multiEngines() {
+		t.Run(ec.name, func(t *testing.T) {
+			ctx := context.Background()
+			vol := ec.newVolume(t)
+			a, b := vol(t), vol(t)
+			// Every create within the hour after the directory's mkdir
+			// skips its mtime update: the path the race needs.
+			b.opt.DirMtimeSkip = time.Hour
+			const rounds = 150
+			both := 0
+			for i := range rounds {
+				name := fmt.Sprintf("d%d", i)
+				d, _, err := a.Mkdir(ctx, RootIno, name, 0o755, 0, 0)
+				ok(t, err)
+				var wg sync.WaitGroup
+				var createErr, rmdirErr error
+				wg.Add(2)
+				go func() { defer wg.Done(); _, _, createErr = b.Mknod(ctx, d, "f", 0o644, 0, 0, 0) }()
+				go func() { defer wg.Done(); rmdirErr = a.Rmdir(ctx, RootIno, name) }()
+				wg.Wait()
+				switch {
+				case createErr == nil && rmdirErr == nil:
+					both++
+				case createErr == nil && !errors.Is(rmdirErr, syscall.ENOTEMPTY):
+					t.Fatalf("round %d: rmdir after a create: %v, want ENOTEMPTY", i, rmdirErr)
+				case rmdirErr == nil && !errors.Is(createErr, syscall.ENOENT):
+					t.Fatalf("round %d: create in a removed directory: %v, want ENOENT", i, createErr)
+				case createErr != nil && rmdirErr != nil:
+					t.Fatalf("round %d: both failed: create %v, rmdir %v", i, createErr, rmdirErr)
+				}
+			}
+			if both > 0 {
+				t.Fatalf("%d of %d rounds committed both the create and the rmdir", both, rounds)
+			}
+			checkClean(t, a)
 		})
 	}
 }

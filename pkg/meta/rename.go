@@ -146,9 +146,11 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 			}
 		}
 		putAttr(tx, ino, &a)
-		c.touchDir(tx, oldParent, &opa, t, opa.Nlink != oldNlink)
+		if err := c.touchDir(tx, oldParent, &opa, t, opa.Nlink != oldNlink); err != nil {
+			return err
+		}
 		if newParent != oldParent {
-			c.touchDir(tx, newParent, npa, t, npa.Nlink != newNlink)
+			return c.touchDir(tx, newParent, npa, t, npa.Nlink != newNlink)
 		}
 		return nil
 	})
