@@ -16,11 +16,16 @@ import (
 const releaseLinger = time.Second
 
 // releaser defers meta.Release calls and cancels them against new opens.
+// Over an engine whose open markers stay in memory (meta.LocalOpens) a
+// release costs nothing, so it releases at once: an unlink soon after a
+// close then removes the file in its own transaction, instead of keeping it
+// for the deferred release to remove in two more.
 type releaser struct {
 	m   meta.Meta
 	log interface {
 		Warn(msg string, args ...any)
 	}
+	now bool // release at once
 
 	mu      sync.Mutex
 	pending map[meta.Ino][]time.Time // due times, oldest first
@@ -29,7 +34,7 @@ type releaser struct {
 }
 
 func newReleaser(m meta.Meta, log interface{ Warn(string, ...any) }) *releaser {
-	r := &releaser{m: m, log: log, pending: map[meta.Ino][]time.Time{},
+	r := &releaser{m: m, log: log, now: m.LocalOpens(), pending: map[meta.Ino][]time.Time{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go r.loop()
 	return r
@@ -37,6 +42,12 @@ func newReleaser(m meta.Meta, log interface{ Warn(string, ...any) }) *releaser {
 
 // defer queues one release of ino.
 func (r *releaser) deferRelease(ino meta.Ino) {
+	if r.now {
+		if err := r.m.Release(context.Background(), ino); err != nil {
+			r.log.Warn("release", "ino", ino, "err", err)
+		}
+		return
+	}
 	r.mu.Lock()
 	r.pending[ino] = append(r.pending[ino], time.Now().Add(releaseLinger))
 	r.mu.Unlock()

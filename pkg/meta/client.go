@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,6 +61,9 @@ type Client struct {
 	// of one client would otherwise mostly conflict with each other.
 	stripes [256]sync.Mutex
 	serial  bool // the engine never conflicts: no stripes needed
+	// localOpens: the engine is exclusive (kv.Exclusive), so open markers
+	// stay in memory until an unlink of an open file stores one.
+	localOpens bool
 	// slots are this client's usage slots (usage.go), one row per stripe.
 	slots usageSlots
 
@@ -73,6 +77,18 @@ type openFile struct {
 	mu   sync.Mutex // held across the transaction of a 0<->1 transition
 	n    int        // open handles in this client
 	refs int        // goroutines holding this struct (guards map removal)
+	// live mirrors n for readers that may not take mu: an unlink's
+	// transaction on an exclusive engine (see LocalOpens).
+	live atomic.Int32
+	// stored: on an exclusive engine, an unlink wrote this client's open
+	// marker, which the last Release must drop (with the inode).
+	stored bool
+}
+
+// add changes the open count by k (mu held).
+func (of *openFile) add(k int) {
+	of.n += k
+	of.live.Store(int32(of.n))
 }
 
 // NewClient builds a client over an open engine (Open does this from a URL;
@@ -81,6 +97,7 @@ func NewClient(e kv.Engine, opt Options) *Client {
 	opt.defaults()
 	c := &Client{e: e, opt: opt, log: opt.Logger.With("meta", e.Name()), opens: make(map[Ino]*openFile), reap: make(chan Ino, 4096), stop: make(chan struct{})}
 	_, c.serial = e.(kv.Serial)
+	_, c.localOpens = e.(kv.Exclusive)
 	c.slots.owner = rand.Uint64()
 	c.bg.Add(2)
 	go c.reaper()
@@ -90,6 +107,9 @@ func NewClient(e kv.Engine, opt Options) *Client {
 
 // Engine is the client's key-value engine.
 func (c *Client) Engine() kv.Engine { return c.e }
+
+// LocalOpens implements Meta.
+func (c *Client) LocalOpens() bool { return c.localOpens }
 
 func (c *Client) txn(ctx context.Context, fn func(kv.Tx) error) error {
 	return kv.Txn(ctx, c.e, fn)

@@ -164,6 +164,11 @@ type Meta interface {
 	// ReleaseMany is Release of each of inos (one may repeat), writing the
 	// markers of several files in one transaction.
 	ReleaseMany(ctx context.Context, inos []Ino) error
+	// LocalOpens reports that no other client can reach the volume (an
+	// exclusive engine: bolt), so open markers stay in this client's memory
+	// until an unlink of an open file needs one stored: Open and Release
+	// then cost no transaction, and deferring releases gains nothing.
+	LocalOpens() bool
 
 	// ReadChunk returns chunk index's slice list, oldest first.
 	ReadChunk(ctx context.Context, ino Ino, index uint32) ([]Slice, error)

@@ -235,7 +235,7 @@ func (c *Client) Create(ctx context.Context, parent Ino, name string, mode, uid,
 	// Nobody else knows ino yet, so this is its first open in this client.
 	of := c.holdOpen(ino)
 	of.mu.Lock()
-	of.n++
+	of.add(1)
 	of.mu.Unlock()
 	c.unholdOpen(ino, of)
 	return ino, a, nil
@@ -296,7 +296,7 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		if target != "" {
 			tx.Set(symlinkKey(ino), []byte(target))
 		}
-		if openBy != 0 {
+		if openBy != 0 && !c.localOpens {
 			tx.Set(openKey(ino, openBy), present)
 			tx.Set(sessOpenKey(openBy, ino), present)
 		}
@@ -402,9 +402,12 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 	if err := checkName(name); err != nil {
 		return fmt.Errorf("unlink %q in %d: %w", name, parent, err)
 	}
-	var removed Ino
+	var (
+		removed Ino
+		u       unlinked
+	)
 	err := c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
-		removed = 0
+		removed, u = 0, unlinked{}
 		if err := prefetch(tx, attrKey(parent), entryKey(parent, name)); err != nil {
 			return err
 		}
@@ -427,26 +430,29 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 		if err := c.touchDir(tx, parent, &pa, t, false); err != nil {
 			return err
 		}
-		reap, err := dropLink(tx, ino, t)
-		if reap {
-			removed = ino
-		}
+		removed = ino
+		u, err = c.dropLink(tx, ino, t)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("unlink %q in %d: %w", name, parent, err)
 	}
-	c.reapLater(removed)
+	c.afterUnlink(ctx, removed, u)
 	return nil
 }
 
+// unlinked is what dropLink did to an inode, for after the commit.
+type unlinked struct {
+	reap   bool // removed, its chunks left for the reaper
+	stored bool // kept for this client's open, whose marker it stored
+}
+
 // dropLink takes one link from a non-directory inode; the last link removes
-// it unless some session has it open. It reports whether the removed inode
-// left chunks for the reaper (under a removed-file key).
-func dropLink(tx kv.Tx, ino Ino, t int64) (bool, error) {
+// it unless some session has it open.
+func (c *Client) dropLink(tx kv.Tx, ino Ino, t int64) (unlinked, error) {
 	a, err := getAttr(tx, ino)
 	if err != nil {
-		return false, err
+		return unlinked{}, err
 	}
 	if a.Nlink > 0 {
 		a.Nlink--
@@ -454,20 +460,63 @@ func dropLink(tx kv.Tx, ino Ino, t int64) (bool, error) {
 	a.Ctime = t
 	if a.Nlink > 0 {
 		putAttr(tx, ino, &a)
-		return false, nil
+		return unlinked{}, nil
 	}
 	open := false
 	if err := tx.Scan(inoKey(pOpen, ino), kv.PrefixEnd(inoKey(pOpen, ino)), 1, func(_, _ []byte) bool {
 		open = true
 		return false
 	}); err != nil {
-		return false, err
+		return unlinked{}, err
+	}
+	var u unlinked
+	if !open && c.localOpens && c.openHere(ino) {
+		// The marker an exclusive engine kept in memory is needed now:
+		// the file must outlive its last name, also across a crash.
+		sid := c.SessionID()
+		tx.Set(openKey(ino, sid), present)
+		tx.Set(sessOpenKey(sid, ino), present)
+		open, u.stored = true, true
 	}
 	if open {
 		putAttr(tx, ino, &a) // kept until the last Release
-		return false, nil
+		return u, nil
 	}
-	return removeInode(tx, ino, &a)
+	u.reap, err = removeInode(tx, ino, &a)
+	return u, err
+}
+
+// openHere reports whether this client has ino open; unlike of.n it may be
+// read inside a transaction.
+func (c *Client) openHere(ino Ino) bool {
+	c.opensMu.Lock()
+	defer c.opensMu.Unlock()
+	of := c.opens[ino]
+	return of != nil && of.live.Load() > 0
+}
+
+// afterUnlink finishes what dropLink began, once its transaction committed.
+// The unlink itself has happened: a failure here leaves a marker that
+// session reclaim drops, so it is logged, not returned.
+func (c *Client) afterUnlink(ctx context.Context, ino Ino, u unlinked) {
+	if u.reap {
+		c.reapLater(ino)
+	}
+	if !u.stored {
+		return
+	}
+	of := c.holdOpen(ino)
+	defer c.unholdOpen(ino, of)
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if of.n > 0 {
+		of.stored = true // the last Release drops it
+		return
+	}
+	// Released while the unlink committed: nothing holds the file now.
+	if err := c.closeFile(ctx, c.SessionID(), ino); err != nil {
+		c.log.Warn("drop the open marker of an unlinked file", "ino", ino, "err", err)
+	}
 }
 
 // Chunks of a removed file are released in the removing transaction when

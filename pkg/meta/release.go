@@ -59,11 +59,11 @@ func (c *Client) ReleaseMany(ctx context.Context, inos []Ino) error {
 		if h.k == 0 {
 			continue
 		}
-		if h.of.n == h.k && sid != 0 {
+		if h.of.n == h.k && sid != 0 && (!c.localOpens || h.of.stored) {
 			closing = append(closing, h)
 			continue
 		}
-		h.of.n -= h.k
+		h.of.add(-h.k)
 	}
 	for len(closing) > 0 {
 		batch := closing[:min(releaseBatch, len(closing))]
@@ -84,7 +84,8 @@ func (c *Client) ReleaseMany(ctx context.Context, inos []Ino) error {
 		})
 		if err == nil {
 			for _, h := range batch {
-				h.of.n -= h.k
+				h.of.add(-h.k)
+				h.of.stored = false
 			}
 			for _, ino := range reap {
 				c.reapLater(ino)
@@ -96,7 +97,8 @@ func (c *Client) ReleaseMany(ctx context.Context, inos []Ino) error {
 				errs = append(errs, fmt.Errorf("release %d: %w", h.ino, err))
 				continue // still open, as after a failed Release
 			}
-			h.of.n -= h.k
+			h.of.add(-h.k)
+			h.of.stored = false
 		}
 	}
 	return errors.Join(errs...)

@@ -24,9 +24,12 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
 		return wrap(fmt.Errorf("flags %#x: %w", flags, syscall.EINVAL))
 	}
-	var removed Ino
+	var (
+		removed Ino
+		u       unlinked
+	)
 	err := c.txnOn(ctx, []Ino{oldParent, newParent}, func(tx kv.Tx) error {
-		removed = 0
+		removed, u = 0, unlinked{}
 		if err := prefetch(tx, attrKey(oldParent), attrKey(newParent), entryKey(oldParent, oldName), entryKey(newParent, newName)); err != nil {
 			return err
 		}
@@ -130,12 +133,9 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 						return err
 					}
 				} else {
-					reap, err := dropLink(tx, dino, t)
-					if err != nil {
+					removed = dino
+					if u, err = c.dropLink(tx, dino, t); err != nil {
 						return err
-					}
-					if reap {
-						removed = dino
 					}
 				}
 			}
@@ -157,7 +157,7 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 	if err != nil {
 		return wrap(err)
 	}
-	c.reapLater(removed)
+	c.afterUnlink(ctx, removed, u)
 	return nil
 }
 

@@ -239,9 +239,23 @@ func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) 
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	var a Attr
-	if of.n > 0 {
+	switch {
+	case of.n > 0:
 		a, err = c.GetAttr(ctx, ino)
-	} else {
+	case c.localOpens:
+		// Counted before the read, which the engine serializes with
+		// writes: an unlink ordered before it removed the file (ENOENT
+		// here), one ordered after it sees the open and keeps the file.
+		of.live.Add(1)
+		err = c.txn(ctx, func(tx kv.Tx) error {
+			var err error
+			a, err = getAttr(tx, ino)
+			return err
+		})
+		if err != nil {
+			of.live.Add(-1)
+		}
+	default:
 		err = c.txn(ctx, func(tx kv.Tx) error {
 			var err error
 			if a, err = getAttr(tx, ino); err != nil {
@@ -258,7 +272,7 @@ func (c *Client) Open(ctx context.Context, ino Ino, flags uint32) (Attr, error) 
 	if err != nil {
 		return Attr{}, fmt.Errorf("open %d: %w", ino, err)
 	}
-	of.n++
+	of.add(1)
 	return a, nil
 }
 
@@ -272,12 +286,13 @@ func (c *Client) Release(ctx context.Context, ino Ino) error {
 	if of.n == 0 {
 		return fmt.Errorf("release %d: not open in this client: %w", ino, syscall.EBADF)
 	}
-	if of.n == 1 && sid != 0 {
+	if of.n == 1 && sid != 0 && (!c.localOpens || of.stored) {
 		if err := c.closeFile(ctx, sid, ino); err != nil {
 			return fmt.Errorf("release %d: %w", ino, err)
 		}
+		of.stored = false
 	}
-	of.n--
+	of.add(-1)
 	return nil
 }
 

@@ -158,6 +158,9 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 // Serial implements Serial: the committer orders all transactions.
 func (b *Bolt) Serial() {}
 
+// Exclusive implements Exclusive: the database file is locked by its opener.
+func (b *Bolt) Exclusive() {}
+
 // Name implements Engine.
 func (b *Bolt) Name() string { return "bolt://" + b.path }
 

@@ -58,6 +58,13 @@ type Serial interface {
 	Serial()
 }
 
+// Exclusive is implemented by engines that one process at a time can open
+// (bolt's file lock): no other client can change the store, so state that
+// only guards against other clients may stay in memory until needed.
+type Exclusive interface {
+	Exclusive()
+}
+
 // MaxAttempts bounds Txn's retries of conflicting attempts.
 const MaxAttempts = 100
 
