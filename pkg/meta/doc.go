@@ -29,7 +29,7 @@
 //	P slice-id                   size(4)                                slice no file references: its objects may be deleted (PendingDeletes)
 //	R ino                        size(8)                                removed file whose chunks still await release into P
 //	N session-id                 JSON Session                           a client's registration and heartbeat
-//	O ino session-id             empty                                  ino is open in that session (kept after unlink until closed)
+//	O ino session-id             empty                                  ino is open in that session (kept after unlink until closed); on bolt only once unlinked
 //	Q session-id ino             empty                                  the same, indexed by session (reclaim)
 //	L ino                        flock records                          whole-file locks: (session, owner, type) each
 //	M ino                        plock records                          fcntl byte-range locks: (session, owner, pid, type, start, end) each
@@ -39,14 +39,17 @@
 // bolt: one process per file (a second gets a clear error after
 // Options.LockTimeout); read-write transactions are group-committed, many
 // callers sharing one record in a write-ahead log (one fdatasync), and
-// checkpointed into the bolt file in the background (see kv.Bolt). etcd: transactions read
+// checkpointed into the bolt file in the background (see kv.Bolt). As no
+// other client can reach a bolt volume, a client keeps its open files in
+// memory and stores an O/Q marker only when it unlinks (or renames over) a
+// file it has open (Meta.LocalOpens). etcd: transactions read
 // at one revision and commit only if every key read is unchanged
 // (serializable); a truncation or a removal writes a few operations per
 // chunk, so run etcd with --max-txn-ops of 1024 or more for large files (the
 // tests use 4096). tikv: optimistic snapshot-isolation transactions; where a
 // decision rests on a key that is only read (an ancestor during rename, the
-// inode during open) the transaction rewrites it (Tx.Lock) to make
-// concurrent changes conflict. Within one client, transactions on the same
+// inode during open, a directory whose mtime an entry change leaves alone)
+// the transaction rewrites it (Tx.Lock) to make concurrent changes conflict. Within one client, transactions on the same
 // directory or file take turns (striped locks) instead of conflicting.
 //
 // # Invariants (what Check verifies)
