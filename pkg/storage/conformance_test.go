@@ -25,6 +25,15 @@ func stores(t *testing.T) map[string]func(t *testing.T) Store {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		"file-nojournal": func(t *testing.T) Store {
+			s, err := Open(context.Background(), "file://"+t.TempDir()+"?journal=false")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
 			return s
 		},
 		"rados": func(t *testing.T) Store {

@@ -10,9 +10,11 @@ import (
 
 // Forms lists the storage URLs Open accepts, for error messages and help.
 const Forms = `accepted storage URLs:
-  file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false]
+  file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false][&journal=true|false]
                                                            local directory (default; fsync=true, direct=true:
-                                                           objects of 1 MiB and more bypass the page cache)
+                                                           objects of 1 MiB and more bypass the page cache;
+                                                           journal=true: with fsync, smaller objects are made
+                                                           durable in a journal and moved to their files later)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
       (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
@@ -47,8 +49,14 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 					return nil, err
 				}
 				opts.Buffered = !on
+			case "journal":
+				on, err := urlBool(rawURL, k, v[0])
+				if err != nil {
+					return nil, err
+				}
+				opts.NoJournal = !on
 			default:
-				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct)\n%s", rawURL, k, Forms)
+				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct, journal)\n%s", rawURL, k, Forms)
 			}
 		}
 		return NewFile(u.Path, opts)
@@ -73,8 +81,8 @@ func checkKey(key string) error {
 		return fmt.Errorf("object key %q: must not start or end with '/'", key)
 	}
 	for _, part := range strings.Split(key, "/") {
-		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) {
-			return fmt.Errorf("object key %q: empty, '.', '..' or reserved %q component", key, tmpPrefix)
+		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) || strings.HasPrefix(part, journalDir) {
+			return fmt.Errorf("object key %q: empty, '.', '..' or reserved %q or %q component", key, tmpPrefix, journalDir)
 		}
 	}
 	return nil
