@@ -250,6 +250,7 @@ type journal struct {
 	seq      uint64 // last segment seq used
 	toSpill  []*jseg
 	pending  int   // segments sealed but not retired
+	replayed int   // objects and tombstones Open found in the journal
 	bgErr    error // the spiller's or preparer's last failure, nil after a success
 
 	active     *jseg // writer's only
@@ -346,8 +347,9 @@ func (j *journal) replay() error {
 			return err
 		}
 	}
+	j.replayed = len(j.index)
 	if len(live) > 0 {
-		j.log.Info("journal replayed", "store", j.f.String(), "segments", len(live), "objects", len(j.index))
+		j.log.Info("journal replayed", "store", j.f.String(), "segments", len(live), "objects", j.replayed)
 	}
 	return nil
 }
