@@ -391,6 +391,12 @@ func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Ob
 		start = f.path(prefix[:i])
 	}
 	var out []Object
+	// What the journal holds before the walk and after: an object that moves
+	// to its file meanwhile, behind the walk, is in the first.
+	var before []*jentry
+	if f.j != nil {
+		before = f.j.entries(prefix, marker)
+	}
 	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -433,7 +439,7 @@ func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Ob
 		return nil, fmt.Errorf("list %q in %s: %w", prefix, f, err)
 	}
 	if f.j != nil {
-		out = f.j.merge(out, prefix, marker)
+		out = merge(out, append(before, f.j.entries(prefix, marker)...))
 	}
 	return sortLimit(out, limit), nil
 }

@@ -282,36 +282,41 @@ func (j *journal) awaitAbsent(ctx context.Context, key string) error {
 	return nil
 }
 
-// merge applies the journal's entries to a listing of the files.
-func (j *journal) merge(objs []Object, prefix, marker string) []Object {
+// entries returns the journal's entries of keys with prefix after marker.
+func (j *journal) entries(prefix, marker string) []*jentry {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if len(j.index) == 0 {
+	var out []*jentry
+	for k, e := range j.index {
+		if strings.HasPrefix(k, prefix) && k > marker {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// merge applies journal entries to a listing of the files, later entries
+// of a key over earlier ones.
+func merge(objs []Object, ents []*jentry) []Object {
+	if len(ents) == 0 {
 		return objs
 	}
-	at := make(map[string]int, len(objs))
-	for i, o := range objs {
-		at[o.Key] = i
+	last := make(map[string]*jentry, len(ents))
+	for _, e := range ents {
+		last[e.key] = e
 	}
-	drop := map[string]bool{}
-	for k, e := range j.index {
-		if !strings.HasPrefix(k, prefix) || k <= marker {
-			continue
-		}
-		i, ok := at[k]
-		switch {
-		case e.del:
-			drop[k] = ok
-		case ok:
-			objs[i] = e.object()
-		default:
-			objs = append(objs, e.object())
+	out := objs[:0]
+	for _, o := range objs {
+		if _, ok := last[o.Key]; !ok {
+			out = append(out, o)
 		}
 	}
-	if len(drop) > 0 {
-		objs = slices.DeleteFunc(objs, func(o Object) bool { return drop[o.Key] })
+	for _, e := range last {
+		if !e.del {
+			out = append(out, e.object())
+		}
 	}
-	return objs
+	return out
 }
 
 func (e *jentry) object() Object {
