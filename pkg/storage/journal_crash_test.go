@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"podfs.io/podfs/internal/testenv"
 )
@@ -71,22 +70,15 @@ func crashHelper(mode, dir string) int {
 }
 
 // waitOutput polls the helper's output until ok says it has enough.
-func waitOutput(t *testing.T, p *testenv.Process, ok func(string) bool) string {
+func waitOutput(t *testing.T, p *testenv.Process, ok func(string) bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	poll(t, func() (bool, string) {
 		out := p.Output()
-		if ok(out) {
-			return out
-		}
-		if p.Exited() {
+		if p.Exited() && !ok(out) {
 			t.Fatalf("helper exited early:\n%s", out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("helper did not get far enough in 60 s:\n%.2000s", out)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok(out), fmt.Sprintf("helper did not get far enough:\n%.2000s", out)
+	})
 }
 
 // A process killed while putting from several goroutines loses nothing it
@@ -99,9 +91,9 @@ func TestJournalCrash(t *testing.T) {
 		p := testenv.Start(t, "journal crash helper", os.Args[0], crashHelperArg, "put", dir)
 		// A different moment each round: more and more acknowledged Puts.
 		want := 150 * (round + 1)
-		out := waitOutput(t, p, func(s string) bool { return strings.Count(s, "ok ") >= want })
+		waitOutput(t, p, func(s string) bool { return strings.Count(s, "ok ") >= want })
 		p.Kill()
-		out = p.Output() // all it printed before it died
+		out := p.Output() // all it printed before it died
 		var acked []string
 		for _, line := range strings.Split(out, "\n") {
 			if k, ok := strings.CutPrefix(line, "ok "); ok && strings.Count(k, "/") == 1 && len(k) == len("g0/000000") {

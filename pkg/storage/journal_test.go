@@ -56,22 +56,31 @@ func openJournaled(t *testing.T, dir string, seg int64) *File {
 	return f
 }
 
-// spilled waits until the journal holds no object (all in their files).
-func spilled(t *testing.T, f *File) {
+// poll calls done until it reports true, failing the test (with what done
+// last said) after a minute.
+func poll(t *testing.T, done func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
-		f.j.mu.Lock()
-		n := len(f.j.index)
-		f.j.mu.Unlock()
-		if n == 0 {
+		ok, msg := done()
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("journal still holds %d objects after 30 s", n)
+			t.Fatalf("not done after a minute: %s", msg)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// spilled waits until the journal holds no object (all in their files).
+func spilled(t *testing.T, f *File) {
+	t.Helper()
+	poll(t, func() (bool, string) {
+		f.j.mu.Lock()
+		defer f.j.mu.Unlock()
+		return len(f.j.index) == 0, fmt.Sprintf("journal still holds %d objects", len(f.j.index))
+	})
 }
 
 // Objects are served from the journal, then from their files once spilled;
@@ -320,26 +329,34 @@ func TestJournalReplay(t *testing.T) {
 			checkObject(t, f, k)
 		}
 	})
-	t.Run("damage before acknowledged records refused", func(t *testing.T) {
-		dir := t.TempDir()
-		p := writeSegment(t, dir, 0, 6, []record{put("b/1"), put("b/2"), put("b/3")}, false)
-		damage(t, p, recOff("b/1"))
-		_, err := NewFile(dir, FileOptions{Fsync: true})
-		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "damaged") {
-			t.Fatalf("open with a damaged record before the tail: %v, want an error naming %s", err, p)
-		}
-	})
-	t.Run("damaged middle segment refused", func(t *testing.T) {
-		dir := t.TempDir()
-		writeSegment(t, dir, 0, 5, []record{put("a/1")}, true)
-		p := writeSegment(t, dir, 1, 6, []record{put("b/1"), put("b/2")}, true)
-		writeSegment(t, dir, 2, 7, []record{put("c/1")}, false)
-		damage(t, p, recOff("b/1"))
-		_, err := NewFile(dir, FileOptions{Fsync: true})
-		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "damaged") {
-			t.Fatalf("open with a damaged middle segment: %v, want an error naming %s", err, p)
-		}
-	})
+	for _, tc := range []struct {
+		name    string
+		layout  func(dir string) (damaged string)
+		wantErr bool
+	}{
+		{"damage before acknowledged records refused", func(dir string) string {
+			p := writeSegment(t, dir, 0, 6, []record{put("b/1"), put("b/2"), put("b/3")}, false)
+			damage(t, p, recOff("b/1"))
+			return p
+		}, true},
+		{"damaged middle segment refused", func(dir string) string {
+			writeSegment(t, dir, 0, 5, []record{put("a/1")}, true)
+			p := writeSegment(t, dir, 1, 6, []record{put("b/1"), put("b/2")}, true)
+			writeSegment(t, dir, 2, 7, []record{put("c/1")}, false)
+			damage(t, p, recOff("b/1"))
+			return p
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := tc.layout(dir)
+			_, err := NewFile(dir, FileOptions{Fsync: true})
+			if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "damaged") {
+				t.Fatalf("open: %v, want an error naming %s as damaged", err, p)
+			}
+			t.Log(err)
+		})
+	}
 	t.Run("tombstone keeps an object deleted", func(t *testing.T) {
 		dir := t.TempDir()
 		// The object was spilled before its delete was journaled.
