@@ -96,10 +96,13 @@ func (j *journal) writer() {
 			}
 		}
 		if stopping {
-			if j.active != nil {
-				// Nothing in it: give it back as a spare (it is already retired
-				// in effect: replay finds no records of its seq).
-				j.active.fd.Close()
+			if s := j.active; s != nil {
+				// Nothing in it: retire it, a spare again. Were the header left
+				// active, the next Open would only find it empty.
+				if err := s.writeAt(segHeader(s.seq, jRetired), 0); err != nil {
+					j.log.Warn("journal: retire empty segment", "store", j.f.String(), "err", err)
+				}
+				s.fd.Close()
 				j.mu.Lock()
 				j.spares = append(j.spares, j.active.path)
 				j.mu.Unlock()
