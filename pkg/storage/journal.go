@@ -242,10 +242,8 @@ type journal struct {
 	changed  *sync.Cond // a segment retired, a spare appeared, or closing
 	index    map[string]*jentry
 	queue    []*jreq
-	flush    bool // seal the active segment even if not full
 	closing  bool
 	spares   []string
-	files    int    // segment files there are
 	nextFile int    // number of the next new segment file
 	seq      uint64 // last segment seq used
 	toSpill  []*jseg
@@ -253,12 +251,12 @@ type journal struct {
 	replayed int   // objects and tombstones Open found in the journal
 	bgErr    error // the spiller's or preparer's last failure, nil after a success
 
-	active     *jseg // writer's only
-	kick       chan struct{}
+	wmu        sync.Mutex // held to write: guards active; taken before mu
+	active     *jseg
 	spillKick  chan struct{}
 	spareKick  chan struct{}
 	stop       chan struct{}
-	writerDone chan struct{} // closed when the writer has sealed its last segment
+	writerDone chan struct{} // closed when the sealer has sealed the last segment at close
 	bgWG       sync.WaitGroup
 }
 
@@ -268,7 +266,7 @@ func openJournal(f *File, segSize int64, log *slog.Logger) (*journal, error) {
 	j := &journal{
 		f: f, dir: filepath.Join(f.root, journalDir), segSize: segSize, log: log,
 		index: map[string]*jentry{}, rootFD: -1,
-		kick: make(chan struct{}, 1), spillKick: make(chan struct{}, 1),
+		spillKick: make(chan struct{}, 1),
 		spareKick: make(chan struct{}, 1), stop: make(chan struct{}), writerDone: make(chan struct{}),
 	}
 	j.changed = sync.NewCond(&j.mu)
@@ -294,7 +292,7 @@ func openJournal(f *File, segSize int64, log *slog.Logger) (*journal, error) {
 		}
 	}
 	j.bgWG.Add(3)
-	go j.writer()
+	go j.sealer()
 	go j.spiller()
 	go j.preparer()
 	j.spillKick <- struct{}{}
@@ -323,7 +321,6 @@ func (j *journal) replay() error {
 			_ = os.Remove(p)
 			continue
 		}
-		j.files++
 		j.nextFile = max(j.nextFile, n+1)
 		seq, state, ok, err := peekSegHeader(p)
 		if err != nil {
@@ -450,7 +447,6 @@ func (j *journal) newSpare() error {
 	}
 	j.mu.Lock()
 	j.spares = append(j.spares, path)
-	j.files++
 	j.changed.Broadcast()
 	j.mu.Unlock()
 	return nil

@@ -8,22 +8,30 @@ import (
 	"time"
 )
 
-// jreq is a Put or Delete waiting for the writer.
+// jreq is a Put or Delete waiting to be written.
 type jreq struct {
-	kind  byte
-	key   string
-	data  []byte
-	taken bool // the writer has it: the caller must wait for done
-	done  chan error
+	kind byte
+	key  string
+	data []byte
+	err  error
+	done bool // written (or failed): err says; guarded by journal.mu
 }
 
 // maxBatch bounds one group-commit write.
 const maxBatch = 8 << 20
 
 // append journals a put (data) or delete and returns once it is durable and
-// indexed. Concurrent calls share one write.
+// indexed. Concurrent calls share one write (group commit, leader and
+// followers): each queues its record and takes the write lock; whoever gets
+// it writes everything queued, so the callers behind it find their records
+// written when their turn comes. The caller writes itself rather than
+// handing off to a writer goroutine: on a busy machine each wake-up of
+// another goroutine costs as much as the write.
 func (j *journal) append(ctx context.Context, kind byte, key string, data []byte) error {
-	r := &jreq{kind: kind, key: key, data: data, done: make(chan error, 1)}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &jreq{kind: kind, key: key, data: data}
 	j.mu.Lock()
 	if j.closing {
 		j.mu.Unlock()
@@ -31,71 +39,42 @@ func (j *journal) append(ctx context.Context, kind byte, key string, data []byte
 	}
 	j.queue = append(j.queue, r)
 	j.mu.Unlock()
-	select {
-	case j.kick <- struct{}{}:
-	default:
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-	}
-	j.mu.Lock()
-	if !r.taken {
-		// Not written: withdraw it (the caller may reuse data once we return).
-		if i := slices.Index(j.queue, r); i >= 0 {
-			j.queue = slices.Delete(j.queue, i, i+1)
-		}
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	for {
+		j.mu.Lock()
+		done, err := r.done, r.err
 		j.mu.Unlock()
-		return ctx.Err()
+		if done {
+			return err
+		}
+		j.write(j.take())
 	}
-	j.mu.Unlock()
-	return <-r.done
 }
 
-// writer is the goroutine that writes the queued records, as many as are
-// queued in one write (group commit), and seals segments that are full or
-// idle.
-func (j *journal) writer() {
+// sealer is the goroutine that seals the active segment once it got no
+// record for a while, so the spiller frees a quiet store's memory, and at
+// close seals what is left.
+func (j *journal) sealer() {
 	defer j.bgWG.Done()
 	defer close(j.writerDone)
 	idle := time.NewTicker(journalIdle)
 	defer idle.Stop()
-	wrote := false
+	var seen int64 = -1
 	for {
-		stopping := false
 		select {
-		case <-j.kick:
 		case <-j.stop:
-			stopping = true
-		case <-idle.C:
-			// Sealing an active segment that got nothing new for a while
-			// lets the spiller free its objects' memory.
-			if !wrote && j.active != nil && len(j.active.ents) > 0 {
-				j.mu.Lock()
-				j.flush = true
-				j.mu.Unlock()
+			j.wmu.Lock()
+			defer j.wmu.Unlock()
+			// Closing: nothing joins the queue any more. Write what is in it.
+			for {
+				batch := j.take()
+				if len(batch) == 0 {
+					break
+				}
+				j.write(batch)
 			}
-			wrote = false
-		}
-		for {
-			batch := j.take()
-			if len(batch) == 0 {
-				break
-			}
-			j.write(batch)
-			wrote = true
-		}
-		j.mu.Lock()
-		flush := j.flush || stopping
-		j.flush = false
-		j.mu.Unlock()
-		if flush && j.active != nil && len(j.active.ents) > 0 {
-			if err := j.sealActive(); err != nil {
-				j.log.Error("journal: seal segment", "store", j.f.String(), "err", err)
-			}
-		}
-		if stopping {
+			j.sealIfUsed()
 			if s := j.active; s != nil {
 				// Nothing in it: retire it, a spare again. Were the header left
 				// active, the next Open would only find it empty.
@@ -104,11 +83,30 @@ func (j *journal) writer() {
 				}
 				s.fd.Close()
 				j.mu.Lock()
-				j.spares = append(j.spares, j.active.path)
+				j.spares = append(j.spares, s.path)
 				j.mu.Unlock()
 				j.active = nil
 			}
 			return
+		case <-idle.C:
+		}
+		j.wmu.Lock()
+		if s := j.active; s != nil && s.off == seen {
+			j.sealIfUsed()
+		}
+		seen = -1
+		if j.active != nil {
+			seen = j.active.off
+		}
+		j.wmu.Unlock()
+	}
+}
+
+// sealIfUsed seals the active segment if it holds records (wmu held).
+func (j *journal) sealIfUsed() {
+	if j.active != nil && j.active.off > jBlock {
+		if err := j.sealActive(); err != nil {
+			j.log.Error("journal: seal segment", "store", j.f.String(), "err", err)
 		}
 	}
 }
@@ -128,23 +126,30 @@ func (j *journal) take() []*jreq {
 	}
 	batch := slices.Clone(j.queue[:n])
 	j.queue = slices.Delete(j.queue, 0, n)
-	for _, r := range batch {
-		r.taken = true
-	}
 	return batch
 }
 
-// write journals one batch with one write, indexes it and answers its callers.
+// finish answers a batch's callers.
+func (j *journal) finish(batch []*jreq, err error) {
+	j.mu.Lock()
+	for _, r := range batch {
+		r.done, r.err = true, err
+	}
+	j.mu.Unlock()
+}
+
+// write journals one batch with one write, indexes it and answers its
+// callers (wmu held).
 func (j *journal) write(batch []*jreq) {
+	if len(batch) == 0 {
+		return
+	}
 	need := 0
 	for _, r := range batch {
 		need += recordLen(r.key, len(r.data))
 	}
-	err := j.room(int64(need))
-	if err != nil {
-		for _, r := range batch {
-			r.done <- err
-		}
+	if err := j.room(int64(need)); err != nil {
+		j.finish(batch, err)
 		return
 	}
 	s := j.active
@@ -161,21 +166,19 @@ func (j *journal) write(batch []*jreq) {
 		at += l
 	}
 	if err := s.writeAt(buf, s.off); err != nil {
-		for _, r := range batch {
-			r.done <- err
-		}
+		j.finish(batch, err)
 		return
 	}
 	s.off += int64(need)
 	j.mu.Lock()
-	for _, e := range ents {
+	for i, e := range ents {
 		j.index[e.key] = e
+		batch[i].done = true
 	}
 	s.ents = append(s.ents, ents...)
 	j.mu.Unlock()
 	for _, r := range batch {
 		j.f.fds.drop(r.key) // a descriptor of an older version
-		r.done <- nil
 	}
 }
 
@@ -266,23 +269,29 @@ func (j *journal) lookup(key string) *jentry {
 // bypasses the journal is not undone by the spiller or a replay of an
 // older version.
 func (j *journal) awaitAbsent(ctx context.Context, key string) error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for j.index[key] != nil {
-		if j.closing {
+	for {
+		j.mu.Lock()
+		present, closing := j.index[key] != nil, j.closing
+		j.mu.Unlock()
+		switch {
+		case !present:
+			return nil
+		case closing:
 			return errClosed
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		j.flush = true
-		select {
-		case j.kick <- struct{}{}:
-		default:
+		// The key may be in the active segment: seal it for the spiller.
+		j.wmu.Lock()
+		j.sealIfUsed()
+		j.wmu.Unlock()
+		j.mu.Lock()
+		if j.index[key] != nil && !j.closing {
+			j.changed.Wait() // until a segment retires
 		}
-		j.changed.Wait()
+		j.mu.Unlock()
 	}
-	return nil
 }
 
 // entries returns the journal's entries of keys with prefix after marker.
