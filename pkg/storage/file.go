@@ -306,14 +306,18 @@ func (f *File) Get(ctx context.Context, key string, off int64, p []byte) (int, e
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if e := f.journaled(key); e != nil {
-		if e.del {
-			return 0, fmt.Errorf("get %s from %s: %w", key, f, ErrNotFound)
+	if f.j != nil {
+		if e := f.j.pin(key); e != nil {
+			defer f.j.unpin(e)
+			if e.del {
+				return 0, fmt.Errorf("get %s from %s: %w", key, f, ErrNotFound)
+			}
+			n, err := e.readAt(p, off)
+			if err != nil {
+				return n, fmt.Errorf("get %s from %s: %w", key, f, err)
+			}
+			return n, nil
 		}
-		if off >= int64(len(e.data)) {
-			return 0, nil
-		}
-		return copy(p, e.data[off:]), nil
 	}
 	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {
@@ -452,7 +456,7 @@ func (f *File) String() string { return "file://" + f.root }
 // object's end: without the hint a sequential reader stalls on every block.
 func (f *File) Prefetch(key string, off, n int64) {
 	if checkKey(key) != nil || f.journaled(key) != nil {
-		return // a journaled object is in memory
+		return // a journaled object: no file yet
 	}
 	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {

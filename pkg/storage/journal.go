@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -74,14 +75,14 @@ const (
 	// minJournalSegment holds the largest journaled object (just under
 	// directMin) with its header and the seal.
 	minJournalSegment = 2 * directMin
-	// journalPending bounds the segments written but not yet retired: past
-	// it Puts wait for the spiller, which bounds the memory the journal
-	// holds (their objects stay in memory until retired).
-	journalPending = 4
-	// journalIdle is how long an active segment with records waits for more
-	// before it is sealed and spilled, so a quiet store does not keep objects
-	// in memory.
-	journalIdle = 300 * time.Millisecond
+	// journalPending bounds the segments written but not yet retired (the
+	// journal's files take up to journalPending+3 segments): past it Puts
+	// wait for the spiller. Past half of it the spiller spills even while
+	// Puts come.
+	journalPending = 16
+	// journalIdle is how long the journal must get no record before the
+	// active segment is sealed and the sealed ones are spilled.
+	journalIdle = 200 * time.Millisecond
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -172,29 +173,57 @@ func readSegHeader(b []byte) (seq uint64, state byte, ok bool) {
 // jseg is a segment file in use: the one the writer appends to, or one
 // sealed and waiting for the spiller.
 type jseg struct {
-	path   string
-	fd     *os.File
-	direct bool // O_DIRECT|O_DSYNC; else buffered writes and fdatasync
-	seq    uint64
-	off    int64 // where the next record goes
-	size   int64
-	ents   []*jentry // in write order; guarded by journal.mu
+	path    string
+	fd      *os.File
+	rfd     *os.File // buffered, for Gets
+	direct  bool     // fd is O_DIRECT|O_DSYNC; else buffered writes and fdatasync
+	seq     uint64
+	off     int64 // where the next record goes
+	size    int64
+	ents    []*jentry // in write order; guarded by journal.mu
+	readers int       // Gets reading it now, which its reuse waits for; guarded by journal.mu
 }
 
 // openSeg opens a segment file for writing, directly where the file system
 // allows (tmpfs does not).
 func openSeg(path string, seq uint64, size int64) (*jseg, error) {
 	s := &jseg{path: path, seq: seq, off: jBlock, size: size}
+	rfd, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	s.rfd = rfd
 	fd, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT|syscall.O_DSYNC, 0)
 	if err == nil {
 		s.fd, s.direct = fd, true
 		return s, nil
 	}
 	if fd, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+		rfd.Close()
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
 	s.fd = fd
 	return s, nil
+}
+
+func (s *jseg) close() {
+	s.fd.Close()
+	s.rfd.Close()
+}
+
+// readAll returns the segment's records (up to off) in memory, read
+// directly where written directly (it is read once, to be spilled: no use
+// filling the page cache with it).
+func (s *jseg) readAll() ([]byte, error) {
+	buf := blockBuf(int(s.off))
+	fd := s.rfd
+	if s.direct {
+		fd = s.fd
+	}
+	if _, err := fd.ReadAt(buf, 0); err != nil {
+		return nil, fmt.Errorf("journal: read %s: %w", s.path, err)
+	}
+	return buf, nil
 }
 
 // writeAt writes b (block-aligned, whole blocks) at off and makes it durable.
@@ -221,13 +250,27 @@ func (s *jseg) seal() error {
 	return nil
 }
 
-// jentry is a journaled object (or tombstone) the index points to.
+// jentry is a journaled object (or tombstone) the index points to: its
+// bytes are size bytes at off in seg's file.
 type jentry struct {
 	key  string
-	data []byte // immutable
+	off  int64
+	size int
 	del  bool
 	mod  time.Time
 	seg  *jseg
+}
+
+// readAt reads the object's bytes from off into p (the segment pinned).
+func (e *jentry) readAt(p []byte, off int64) (int, error) {
+	if off >= int64(e.size) {
+		return 0, nil
+	}
+	n := int(min(int64(len(p)), int64(e.size)-off))
+	if _, err := e.seg.rfd.ReadAt(p[:n], e.off+off); err != nil {
+		return 0, fmt.Errorf("journal %s: read at %d: %w", e.seg.path, e.off+off, err)
+	}
+	return n, nil
 }
 
 // journal is a file store's small-object journal.
@@ -250,6 +293,9 @@ type journal struct {
 	pending  int   // segments sealed but not retired
 	replayed int   // objects and tombstones Open found in the journal
 	bgErr    error // the spiller's or preparer's last failure, nil after a success
+	awaiting int   // Puts waiting for a key to leave the journal
+
+	lastWrite atomic.Int64 // when the last record was written (unix ns)
 
 	wmu        sync.Mutex // held to write: guards active; taken before mu
 	active     *jseg
@@ -281,7 +327,7 @@ func openJournal(f *File, segSize int64, log *slog.Logger) (*journal, error) {
 	if err := j.replay(); err != nil {
 		unix.Close(fd)
 		for _, s := range j.toSpill {
-			s.fd.Close()
+			s.close()
 		}
 		return nil, err
 	}
@@ -388,9 +434,9 @@ func (j *journal) replaySegment(ls fileSeg, last bool) error {
 			sealed = true
 			break
 		}
-		e := &jentry{key: r.key, del: r.kind == jDelete, data: r.data, mod: time.Now(), seg: s}
+		e := &jentry{key: r.key, del: r.kind == jDelete, off: int64(off + jRecHeader + len(r.key)), size: len(r.data), mod: time.Now(), seg: s}
 		if checkKey(r.key) != nil {
-			s.fd.Close()
+			s.close()
 			return fmt.Errorf("journal segment %s: record at offset %d names bad key %q: the file is damaged; move it away to open the store (its objects are lost)", ls.path, off, r.key)
 		}
 		s.ents = append(s.ents, e)
@@ -409,13 +455,13 @@ func (j *journal) replaySegment(ls fileSeg, last bool) error {
 		}
 	}
 	if damaged {
-		s.fd.Close()
+		s.close()
 		return fmt.Errorf("journal segment %s (seq %d) is damaged at offset %d, before records that were acknowledged: "+
 			"objects written to it may be lost; move the file away to open the store without them", ls.path, ls.seq, off)
 	}
 	if !sealed {
 		if err := s.seal(); err != nil {
-			s.fd.Close()
+			s.close()
 			return err
 		}
 	}

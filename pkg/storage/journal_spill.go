@@ -11,44 +11,58 @@ import (
 )
 
 // spiller is the goroutine that moves sealed segments' objects to their
-// files and retires the segments, oldest first.
+// files and retires the segments, oldest first. It waits until the store
+// is quiet or the journal half full (or a Put waits for a key): every
+// journal write flushes the disk's cache, so writing back spilled files
+// during a burst of Puts makes each of them slower, and an object deleted
+// before its segment is spilled is never written at all.
 func (j *journal) spiller() {
 	defer j.bgWG.Done()
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
+	tick := time.NewTicker(journalIdle / 2)
+	defer tick.Stop()
+	retryAt := time.Time{}
 	for {
 		last := false
 		select {
 		case <-j.spillKick:
-		case <-retry.C:
+		case <-tick.C:
 		case <-j.writerDone:
-			last = true // the writer sealed what it had: spill it all and stop
+			last = true // the sealer sealed what was left: spill it all and stop
 		}
-		err := j.spillAll()
-		if err != nil {
+		if !last && time.Now().Before(retryAt) {
+			continue
+		}
+		if err := j.spillAll(last); err != nil {
 			j.log.Error("journal: spill", "store", j.f.String(), "err", err)
+			retryAt = time.Now().Add(time.Second)
 		}
 		if last {
 			return
 		}
-		if err != nil {
-			retry.Reset(time.Second)
-		}
 	}
 }
 
-// spillAll spills and retires the queued segments until none is left or
-// one fails (it stays queued and is tried again).
-func (j *journal) spillAll() error {
+// spillDue reports whether the oldest sealed segment should be spilled now
+// (mu held).
+func (j *journal) spillDue(all bool) bool {
+	if len(j.toSpill) == 0 {
+		return false
+	}
+	quiet := time.Since(time.Unix(0, j.lastWrite.Load())) >= journalIdle
+	return all || quiet || j.awaiting > 0 || j.pending > journalPending/2
+}
+
+// spillAll spills and retires sealed segments while that is due, or all
+// of them, until one fails (it stays queued and is tried again).
+func (j *journal) spillAll(all bool) error {
 	for {
 		j.mu.Lock()
-		if len(j.toSpill) == 0 {
+		if !j.spillDue(all) {
 			j.mu.Unlock()
 			return nil
 		}
 		s := j.toSpill[0]
-		ents := s.ents // complete: the writer no longer appends to a sealed segment
+		ents := s.ents // complete: nothing appends to a sealed segment
 		j.mu.Unlock()
 		err := j.spill(s, ents)
 		j.mu.Lock()
@@ -65,11 +79,17 @@ func (j *journal) spillAll() error {
 		}
 		j.toSpill = j.toSpill[1:]
 		j.pending--
-		j.spares = append(j.spares, s.path)
 		j.bgErr = nil
 		j.changed.Broadcast()
+		// Gets that found an entry before it went keep reading the file:
+		// it is reused only after them.
+		for s.readers > 0 {
+			j.changed.Wait()
+		}
+		j.spares = append(j.spares, s.path)
+		j.changed.Broadcast()
 		j.mu.Unlock()
-		s.fd.Close()
+		s.close()
 	}
 }
 
@@ -79,11 +99,22 @@ func (j *journal) spillAll() error {
 // after this returns: a Put that bypasses the journal waits for that, so
 // neither a replay of this segment nor its spilling can undo it.
 func (j *journal) spill(s *jseg, ents []*jentry) error {
+	var buf []byte
 	for _, e := range ents {
 		if j.lookup(e.key) != e {
 			continue
 		}
-		err := j.f.place(e.key, e.data, e.del)
+		if buf == nil && !e.del {
+			var err error
+			if buf, err = s.readAll(); err != nil {
+				return err
+			}
+		}
+		var data []byte
+		if !e.del {
+			data = buf[e.off : e.off+int64(e.size)]
+		}
+		err := j.f.place(e.key, data, e.del)
 		if err != nil && pathError(err) {
 			// The key cannot be a file here (a directory has its name, or a
 			// file one of its parents'): no retry will do better.
@@ -104,8 +135,11 @@ func pathError(err error) bool {
 	return errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) || errors.Is(err, fs.ErrExist)
 }
 
-// preparer is the goroutine that makes a new segment file when the spares
-// run out, off the writer's path.
+// spareFiles is how many spares the preparer keeps ready.
+const spareFiles = 2
+
+// preparer is the goroutine that makes new segment files while there are
+// fewer than spareFiles spares, off the writers' path.
 func (j *journal) preparer() {
 	defer j.bgWG.Done()
 	for {
@@ -115,7 +149,7 @@ func (j *journal) preparer() {
 			return
 		}
 		j.mu.Lock()
-		need := len(j.spares) == 0
+		need := len(j.spares) < spareFiles
 		j.mu.Unlock()
 		if !need {
 			continue

@@ -81,7 +81,7 @@ func (j *journal) sealer() {
 				if err := s.writeAt(segHeader(s.seq, jRetired), 0); err != nil {
 					j.log.Warn("journal: retire empty segment", "store", j.f.String(), "err", err)
 				}
-				s.fd.Close()
+				s.close()
 				j.mu.Lock()
 				j.spares = append(j.spares, s.path)
 				j.mu.Unlock()
@@ -160,9 +160,8 @@ func (j *journal) write(batch []*jreq) {
 	for i, r := range batch {
 		l := recordLen(r.key, len(r.data))
 		encodeRecord(buf[at:at+l], r.kind, s.seq, s.off, r.key, r.data)
-		start := at + jRecHeader + len(r.key)
 		ents[i] = &jentry{key: r.key, del: r.kind == jDelete, mod: now, seg: s,
-			data: buf[start : start+len(r.data) : start+len(r.data)]}
+			off: s.off + int64(at+jRecHeader+len(r.key)), size: len(r.data)}
 		at += l
 	}
 	if err := s.writeAt(buf, s.off); err != nil {
@@ -170,6 +169,7 @@ func (j *journal) write(batch []*jreq) {
 		return
 	}
 	s.off += int64(need)
+	j.lastWrite.Store(time.Now().UnixNano())
 	j.mu.Lock()
 	for i, e := range ents {
 		j.index[e.key] = e
@@ -212,7 +212,7 @@ func (j *journal) room(need int64) error {
 	j.spares = j.spares[1:]
 	j.seq++
 	seq := j.seq
-	low := len(j.spares) == 0
+	low := len(j.spares) < spareFiles
 	j.mu.Unlock()
 	if low {
 		select {
@@ -224,7 +224,7 @@ func (j *journal) room(need int64) error {
 	if err == nil {
 		err = s.writeAt(segHeader(seq, jActive), 0)
 		if err != nil {
-			s.fd.Close()
+			s.close()
 		}
 	}
 	if err != nil {
@@ -258,6 +258,26 @@ func (j *journal) sealActive() error {
 	return nil
 }
 
+// pin returns key's journaled entry with its segment held from reuse until
+// unpin, or nil when the file holds the truth.
+func (j *journal) pin(key string) *jentry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	e := j.index[key]
+	if e != nil {
+		e.seg.readers++
+	}
+	return e
+}
+
+func (j *journal) unpin(e *jentry) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if e.seg.readers--; e.seg.readers == 0 {
+		j.changed.Broadcast()
+	}
+}
+
 // lookup returns key's journaled entry, or nil when the file holds the truth.
 func (j *journal) lookup(key string) *jentry {
 	j.mu.Lock()
@@ -282,14 +302,21 @@ func (j *journal) awaitAbsent(ctx context.Context, key string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// The key may be in the active segment: seal it for the spiller.
+		// The key may be in the active segment: seal it for the spiller,
+		// which spills at once for a waiting Put.
 		j.wmu.Lock()
 		j.sealIfUsed()
 		j.wmu.Unlock()
 		j.mu.Lock()
+		j.awaiting++
+		select {
+		case j.spillKick <- struct{}{}:
+		default:
+		}
 		if j.index[key] != nil && !j.closing {
 			j.changed.Wait() // until a segment retires
 		}
+		j.awaiting--
 		j.mu.Unlock()
 	}
 }
@@ -332,7 +359,7 @@ func merge(objs []Object, ents []*jentry) []Object {
 }
 
 func (e *jentry) object() Object {
-	return Object{Key: e.key, Size: int64(len(e.data)), ModTime: e.mod}
+	return Object{Key: e.key, Size: int64(e.size), ModTime: e.mod}
 }
 
 // close writes what is queued, spills everything and retires the segments.
@@ -348,7 +375,7 @@ func (j *journal) close() error {
 	close(j.stop)
 	j.bgWG.Wait()
 	for _, s := range j.toSpill {
-		s.fd.Close()
+		s.close()
 	}
 	closeFD(j.rootFD)
 	j.mu.Lock()
