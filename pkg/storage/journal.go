@@ -104,9 +104,10 @@ func roundBlock(n int) int { return (n + jBlock - 1) &^ (jBlock - 1) }
 // recordLen is the bytes a record of key and n data bytes takes.
 func recordLen(key string, n int) int { return roundBlock(jRecHeader + len(key) + n) }
 
-// encodeRecord writes a record into b (recordLen bytes, zeroed).
+// encodeRecord writes a record into b (recordLen bytes).
 func encodeRecord(b []byte, kind byte, seq uint64, batch int64, key string, data []byte) {
 	b[4] = kind
+	clear(b[5:8])
 	binary.LittleEndian.PutUint64(b[8:], seq)
 	binary.LittleEndian.PutUint64(b[16:], uint64(batch))
 	binary.LittleEndian.PutUint32(b[24:], uint32(len(key)))
@@ -114,6 +115,7 @@ func encodeRecord(b []byte, kind byte, seq uint64, batch int64, key string, data
 	copy(b[jRecHeader:], key)
 	copy(b[jRecHeader+len(key):], data)
 	end := jRecHeader + len(key) + len(data)
+	clear(b[end:]) // padding: no stale bytes of an earlier batch on disk
 	binary.LittleEndian.PutUint32(b, crc32.Checksum(b[4:end], castagnoli))
 }
 
@@ -297,8 +299,9 @@ type journal struct {
 
 	lastWrite atomic.Int64 // when the last record was written (unix ns)
 
-	wmu        sync.Mutex // held to write: guards active; taken before mu
+	wmu        sync.Mutex // held to write: guards active and wbuf; taken before mu
 	active     *jseg
+	wbuf       []byte // the write buffer, reused
 	spillKick  chan struct{}
 	spareKick  chan struct{}
 	stop       chan struct{}

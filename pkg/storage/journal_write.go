@@ -153,7 +153,10 @@ func (j *journal) write(batch []*jreq) {
 		return
 	}
 	s := j.active
-	buf := blockBuf(need)
+	if len(j.wbuf) < need {
+		j.wbuf = blockBuf(roundBlock(need + need/2))
+	}
+	buf := j.wbuf[:need]
 	ents := make([]*jentry, len(batch))
 	at := 0
 	now := time.Now()
