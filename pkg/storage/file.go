@@ -352,7 +352,10 @@ func (f *File) Delete(ctx context.Context, key string) error {
 		if e.del {
 			return nil
 		}
-		// A tombstone, so that no replay of the journal brings it back.
+		// A tombstone, so that no replay of the journal brings it back. It
+		// survives a crash of podfs at once, and a power loss once the next
+		// Put (or spill) flushed the disk's cache: as durable as the unlink
+		// below, which no fsync follows either.
 		if err := f.j.append(ctx, jDelete, key, nil); err != nil {
 			return fmt.Errorf("delete %s from %s: %w", key, f, err)
 		}

@@ -177,6 +177,7 @@ func readSegHeader(b []byte) (seq uint64, state byte, ok bool) {
 type jseg struct {
 	path    string
 	fd      *os.File
+	nsfd    *os.File // direct without O_DSYNC (nil where fd is buffered), for tombstones
 	rfd     *os.File // buffered, for Gets
 	direct  bool     // fd is O_DIRECT|O_DSYNC; else buffered writes and fdatasync
 	seq     uint64
@@ -197,6 +198,11 @@ func openSeg(path string, seq uint64, size int64) (*jseg, error) {
 	s.rfd = rfd
 	fd, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT|syscall.O_DSYNC, 0)
 	if err == nil {
+		if s.nsfd, err = os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0); err != nil {
+			fd.Close()
+			rfd.Close()
+			return nil, fmt.Errorf("journal: open %s: %w", path, err)
+		}
 		s.fd, s.direct = fd, true
 		return s, nil
 	}
@@ -211,6 +217,9 @@ func openSeg(path string, seq uint64, size int64) (*jseg, error) {
 func (s *jseg) close() {
 	s.fd.Close()
 	s.rfd.Close()
+	if s.nsfd != nil {
+		s.nsfd.Close()
+	}
 }
 
 // readAll returns the segment's records (up to off) in memory, read
@@ -229,11 +238,21 @@ func (s *jseg) readAll() ([]byte, error) {
 }
 
 // writeAt writes b (block-aligned, whole blocks) at off and makes it durable.
-func (s *jseg) writeAt(b []byte, off int64) error {
-	if _, err := s.fd.WriteAt(b, off); err != nil {
+func (s *jseg) writeAt(b []byte, off int64) error { return s.write(b, off, true) }
+
+// write writes b at off, durably with sync. Without, the bytes are on the
+// device (a killed process loses nothing) but maybe only in its volatile
+// cache, until the next durable write's flush: for tombstones, which need
+// no more than that (see File.Delete).
+func (s *jseg) write(b []byte, off int64, sync bool) error {
+	fd := s.fd
+	if !sync && s.nsfd != nil {
+		fd = s.nsfd
+	}
+	if _, err := fd.WriteAt(b, off); err != nil {
 		return fmt.Errorf("journal %s: write at %d: %w", s.path, off, err)
 	}
-	if !s.direct {
+	if !s.direct && sync {
 		if err := unix.Fdatasync(int(s.fd.Fd())); err != nil {
 			return fmt.Errorf("journal %s: fdatasync: %w", s.path, err)
 		}

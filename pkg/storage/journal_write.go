@@ -167,7 +167,10 @@ func (j *journal) write(batch []*jreq) {
 			off: s.off + int64(at+jRecHeader+len(r.key)), size: len(r.data)}
 		at += l
 	}
-	if err := s.writeAt(buf, s.off); err != nil {
+	// Only Puts promise durability: a batch of only tombstones need not
+	// wait for the disk's cache (the next durable write flushes it too).
+	sync := slices.ContainsFunc(batch, func(r *jreq) bool { return r.kind == jPut })
+	if err := s.write(buf, s.off, sync); err != nil {
 		j.finish(batch, err)
 		return
 	}
