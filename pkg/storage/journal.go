@@ -25,14 +25,17 @@ import (
 // The small-object journal of a file store with Fsync (an intent log, like
 // ZFS's ZIL): making a new file durable costs ext4 a journal commit, about
 // 600 us, while one O_DIRECT|O_DSYNC write over already-written blocks
-// changes no file-system metadata and costs a quarter of that. So a Put of
-// an object smaller than directMin writes one checksummed record into a
+// changes no file-system metadata and costs half of that or less. So a Put
+// of an object smaller than directMin writes one checksummed record into a
 // preallocated, zero-filled segment file and returns; concurrent Puts share
-// that write. A spiller later writes the objects to their own files without
-// syncing each, makes a whole segment's worth durable with one syncfs, and
-// only then retires the segment. Until then the objects are served from
-// memory (the journal's write buffers), so nothing ever reads a segment but
-// Open's replay.
+// that write. Until spilled, Get reads the object from its segment (pinned
+// against reuse meanwhile), so the journal holds no object in memory. A
+// spiller later writes the objects to their own files without syncing each,
+// makes a segment's worth durable with one syncfs, and only then retires
+// the segment and drops its objects from the index. It spills once the
+// store is quiet, or the journal half full: write-back during a burst of
+// Puts would slow each of them (every journal write flushes the disk's
+// cache), and objects deleted before their spill are never written at all.
 //
 // Files under <root>/.podfs-journal are named seg-N; which segment a file
 // holds, if any, says its first block:
