@@ -247,7 +247,8 @@ func TestJournalReadsDuringSpill(t *testing.T) {
 }
 
 // writeSegment lays down segment file seg-n holding segment seq with the
-// given records (one write each, as the writer would), sealed or not.
+// given records, each from its own write but for those marked batch -1,
+// which were written with the record before them; sealed or not.
 func writeSegment(t *testing.T, dir string, n int, seq uint64, recs []record, sealed bool) string {
 	t.Helper()
 	jd := filepath.Join(dir, journalDir)
@@ -262,13 +263,17 @@ func writeSegment(t *testing.T, dir string, n int, seq uint64, recs []record, se
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.fd.Close()
+	defer s.close()
 	if err := s.writeAt(segHeader(seq, jActive), 0); err != nil {
 		t.Fatal(err)
 	}
+	batch := s.off
 	for _, r := range recs {
+		if r.batch != -1 {
+			batch = s.off
+		}
 		b := blockBuf(recordLen(r.key, len(r.data)))
-		encodeRecord(b, r.kind, seq, s.off, r.key, r.data)
+		encodeRecord(b, r.kind, seq, batch, r.key, r.data)
 		if err := s.writeAt(b, s.off); err != nil {
 			t.Fatal(err)
 		}
@@ -357,6 +362,22 @@ func TestJournalReplay(t *testing.T) {
 			t.Log(err)
 		})
 	}
+	t.Run("torn write ignored whole", func(t *testing.T) {
+		// The second write carried b/2 and b/3; b/2 did not reach the disk.
+		dir := t.TempDir()
+		later := put("b/3")
+		later.batch = -1
+		p := writeSegment(t, dir, 0, 6, []record{put("b/1"), put("b/2"), later}, false)
+		damage(t, p, recOff("b/1"))
+		f := openJournaled(t, dir, 0)
+		defer f.Close()
+		checkObject(t, f, "b/1")
+		for _, k := range []string{"b/2", "b/3"} {
+			if _, err := f.Head(ctx, k); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("object of a torn write: %v, want not found", err)
+			}
+		}
+	})
 	t.Run("tombstone keeps an object deleted", func(t *testing.T) {
 		dir := t.TempDir()
 		// The object was spilled before its delete was journaled.
