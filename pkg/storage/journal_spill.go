@@ -125,6 +125,10 @@ func (j *journal) spill(s *jseg, ents []*jentry) error {
 			return fmt.Errorf("spill %s of %s: %w", e.key, s.path, err)
 		}
 	}
+	// One syncfs for the lot: on this project's disk 15-17 ms for a
+	// segment's 130 files of 128 KiB, where fsyncing each file and
+	// directory took 36-50 ms. It also writes back whatever else is dirty
+	// in the file system, which a store on its own volume does not mind.
 	if err := unix.Syncfs(j.rootFD); err != nil {
 		return fmt.Errorf("spill %s: syncfs: %w", s.path, err)
 	}
