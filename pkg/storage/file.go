@@ -137,14 +137,16 @@ func (f *File) tempPath() string {
 }
 
 // place puts data in key's file, or removes it (del), without making either
-// durable: the journal's spiller syncs a batch of them at once.
-func (f *File) place(key string, data []byte, del bool) error {
+// durable: the journal's spiller syncs a batch of them at once. It reports
+// whether it left the file system as it was (a removal of no file).
+func (f *File) place(key string, data []byte, del bool) (same bool, err error) {
 	defer f.fds.drop(key)
 	if del {
-		if err := os.Remove(f.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+		err := os.Remove(f.path(key))
+		if errors.Is(err, fs.ErrNotExist) {
+			return true, nil
 		}
-		return nil
+		return false, err
 	}
 	tmp := f.tempPath()
 	fh, err := f.writeTemp(tmp, data)
@@ -155,7 +157,7 @@ func (f *File) place(key string, data []byte, del bool) error {
 	if err != nil {
 		_ = os.Remove(tmp)
 	}
-	return err
+	return false, err
 }
 
 // put writes data to tmp and renames it to dst. Readers see dst appear

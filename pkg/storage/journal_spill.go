@@ -100,6 +100,7 @@ func (j *journal) spillAll(all bool) error {
 // neither a replay of this segment nor its spilling can undo it.
 func (j *journal) spill(s *jseg, ents []*jentry) error {
 	var buf []byte
+	placed := false
 	for _, e := range ents {
 		if j.lookup(e.key) != e {
 			continue
@@ -114,7 +115,8 @@ func (j *journal) spill(s *jseg, ents []*jentry) error {
 		if !e.del {
 			data = buf[e.off : e.off+int64(e.size)]
 		}
-		err := j.f.place(e.key, data, e.del)
+		same, err := j.f.place(e.key, data, e.del)
+		placed = placed || !same
 		if err != nil && pathError(err) {
 			// The key cannot be a file here (a directory has its name, or a
 			// file one of its parents'): no retry will do better.
@@ -129,8 +131,12 @@ func (j *journal) spill(s *jseg, ents []*jentry) error {
 	// segment's 130 files of 128 KiB, where fsyncing each file and
 	// directory took 36-50 ms. It also writes back whatever else is dirty
 	// in the file system, which a store on its own volume does not mind.
-	if err := unix.Syncfs(j.rootFD); err != nil {
-		return fmt.Errorf("spill %s: syncfs: %w", s.path, err)
+	// Nothing to sync when every object was replaced or deleted before it
+	// got a file (the segment's tombstones found none).
+	if placed {
+		if err := unix.Syncfs(j.rootFD); err != nil {
+			return fmt.Errorf("spill %s: syncfs: %w", s.path, err)
+		}
 	}
 	return s.writeAt(segHeader(s.seq, jRetired), 0)
 }
