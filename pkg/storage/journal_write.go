@@ -53,8 +53,8 @@ func (j *journal) append(ctx context.Context, kind byte, key string, data []byte
 }
 
 // sealer is the goroutine that seals the active segment once it got no
-// record for a while, so the spiller frees a quiet store's memory, and at
-// close seals what is left.
+// record for a while, so that a quiet store's objects get spilled, and at
+// close writes what is queued and seals what is left.
 func (j *journal) sealer() {
 	defer j.bgWG.Done()
 	defer close(j.writerDone)
