@@ -497,15 +497,22 @@ func (j *journal) replaySegment(ls fileSeg, last bool) error {
 
 // newSpare makes a new segment file, filled with zeros so that later direct
 // writes overwrite written blocks and change no metadata, durable under its
-// name, and adds it to the spares.
+// name, and adds it to the spares. A store's first files are small (2, 4,
+// 8 MiB, then the segment size): a store that sees few small objects, as
+// in most tests, does not pay for filling big ones.
 func (j *journal) newSpare() error {
 	j.mu.Lock()
 	n := j.nextFile
 	j.nextFile++
 	j.mu.Unlock()
+	size := int64(minJournalSegment)
+	for i := 0; i < n && size < j.segSize; i++ {
+		size *= 2
+	}
+	size = min(size, j.segSize)
 	tmp := filepath.Join(j.dir, fmt.Sprintf("new-%d", n))
 	path := filepath.Join(j.dir, fmt.Sprintf("seg-%d", n))
-	err := zeroFile(tmp, j.segSize)
+	err := zeroFile(tmp, size)
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}

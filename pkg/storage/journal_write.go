@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -17,8 +18,9 @@ type jreq struct {
 	done bool // written (or failed): err says; guarded by journal.mu
 }
 
-// maxBatch bounds one group-commit write.
-const maxBatch = 8 << 20
+// maxBatch bounds one group-commit write: what the smallest segment holds
+// besides its header and seal.
+const maxBatch = minJournalSegment - 2*jBlock
 
 // append journals a put (data) or delete and returns once it is durable and
 // indexed. Concurrent calls share one write (group commit, leader and
@@ -226,9 +228,13 @@ func (j *journal) room(need int64) error {
 		default:
 		}
 	}
-	s, err := openSeg(path, seq, j.segSize)
+	s, err := openSeg(path, seq, 0)
 	if err == nil {
-		err = s.writeAt(segHeader(seq, jActive), 0)
+		var st os.FileInfo
+		if st, err = s.fd.Stat(); err == nil {
+			s.size = st.Size() // the segment size, or smaller (see newSpare)
+			err = s.writeAt(segHeader(seq, jActive), 0)
+		}
 		if err != nil {
 			s.close()
 		}
@@ -238,9 +244,6 @@ func (j *journal) room(need int64) error {
 		j.spares = append(j.spares, path)
 		j.mu.Unlock()
 		return err
-	}
-	if st, err := s.fd.Stat(); err == nil && st.Size() > s.size {
-		s.size = st.Size()
 	}
 	j.active = s
 	return nil
