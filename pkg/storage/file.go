@@ -79,23 +79,38 @@ func NewFile(dir string, opts FileOptions) (*File, error) {
 		}
 	}
 	f := &File{root: dir, opts: opts, fds: newFDCache(openFDs)}
+	size := opts.JournalSegment
+	if size == 0 {
+		size = DefaultJournalSegment
+	}
+	if size < minJournalSegment || size%jBlock != 0 {
+		return nil, fmt.Errorf("file storage %s: journal segment size %d: want a multiple of 4 KiB of at least %d", dir, size, minJournalSegment)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
 	if opts.Fsync && !opts.NoJournal {
-		size := opts.JournalSegment
-		if size == 0 {
-			size = DefaultJournalSegment
-		}
-		if size < minJournalSegment || size%jBlock != 0 {
-			return nil, fmt.Errorf("file storage %s: journal segment size %d: want a multiple of 4 KiB of at least %d", dir, size, minJournalSegment)
-		}
-		log := opts.Log
-		if log == nil {
-			log = slog.Default()
-		}
-		j, err := openJournal(f, size, log)
+		j, err := openJournal(f, size, log, false)
 		if err != nil {
 			return nil, err
 		}
 		f.j = j
+		return f, nil
+	}
+	// Without a journal of its own, a store still spills what one left
+	// (a crash of a store that had one), or those objects would be missing.
+	if _, err := os.Stat(filepath.Join(dir, journalDir)); err == nil {
+		j, err := openJournal(f, size, log, true)
+		if errors.Is(err, errJournalBusy) {
+			return f, nil // its owner spills it
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := j.close(); err != nil {
+			return nil, err
+		}
 	}
 	return f, nil
 }

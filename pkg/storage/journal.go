@@ -304,6 +304,7 @@ type journal struct {
 	segSize int64
 	log     *slog.Logger
 	rootFD  int
+	lockFD  int // the journal directory, flock'ed
 
 	mu       sync.Mutex
 	changed  *sync.Cond // a segment retired, a spare appeared, or closing
@@ -333,10 +334,15 @@ type journal struct {
 
 // openJournal replays the journal of f (rebuilding the index of objects not
 // yet spilled, which the spiller then spills) and starts its goroutines.
-func openJournal(f *File, segSize int64, log *slog.Logger) (*journal, error) {
+//
+// Only one store may use a journal at a time (it would replay and reuse
+// the other's segments): it holds an exclusive lock on the journal
+// directory. With drain, the journal only replays and spills what a store
+// that used it left (see NewFile), and the caller closes it at once.
+func openJournal(f *File, segSize int64, log *slog.Logger, drain bool) (*journal, error) {
 	j := &journal{
 		f: f, dir: filepath.Join(f.root, journalDir), segSize: segSize, log: log,
-		index: map[string]*jentry{}, rootFD: -1,
+		index: map[string]*jentry{}, rootFD: -1, lockFD: -1,
 		spillKick: make(chan struct{}, 1),
 		spareKick: make(chan struct{}, 1), stop: make(chan struct{}), writerDone: make(chan struct{}),
 	}
@@ -344,22 +350,42 @@ func openJournal(f *File, segSize int64, log *slog.Logger) (*journal, error) {
 	if err := os.MkdirAll(j.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal of %s: %w", f, err)
 	}
+	lock, err := unix.Open(j.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("journal of %s: %w", f, err)
+	}
+	if err := unix.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(lock)
+		if errors.Is(err, unix.EWOULDBLOCK) && drain {
+			return nil, errJournalBusy
+		}
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("file storage %s: another store (another podfs process, or mount) uses its journal %s: "+
+				"a directory several mounts share needs journal=false in every mount's storage URL", f, j.dir)
+		}
+		return nil, fmt.Errorf("journal of %s: lock %s: %w", f, j.dir, err)
+	}
+	j.lockFD = lock
 	fd, err := unix.Open(f.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		unix.Close(lock)
 		return nil, fmt.Errorf("journal of %s: open root: %w", f, err)
 	}
 	j.rootFD = fd
-	if err := j.replay(); err != nil {
+	fail := func(err error) (*journal, error) {
 		unix.Close(fd)
+		unix.Close(lock)
 		for _, s := range j.toSpill {
 			s.close()
 		}
 		return nil, err
 	}
-	if len(j.spares) == 0 {
+	if err := j.replay(); err != nil {
+		return fail(err)
+	}
+	if len(j.spares) == 0 && !drain {
 		if err := j.newSpare(); err != nil {
-			unix.Close(fd)
-			return nil, err
+			return fail(err)
 		}
 	}
 	j.bgWG.Add(3)
@@ -367,7 +393,9 @@ func openJournal(f *File, segSize int64, log *slog.Logger) (*journal, error) {
 	go j.spiller()
 	go j.preparer()
 	j.spillKick <- struct{}{}
-	j.spareKick <- struct{}{}
+	if !drain {
+		j.spareKick <- struct{}{}
+	}
 	return j, nil
 }
 
@@ -547,6 +575,9 @@ func zeroFile(path string, size int64) error {
 	}
 	return fh.Sync()
 }
+
+// errJournalBusy: another store holds the journal (and spills it).
+var errJournalBusy = errors.New("journal in use")
 
 // errClosed is returned by a journal used after Close.
 var errClosed = errors.New("file store closed")

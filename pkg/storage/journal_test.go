@@ -400,3 +400,60 @@ func TestJournalReplay(t *testing.T) {
 		checkObject(t, f, "d/2")
 	})
 }
+
+// Two stores never share a journal: the second is refused with the way
+// out; a store without a journal spills what one left, and skips a
+// journal another store holds.
+func TestJournalOwnership(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := openJournaled(t, dir, 0)
+	defer a.Close()
+	_, err := NewFile(dir, FileOptions{Fsync: true})
+	if err == nil || !strings.Contains(err.Error(), "journal=false") {
+		t.Fatalf("second journaled store on one directory: %v, want a refusal naming journal=false", err)
+	}
+	b, err := NewFile(dir, FileOptions{Fsync: true, NoJournal: true})
+	if err != nil {
+		t.Fatalf("store without a journal beside a journaled one: %v", err)
+	}
+	b.Close()
+	if err := a.Put(ctx, "k/1", objectFor("k/1")); err != nil {
+		t.Fatal(err)
+	}
+	a.j.mu.Lock()
+	held := a.j.index["k/1"] != nil
+	a.j.mu.Unlock()
+	if !held {
+		t.Fatal("object not in the journal: the test needs it there")
+	}
+	// A crash: the journal is left as it is (the lock goes with the process).
+	closeFD(a.j.lockFD)
+	a.j.lockFD = -1
+	c, err := NewFile(dir, FileOptions{Fsync: true, NoJournal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.j != nil {
+		t.Fatal("journal=false store kept a journal")
+	}
+	checkObject(t, c, "k/1")
+	if _, err := os.Stat(filepath.Join(dir, "k", "1")); err != nil {
+		t.Fatalf("journal left behind not spilled: %v", err)
+	}
+}
+
+func TestSharedURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"file:///data":              "file:///data?journal=false",
+		"file:///data?fsync=true":   "file:///data?fsync=true&journal=false",
+		"file:///data?journal=true": "file:///data?journal=true",
+		"rados://pool?mon_host=h:1": "rados://pool?mon_host=h:1",
+		"mem://x":                   "mem://x",
+	} {
+		if got := SharedURL(in); got != want {
+			t.Errorf("SharedURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -387,6 +387,7 @@ func (j *journal) close() error {
 		s.close()
 	}
 	closeFD(j.rootFD)
+	closeFD(j.lockFD)
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if len(j.toSpill) > 0 {

@@ -71,6 +71,22 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	}
 }
 
+// SharedURL returns the storage URL for a store that several mounts use at
+// once (metadata in etcd or TiKV): for a file URL that does not say
+// otherwise, journal=false, since a journal would hide each mount's new
+// objects from the others until it spilled them. Other URLs are returned
+// as they are.
+func SharedURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "file" || u.Query().Has("journal") {
+		return rawURL
+	}
+	q := u.Query()
+	q.Set("journal", "false")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // checkKey rejects keys that are not clean relative slash-separated paths, so
 // no backend can be led outside its directory or pool prefix.
 func checkKey(key string) error {
