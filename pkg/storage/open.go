@@ -14,7 +14,8 @@ const Forms = `accepted storage URLs:
                                                            local directory (default; fsync=true, direct=true:
                                                            objects of 1 MiB and more bypass the page cache;
                                                            journal=true: with fsync, smaller objects are made
-                                                           durable in a journal and moved to their files later)
+                                                           durable in a journal and moved to their files later;
+                                                           off where etcd/TiKV volumes share the directory)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
       (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
