@@ -308,6 +308,8 @@ type journal struct {
 
 	mu       sync.Mutex
 	changed  *sync.Cond // a segment retired, a spare appeared, or closing
+	wrote    *sync.Cond // a leader's write ended (see append)
+	leading  bool       // a caller of append is writing
 	index    map[string]*jentry
 	queue    []*jreq
 	closing  bool
@@ -347,6 +349,7 @@ func openJournal(f *File, segSize int64, log *slog.Logger, drain bool) (*journal
 		spareKick: make(chan struct{}, 1), stop: make(chan struct{}), writerDone: make(chan struct{}),
 	}
 	j.changed = sync.NewCond(&j.mu)
+	j.wrote = sync.NewCond(&j.mu)
 	if err := os.MkdirAll(j.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal of %s: %w", f, err)
 	}

@@ -24,34 +24,37 @@ const maxBatch = minJournalSegment - 2*jBlock
 
 // append journals a put (data) or delete and returns once it is durable and
 // indexed. Concurrent calls share one write (group commit, leader and
-// followers): each queues its record and takes the write lock; whoever gets
-// it writes everything queued, so the callers behind it find their records
-// written when their turn comes. The caller writes itself rather than
-// handing off to a writer goroutine: on a busy machine each wake-up of
-// another goroutine costs as much as the write.
+// followers): each queues its record; one caller at a time is the leader
+// and writes everything queued, the others wait for the write that carries
+// theirs, and one of those left over leads next. The caller writes itself
+// rather than handing off to a writer goroutine: on a busy machine each
+// wake-up of another goroutine costs as much as the write.
 func (j *journal) append(ctx context.Context, kind byte, key string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	r := &jreq{kind: kind, key: key, data: data}
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	if j.closing {
-		j.mu.Unlock()
 		return errClosed
 	}
 	j.queue = append(j.queue, r)
-	j.mu.Unlock()
-	j.wmu.Lock()
-	defer j.wmu.Unlock()
-	for {
-		j.mu.Lock()
-		done, err := r.done, r.err
-		j.mu.Unlock()
-		if done {
-			return err
+	for !r.done {
+		if j.leading {
+			j.wrote.Wait()
+			continue
 		}
+		j.leading = true
+		j.mu.Unlock()
+		j.wmu.Lock()
 		j.write(j.take())
+		j.wmu.Unlock()
+		j.mu.Lock()
+		j.leading = false
+		j.wrote.Broadcast()
 	}
+	return r.err
 }
 
 // sealer is the goroutine that seals the active segment once it got no
