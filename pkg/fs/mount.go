@@ -145,6 +145,9 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if storeURL == "" {
 		storeURL = format.Storage
 	}
+	if p, err := meta.ParseURL(cfg.MetaURL); err == nil && p.Scheme != "bolt" {
+		storeURL = storage.SharedURL(storeURL) // other mounts may share it
+	}
 	obj, err := OpenStorage(ctx, storeURL)
 	if err != nil {
 		return nil, fmt.Errorf("open the volume's storage %s: %w", redactURL(storeURL), err)

@@ -14,7 +14,12 @@ import (
 	"podfs.io/podfs/internal/testenv"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.CephMain(m)) }
+func TestMain(m *testing.M) {
+	if len(os.Args) > 3 && os.Args[1] == crashHelperArg {
+		os.Exit(crashHelper(os.Args[2], os.Args[3]))
+	}
+	os.Exit(testenv.CephMain(m))
+}
 
 // stores opens one fresh, empty store of each backend for a test.
 func stores(t *testing.T) map[string]func(t *testing.T) Store {
@@ -25,6 +30,15 @@ func stores(t *testing.T) map[string]func(t *testing.T) Store {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		"file-nojournal": func(t *testing.T) Store {
+			s, err := Open(context.Background(), "file://"+t.TempDir()+"?journal=false")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
 			return s
 		},
 		"rados": func(t *testing.T) Store {
@@ -246,6 +260,7 @@ func TestFileLeavesNoTempFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s.Close()
 	if err := s.Put(context.Background(), "k/v", []byte("v")); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,14 @@ type FileOptions struct {
 	// takes direct 4 MiB writes about 3x as fast as buffered ones. Such
 	// objects are then not in the page cache when read back soon after.
 	Buffered bool
+	// NoJournal turns off the small-object journal of a store with Fsync
+	// (see journal.go): every Put then makes its own file durable.
+	NoJournal bool
+	// JournalSegment is the size of a journal segment file (default
+	// DefaultJournalSegment, at least 2 MiB).
+	JournalSegment int64
+	// Log receives the journal's reports (default slog.Default()).
+	Log *slog.Logger
 }
 
 // directMin is the smallest object written with O_DIRECT; smaller ones
@@ -51,6 +60,8 @@ type File struct {
 	fds  *fdCache
 	// noDirect is set once the file system refused O_DIRECT.
 	noDirect atomic.Bool
+	// j journals small objects (nil: off, or no Fsync).
+	j *journal
 }
 
 // openFDs bounds the object descriptors a file store keeps open for reads.
@@ -67,7 +78,41 @@ func NewFile(dir string, opts FileOptions) (*File, error) {
 			_ = os.Remove(filepath.Join(dir, tmpPrefix, e.Name()))
 		}
 	}
-	return &File{root: dir, opts: opts, fds: newFDCache(openFDs)}, nil
+	f := &File{root: dir, opts: opts, fds: newFDCache(openFDs)}
+	size := opts.JournalSegment
+	if size == 0 {
+		size = DefaultJournalSegment
+	}
+	if size < minJournalSegment || size%jBlock != 0 {
+		return nil, fmt.Errorf("file storage %s: journal segment size %d: want a multiple of 4 KiB of at least %d", dir, size, minJournalSegment)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.Fsync && !opts.NoJournal {
+		j, err := openJournal(f, size, log, false)
+		if err != nil {
+			return nil, err
+		}
+		f.j = j
+		return f, nil
+	}
+	// Without a journal of its own, a store still spills what one left
+	// (a crash of a store that had one), or those objects would be missing.
+	if _, err := os.Stat(filepath.Join(dir, journalDir)); err == nil {
+		j, err := openJournal(f, size, log, true)
+		if errors.Is(err, errJournalBusy) {
+			return f, nil // its owner spills it
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := j.close(); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
 func (f *File) path(key string) string { return filepath.Join(f.root, filepath.FromSlash(key)) }
@@ -79,9 +124,18 @@ func (f *File) Put(ctx context.Context, key string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(f.root, tmpPrefix, hex.EncodeToString(rnd[:]))
+	if f.j != nil {
+		if len(data) < directMin {
+			if err := f.j.append(ctx, jPut, key, data); err != nil {
+				return fmt.Errorf("put %s in %s: %w", key, f, err)
+			}
+			return nil
+		}
+		if err := f.j.awaitAbsent(ctx, key); err != nil {
+			return fmt.Errorf("put %s in %s: %w", key, f, err)
+		}
+	}
+	tmp := f.tempPath()
 	err := f.put(tmp, f.path(key), data)
 	f.fds.drop(key) // a descriptor of an older version
 	if err != nil {
@@ -89,6 +143,36 @@ func (f *File) Put(ctx context.Context, key string, data []byte) error {
 		return fmt.Errorf("put %s in %s: %w", key, f, err)
 	}
 	return nil
+}
+
+func (f *File) tempPath() string {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	return filepath.Join(f.root, tmpPrefix, hex.EncodeToString(rnd[:]))
+}
+
+// place puts data in key's file, or removes it (del), without making either
+// durable: the journal's spiller syncs a batch of them at once. It reports
+// whether it left the file system as it was (a removal of no file).
+func (f *File) place(key string, data []byte, del bool) (same bool, err error) {
+	defer f.fds.drop(key)
+	if del {
+		err := os.Remove(f.path(key))
+		if errors.Is(err, fs.ErrNotExist) {
+			return true, nil
+		}
+		return false, err
+	}
+	tmp := f.tempPath()
+	fh, err := f.writeTemp(tmp, data)
+	if err == nil {
+		fh.Close()
+		_, err = f.rename(tmp, f.path(key), 0)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return false, err
 }
 
 // put writes data to tmp and renames it to dst. Readers see dst appear
@@ -239,6 +323,19 @@ func (f *File) Get(ctx context.Context, key string, off int64, p []byte) (int, e
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if f.j != nil {
+		if e := f.j.pin(key); e != nil {
+			defer f.j.unpin(e)
+			if e.del {
+				return 0, fmt.Errorf("get %s from %s: %w", key, f, ErrNotFound)
+			}
+			n, err := e.readAt(p, off)
+			if err != nil {
+				return n, fmt.Errorf("get %s from %s: %w", key, f, err)
+			}
+			return n, nil
+		}
+	}
 	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -268,6 +365,19 @@ func (f *File) Delete(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
+	if e := f.journaled(key); e != nil {
+		if e.del {
+			return nil
+		}
+		// A tombstone, so that no replay of the journal brings it back. It
+		// survives a crash of podfs at once, and a power loss once the next
+		// Put (or spill) flushed the disk's cache: as durable as the unlink
+		// below, which no fsync follows either.
+		if err := f.j.append(ctx, jDelete, key, nil); err != nil {
+			return fmt.Errorf("delete %s from %s: %w", key, f, err)
+		}
+		return nil
+	}
 	f.fds.drop(key)
 	if err := os.Remove(f.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s from %s: %w", key, f, err)
@@ -278,6 +388,12 @@ func (f *File) Delete(ctx context.Context, key string) error {
 func (f *File) Head(ctx context.Context, key string) (Object, error) {
 	if err := checkKey(key); err != nil {
 		return Object{}, err
+	}
+	if e := f.journaled(key); e != nil {
+		if e.del {
+			return Object{}, fmt.Errorf("head %s in %s: %w", key, f, ErrNotFound)
+		}
+		return e.object(), nil
 	}
 	st, err := os.Stat(f.path(key))
 	if err != nil {
@@ -299,6 +415,12 @@ func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Ob
 		start = f.path(prefix[:i])
 	}
 	var out []Object
+	// What the journal holds before the walk and after: an object that moves
+	// to its file meanwhile, behind the walk, is in the first.
+	var before []*jentry
+	if f.j != nil {
+		before = f.j.entries(prefix, marker)
+	}
 	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -315,7 +437,7 @@ func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Ob
 			if p == start || p == f.root {
 				return nil
 			}
-			if key == tmpPrefix {
+			if key == tmpPrefix || key == journalDir {
 				return filepath.SkipDir
 			}
 			dk := key + "/"
@@ -340,6 +462,9 @@ func (f *File) List(ctx context.Context, prefix, marker string, limit int) ([]Ob
 	if err != nil {
 		return nil, fmt.Errorf("list %q in %s: %w", prefix, f, err)
 	}
+	if f.j != nil {
+		out = merge(out, append(before, f.j.entries(prefix, marker)...))
+	}
 	return sortLimit(out, limit), nil
 }
 
@@ -350,8 +475,8 @@ func (f *File) String() string { return "file://" + f.root }
 // the kernel's own readahead, which follows one open file, stops at each
 // object's end: without the hint a sequential reader stalls on every block.
 func (f *File) Prefetch(key string, off, n int64) {
-	if checkKey(key) != nil {
-		return
+	if checkKey(key) != nil || f.journaled(key) != nil {
+		return // a journaled object: no file yet
 	}
 	cf, err := f.fds.get(key, f.path(key))
 	if err != nil {
@@ -363,7 +488,22 @@ func (f *File) Prefetch(key string, off, n int64) {
 
 // Local marks the store as local to this machine (see IsLocal).
 func (f *File) Local() bool { return true }
+
+// Close spills the journal (every object to its file, durably) and closes
+// the descriptors.
 func (f *File) Close() error {
+	var err error
+	if f.j != nil {
+		err = f.j.close()
+	}
 	f.fds.close()
-	return nil
+	return err
+}
+
+// journaled returns key's journal entry, or nil when its file holds it.
+func (f *File) journaled(key string) *jentry {
+	if f.j == nil {
+		return nil
+	}
+	return f.j.lookup(key)
 }

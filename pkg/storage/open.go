@@ -10,9 +10,12 @@ import (
 
 // Forms lists the storage URLs Open accepts, for error messages and help.
 const Forms = `accepted storage URLs:
-  file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false]
+  file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false][&journal=true|false]
                                                            local directory (default; fsync=true, direct=true:
-                                                           objects of 1 MiB and more bypass the page cache)
+                                                           objects of 1 MiB and more bypass the page cache;
+                                                           journal=true: with fsync, smaller objects are made
+                                                           durable in a journal and moved to their files later;
+                                                           off where etcd/TiKV volumes share the directory)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
       (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
@@ -47,8 +50,14 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 					return nil, err
 				}
 				opts.Buffered = !on
+			case "journal":
+				on, err := urlBool(rawURL, k, v[0])
+				if err != nil {
+					return nil, err
+				}
+				opts.NoJournal = !on
 			default:
-				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct)\n%s", rawURL, k, Forms)
+				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct, journal)\n%s", rawURL, k, Forms)
 			}
 		}
 		return NewFile(u.Path, opts)
@@ -63,6 +72,22 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	}
 }
 
+// SharedURL returns the storage URL for a store that several mounts use at
+// once (metadata in etcd or TiKV): for a file URL that does not say
+// otherwise, journal=false, since a journal would hide each mount's new
+// objects from the others until it spilled them. Other URLs are returned
+// as they are.
+func SharedURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "file" || u.Query().Has("journal") {
+		return rawURL
+	}
+	q := u.Query()
+	q.Set("journal", "false")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // checkKey rejects keys that are not clean relative slash-separated paths, so
 // no backend can be led outside its directory or pool prefix.
 func checkKey(key string) error {
@@ -73,8 +98,8 @@ func checkKey(key string) error {
 		return fmt.Errorf("object key %q: must not start or end with '/'", key)
 	}
 	for _, part := range strings.Split(key, "/") {
-		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) {
-			return fmt.Errorf("object key %q: empty, '.', '..' or reserved %q component", key, tmpPrefix)
+		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) || strings.HasPrefix(part, journalDir) {
+			return fmt.Errorf("object key %q: empty, '.', '..' or reserved %q or %q component", key, tmpPrefix, journalDir)
 		}
 	}
 	return nil
