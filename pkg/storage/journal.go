@@ -45,8 +45,11 @@ import (
 // with state active (records of segment seq follow) or retired (spilled:
 // the file is a spare, its bytes stale). Sequence numbers only grow, also
 // across restarts (a retired header keeps its seq), so the stale records of
-// a recycled file never pass for the current segment's. Records start at
-// the second block, each padded to whole blocks:
+// a recycled file never pass for the current segment's. A header is only
+// rewritten after the second block was zeroed, so a header that does not
+// read back is a torn write (nothing follows it) or, if a valid record
+// follows, damage that Open refuses. Records start at the second block,
+// each padded to whole blocks:
 //
 //	crc32c(4) | kind(1) | 0(3) | seq(8) | batch(8) | key length(4) | data length(4) | key | data
 //
@@ -243,6 +246,17 @@ func (s *jseg) readAll() ([]byte, error) {
 // writeAt writes b (block-aligned, whole blocks) at off and makes it durable.
 func (s *jseg) writeAt(b []byte, off int64) error { return s.write(b, off, true) }
 
+// setHeader durably makes the file segment seq in the given state. The
+// first record's block is zeroed first, so whenever a header write could be
+// torn no record follows it; a header that does not read back while a valid
+// record follows is therefore damage, which Open refuses (see replay).
+func (s *jseg) setHeader(seq uint64, state byte) error {
+	if err := s.writeAt(blockBuf(jBlock), jBlock); err != nil {
+		return err
+	}
+	return s.writeAt(segHeader(seq, state), 0)
+}
+
 // write writes b at off, durably with sync. Without, the bytes are on the
 // device (a killed process loses nothing) but maybe only in its volatile
 // cache, until the next durable write's flush: for tombstones, which need
@@ -424,9 +438,12 @@ func (j *journal) replay() error {
 			continue
 		}
 		j.nextFile = max(j.nextFile, n+1)
-		seq, state, ok, err := peekSegHeader(p)
+		seq, state, ok, rseq, err := peekSegHeader(p)
 		if err != nil {
 			return err
+		}
+		if !ok && rseq != 0 {
+			return fmt.Errorf("journal of %s: %s is damaged: its header does not read back, yet it holds records of segment %d (move it away to start without them)", j.f, p, rseq)
 		}
 		if ok {
 			j.seq = max(j.seq, seq)
@@ -453,18 +470,36 @@ func (j *journal) replay() error {
 	return nil
 }
 
-func peekSegHeader(path string) (seq uint64, state byte, ok bool, err error) {
+// peekSegHeader reads a segment file's header and, where the header is
+// not valid, the segment a valid first record names (rseq, 0 for none).
+func peekSegHeader(path string) (seq uint64, state byte, ok bool, rseq uint64, err error) {
 	fh, err := os.Open(path)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("journal: %w", err)
+		return 0, 0, false, 0, fmt.Errorf("journal: %w", err)
 	}
 	defer fh.Close()
-	b := make([]byte, jSegHeader)
-	if _, err := io.ReadFull(fh, b); err != nil {
-		return 0, 0, false, nil // shorter than a header: never a segment
+	b := make([]byte, 2*jBlock)
+	n, err := io.ReadFull(fh, b)
+	if n < jSegHeader {
+		return 0, 0, false, 0, nil // shorter than a header: never a segment
 	}
-	seq, state, ok = readSegHeader(b)
-	return seq, state, ok, nil
+	if seq, state, ok = readSegHeader(b); ok || err != nil {
+		return seq, state, ok, 0, nil
+	}
+	first := b[jBlock:]
+	r := binary.LittleEndian.Uint64(first[8:])
+	n = jRecHeader + int(binary.LittleEndian.Uint32(first[24:])) + int(binary.LittleEndian.Uint32(first[28:]))
+	if r == 0 || n > minJournalSegment {
+		return 0, 0, false, 0, nil
+	}
+	rec := make([]byte, n)
+	if _, err := fh.ReadAt(rec, jBlock); err != nil {
+		return 0, 0, false, 0, nil
+	}
+	if _, valid := decodeRecord(rec, r); valid {
+		rseq = r
+	}
+	return 0, 0, false, rseq, nil
 }
 
 // replaySegment indexes the records of one active segment. An unsealed last

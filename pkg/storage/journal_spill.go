@@ -138,7 +138,7 @@ func (j *journal) spill(s *jseg, ents []*jentry) error {
 			return fmt.Errorf("spill %s: syncfs: %w", s.path, err)
 		}
 	}
-	return s.writeAt(segHeader(s.seq, jRetired), 0)
+	return s.setHeader(s.seq, jRetired)
 }
 
 func pathError(err error) bool {

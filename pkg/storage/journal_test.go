@@ -264,7 +264,7 @@ func writeSegment(t *testing.T, dir string, n int, seq uint64, recs []record, se
 		t.Fatal(err)
 	}
 	defer s.close()
-	if err := s.writeAt(segHeader(seq, jActive), 0); err != nil {
+	if err := s.setHeader(seq, jActive); err != nil {
 		t.Fatal(err)
 	}
 	batch := s.off
@@ -290,17 +290,23 @@ func writeSegment(t *testing.T, dir string, n int, seq uint64, recs []record, se
 // damage flips a byte of the record at off (a block offset) in path.
 func damage(t *testing.T, path string, off int64) {
 	t.Helper()
+	flipByte(t, path, off+jRecHeader+1)
+}
+
+// flipByte inverts the byte at off in path.
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
 	fh, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fh.Close()
 	b := make([]byte, 1)
-	if _, err := fh.ReadAt(b, off+jRecHeader+1); err != nil {
+	if _, err := fh.ReadAt(b, off); err != nil {
 		t.Fatal(err)
 	}
 	b[0] ^= 0xff
-	if _, err := fh.WriteAt(b, off+jRecHeader+1); err != nil {
+	if _, err := fh.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -344,6 +350,12 @@ func TestJournalReplay(t *testing.T) {
 			damage(t, p, recOff("b/1"))
 			return p
 		}, true},
+		{"damaged header refused", func(dir string) string {
+			writeSegment(t, dir, 0, 5, []record{put("a/1")}, true)
+			p := writeSegment(t, dir, 1, 6, []record{put("b/1")}, false)
+			flipByte(t, p, 9) // in the header's seq: its checksum fails
+			return p
+		}, true},
 		{"damaged middle segment refused", func(dir string) string {
 			writeSegment(t, dir, 0, 5, []record{put("a/1")}, true)
 			p := writeSegment(t, dir, 1, 6, []record{put("b/1"), put("b/2")}, true)
@@ -362,6 +374,30 @@ func TestJournalReplay(t *testing.T) {
 			t.Log(err)
 		})
 	}
+	t.Run("torn header write ignored", func(t *testing.T) {
+		// A header write torn while the file became a segment: no record
+		// follows it (setHeader zeroes the first record's block first).
+		dir := t.TempDir()
+		writeSegment(t, dir, 0, 5, []record{put("a/1")}, false)
+		jd := filepath.Join(dir, journalDir)
+		p := filepath.Join(jd, "seg-1")
+		if err := zeroFile(p, minJournalSegment); err != nil {
+			t.Fatal(err)
+		}
+		hdr := segHeader(6, jActive)
+		fh, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fh.WriteAt(hdr[:jSegHeader-3], 0) // the state byte and more missing
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := openJournaled(t, dir, 0)
+		defer f.Close()
+		checkObject(t, f, "a/1")
+	})
 	t.Run("torn write ignored whole", func(t *testing.T) {
 		// The second write carried b/2 and b/3; b/2 did not reach the disk.
 		dir := t.TempDir()

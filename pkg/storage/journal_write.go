@@ -83,7 +83,7 @@ func (j *journal) sealer() {
 			if s := j.active; s != nil {
 				// Nothing in it: retire it, a spare again. Were the header left
 				// active, the next Open would only find it empty.
-				if err := s.writeAt(segHeader(s.seq, jRetired), 0); err != nil {
+				if err := s.setHeader(s.seq, jRetired); err != nil {
 					j.log.Warn("journal: retire empty segment", "store", j.f.String(), "err", err)
 				}
 				s.close()
@@ -236,7 +236,7 @@ func (j *journal) room(need int64) error {
 		var st os.FileInfo
 		if st, err = s.fd.Stat(); err == nil {
 			s.size = st.Size() // the segment size, or smaller (see newSpare)
-			err = s.writeAt(segHeader(seq, jActive), 0)
+			err = s.setHeader(seq, jActive)
 		}
 		if err != nil {
 			s.close()
