@@ -48,8 +48,13 @@
 // chunk, so run etcd with --max-txn-ops of 1024 or more for large files (the
 // tests use 4096). tikv: optimistic snapshot-isolation transactions; where a
 // decision rests on a key that is only read (an ancestor during rename, the
-// inode during open, a directory whose mtime an entry change leaves alone)
-// the transaction rewrites it (Tx.Lock) to make concurrent changes conflict. Within one client, transactions on the same
+// inode during open, a directory a link or rename adds to without writing
+// its times) the transaction rewrites it (Tx.Lock) to make concurrent changes
+// conflict. Creates, which leave a directory's attributes alone within
+// DirMtimeSkip so that creates in one directory never conflict, instead
+// re-read the directory after committing and take themselves back if an
+// rmdir removed it; the rmdir sweeps away entries that raced it. On etcd the
+// same holds: its key compares do not cover the empty range rmdir scanned. Within one client, transactions on the same
 // directory or file take turns (striped locks) instead of conflicting.
 //
 // # Invariants (what Check verifies)

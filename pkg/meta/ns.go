@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -51,18 +52,26 @@ func putAttr(tx kv.Tx, ino Ino, a *Attr) { tx.Set(attrKey(ino), encodeAttr(a)) }
 // touchDir records a change of directory ino's entries at time t: it sets
 // the directory's mtime and ctime and writes its attributes, unless its link
 // count is unchanged (nlinkChanged false) and both times are already within
-// DirMtimeSkip of t. A skipped update still locks the attributes: an entry
-// added under snapshot isolation (tikv, and etcd, whose empty scans leave no
-// key to compare) must conflict with a concurrent rmdir, which reads the
-// directory empty and writes only its attributes. The skip saves the bolt
-// engine (serial, where Lock is free) the encoding and the log bytes.
-func (c *Client) touchDir(tx kv.Tx, ino Ino, a *Attr, t int64, nlinkChanged bool) error {
+// DirMtimeSkip of t; it reports that skip. Skipping keeps the directory's
+// attributes out of the transaction's writes, the one key every create in
+// a directory would share (a conflict between any two creates there, and on
+// tikv a version per create).
+//
+// An entry added without that write shares no written key with a concurrent
+// rmdir, which reads the directory empty and writes only its attributes:
+// under snapshot isolation (tikv; etcd, whose empty scans leave no key to
+// compare) both could commit, orphaning the entry. Links and renames into
+// the directory therefore lock its attributes when skipped; creates, which
+// are many, check after committing instead (confirmParent), and rmdir
+// removes any entry that raced it (sweepRemovedDir). Removing an entry
+// cannot race an rmdir into an orphan.
+func (c *Client) touchDir(tx kv.Tx, ino Ino, a *Attr, t int64, nlinkChanged bool) (skipped bool) {
 	if !nlinkChanged && c.recentDirTimes(a, t) {
-		return tx.Lock(attrKey(ino))
+		return true
 	}
 	a.Mtime, a.Ctime = t, t
 	putAttr(tx, ino, a)
-	return nil
+	return false
 }
 
 func (c *Client) recentDirTimes(a *Attr, t int64) bool {
@@ -267,6 +276,7 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
+	var skipped bool
 	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
 		uk := c.usageSlotOn(parent)
 		if err := prefetch(tx, attrKey(parent), entryKey(parent, name), uk); err != nil {
@@ -303,11 +313,12 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		if isDir(a.Mode) {
 			pa.Nlink++
 		}
-		if err := c.touchDir(tx, parent, &pa, t, isDir(a.Mode)); err != nil {
-			return err
-		}
+		skipped = c.touchDir(tx, parent, &pa, t, isDir(a.Mode))
 		return addUsageAt(tx, uk, 0, 1)
 	})
+	if err == nil && skipped && !c.serial {
+		err = c.confirmParent(ctx, parent, name, ino, openBy)
+	}
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
@@ -389,7 +400,10 @@ func (c *Client) Link(ctx context.Context, ino, newParent Ino, newName string) (
 		a.Ctime = t
 		putAttr(tx, ino, &a)
 		tx.Set(entryKey(newParent, newName), encodeEntry(ino, a.Mode))
-		return c.touchDir(tx, newParent, &pa, t, false)
+		if c.touchDir(tx, newParent, &pa, t, false) {
+			return tx.Lock(attrKey(newParent))
+		}
+		return nil
 	})
 	if err != nil {
 		return Attr{}, fmt.Errorf("link %d as %q in %d: %w", ino, newName, newParent, err)
@@ -427,9 +441,7 @@ func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
 		}
 		t := now()
 		tx.Delete(entryKey(parent, name))
-		if err := c.touchDir(tx, parent, &pa, t, false); err != nil {
-			return err
-		}
+		c.touchDir(tx, parent, &pa, t, false)
 		removed = ino
 		u, err = c.dropLink(tx, ino, t)
 		return err
@@ -585,7 +597,9 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 	if err := checkName(name); err != nil {
 		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
 	}
+	var removed Ino
 	err := c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
+		removed = 0
 		pa, err := getDir(tx, parent)
 		if err != nil {
 			return err
@@ -612,15 +626,101 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 		t := now()
 		tx.Delete(entryKey(parent, name))
 		pa.Nlink--
-		if err := c.touchDir(tx, parent, &pa, t, true); err != nil {
-			return err
-		}
+		c.touchDir(tx, parent, &pa, t, true)
+		removed = ino
 		_, err = removeInode(tx, ino, &a)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
 	}
+	if !c.serial {
+		if err := c.sweepRemovedDir(ctx, removed); err != nil {
+			return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
+		}
+	}
+	return nil
+}
+
+// sweepRemovedDir unlinks the entries that creates committed in directory
+// dir while its rmdir did (see touchDir): read after the rmdir committed, it
+// sees every such create that has not yet seen the removal itself.
+func (c *Client) sweepRemovedDir(ctx context.Context, dir Ino) error {
+	p := inoKey(pEntry, dir)
+	for {
+		var names []string
+		if err := c.view(ctx, func(tx kv.Tx) error {
+			names = names[:0]
+			return tx.Scan(p, kv.PrefixEnd(p), 100, func(k, _ []byte) bool {
+				names = append(names, string(k[len(p):]))
+				return true
+			})
+		}); err != nil {
+			return fmt.Errorf("sweep removed directory %d: %w", dir, err)
+		}
+		for _, name := range names {
+			if err := c.dropOrphan(ctx, dir, name, 0); err != nil {
+				return fmt.Errorf("sweep removed directory %d: %w", dir, err)
+			}
+		}
+		if len(names) < 100 {
+			return nil
+		}
+	}
+}
+
+// confirmParent runs after a create that left directory parent's attributes
+// alone: if an rmdir removed parent meanwhile, the create takes itself back
+// and fails as if it had come after the rmdir.
+func (c *Client) confirmParent(ctx context.Context, parent Ino, name string, ino Ino, openBy uint64) error {
+	var alive bool
+	if err := c.view(ctx, func(tx kv.Tx) error {
+		a, err := getAttr(tx, parent)
+		alive = err == nil && a.Nlink > 0
+		if errors.Is(err, syscall.ENOENT) {
+			err = nil
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if alive {
+		return nil
+	}
+	if err := c.dropOrphan(ctx, parent, name, ino); err != nil {
+		return err
+	}
+	if openBy != 0 {
+		if err := c.closeFile(ctx, openBy, ino); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("directory %d was removed: %w", parent, syscall.ENOENT)
+}
+
+// dropOrphan unlinks entry name of the removed directory dir (if it still
+// names ino; any inode for ino 0).
+func (c *Client) dropOrphan(ctx context.Context, dir Ino, name string, ino Ino) error {
+	var u unlinked
+	var target Ino
+	err := c.txn(ctx, func(tx kv.Tx) error {
+		u, target = unlinked{}, 0
+		cur, typ, err := getEntry(tx, dir, name)
+		if err != nil || cur == 0 || (ino != 0 && cur != ino) {
+			return err
+		}
+		tx.Delete(entryKey(dir, name))
+		target = cur
+		if isDir(typ) {
+			return nil // creates here make no directories (mkdir writes the parent)
+		}
+		u, err = c.dropLink(tx, cur, now())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("drop entry %q of removed directory %d: %w", name, dir, err)
+	}
+	c.afterUnlink(ctx, target, u)
 	return nil
 }
 

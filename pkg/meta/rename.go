@@ -146,11 +146,9 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 			}
 		}
 		putAttr(tx, ino, &a)
-		if err := c.touchDir(tx, oldParent, &opa, t, opa.Nlink != oldNlink); err != nil {
-			return err
-		}
-		if newParent != oldParent {
-			return c.touchDir(tx, newParent, npa, t, npa.Nlink != newNlink)
+		c.touchDir(tx, oldParent, &opa, t, opa.Nlink != oldNlink)
+		if newParent != oldParent && c.touchDir(tx, newParent, npa, t, npa.Nlink != newNlink) {
+			return tx.Lock(attrKey(newParent))
 		}
 		return nil
 	})
