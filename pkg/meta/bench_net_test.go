@@ -9,6 +9,6 @@ package meta
 // operation gets slower the longer a benchmark runs; BenchmarkTiKVUpdate in
 // package kv shows the mock's own rate on fresh keys. Creates therefore
 // count inodes in per-client usage slots of 16 writes each (usage.go), and
-// each goroutine creates in its own directory, whose attributes every create
-// must write or lock (see touchDir).
+// creates leave their directory's attributes alone within DirMtimeSkip
+// (see touchDir).
 func benchNetEngines() []engineCase { return []engineCase{tikvCaseRegions(false), etcdCase()} }

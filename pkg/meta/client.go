@@ -61,6 +61,9 @@ type Client struct {
 	// of one client would otherwise mostly conflict with each other.
 	stripes [256]sync.Mutex
 	serial  bool // the engine never conflicts: no stripes needed
+	// serializable: a transaction's reads conflict (kv.Serializable), so
+	// creates need not confirm their directory afterwards (confirmParent).
+	serializable bool
 	// localOpens: the engine is exclusive (kv.Exclusive), so open markers
 	// stay in memory until an unlink of an open file stores one.
 	localOpens bool
@@ -97,6 +100,7 @@ func NewClient(e kv.Engine, opt Options) *Client {
 	opt.defaults()
 	c := &Client{e: e, opt: opt, log: opt.Logger.With("meta", e.Name()), opens: make(map[Ino]*openFile), reap: make(chan Ino, 4096), stop: make(chan struct{})}
 	_, c.serial = e.(kv.Serial)
+	_, c.serializable = e.(kv.Serializable)
 	_, c.localOpens = e.(kv.Exclusive)
 	c.slots.owner = rand.Uint64()
 	c.bg.Add(2)

@@ -42,19 +42,18 @@
 // checkpointed into the bolt file in the background (see kv.Bolt). As no
 // other client can reach a bolt volume, a client keeps its open files in
 // memory and stores an O/Q marker only when it unlinks (or renames over) a
-// file it has open (Meta.LocalOpens). etcd: transactions read
-// at one revision and commit only if every key read is unchanged
-// (serializable); a truncation or a removal writes a few operations per
-// chunk, so run etcd with --max-txn-ops of 1024 or more for large files (the
-// tests use 4096). tikv: optimistic snapshot-isolation transactions; where a
+// file it has open (Meta.LocalOpens). etcd: transactions read at one
+// revision and commit only if every key read is unchanged and no key was
+// inserted into a range scanned (serializable); a truncation or a removal
+// writes a few operations per chunk, so run etcd with --max-txn-ops of 1024
+// or more for large files (the tests use 4096). tikv: optimistic snapshot-isolation transactions; where a
 // decision rests on a key that is only read (an ancestor during rename, the
 // inode during open, a directory a link or rename adds to without writing
 // its times) the transaction rewrites it (Tx.Lock) to make concurrent changes
 // conflict. Creates, which leave a directory's attributes alone within
 // DirMtimeSkip so that creates in one directory never conflict, instead
 // re-read the directory after committing and take themselves back if an
-// rmdir removed it; the rmdir sweeps away entries that raced it. On etcd the
-// same holds: its key compares do not cover the empty range rmdir scanned. Within one client, transactions on the same
+// rmdir removed it; the rmdir sweeps away entries that raced it. Within one client, transactions on the same
 // directory or file take turns (striped locks) instead of conflicting.
 //
 // # Invariants (what Check verifies)

@@ -59,12 +59,13 @@ func putAttr(tx kv.Tx, ino Ino, a *Attr) { tx.Set(attrKey(ino), encodeAttr(a)) }
 //
 // An entry added without that write shares no written key with a concurrent
 // rmdir, which reads the directory empty and writes only its attributes:
-// under snapshot isolation (tikv; etcd, whose empty scans leave no key to
-// compare) both could commit, orphaning the entry. Links and renames into
-// the directory therefore lock its attributes when skipped; creates, which
-// are many, check after committing instead (confirmParent), and rmdir
-// removes any entry that raced it (sweepRemovedDir). Removing an entry
-// cannot race an rmdir into an orphan.
+// under snapshot isolation (tikv) both could commit, orphaning the entry.
+// Links and renames into the directory therefore lock its attributes when
+// skipped; creates, which are many, check after committing instead
+// (confirmParent), and rmdir removes any entry that raced it
+// (sweepRemovedDir). Serializable engines (bolt, etcd) need neither: the
+// rmdir's scan conflicts with the insert. Removing an entry cannot race an
+// rmdir into an orphan.
 func (c *Client) touchDir(tx kv.Tx, ino Ino, a *Attr, t int64, nlinkChanged bool) (skipped bool) {
 	if !nlinkChanged && c.recentDirTimes(a, t) {
 		return true
@@ -316,7 +317,7 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 		skipped = c.touchDir(tx, parent, &pa, t, isDir(a.Mode))
 		return addUsageAt(tx, uk, 0, 1)
 	})
-	if err == nil && skipped && !c.serial {
+	if err == nil && skipped && !c.serializable {
 		err = c.confirmParent(ctx, parent, name, ino, openBy)
 	}
 	if err != nil {
@@ -634,7 +635,7 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 	if err != nil {
 		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
 	}
-	if !c.serial {
+	if !c.serializable {
 		if err := c.sweepRemovedDir(ctx, removed); err != nil {
 			return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
 		}

@@ -158,6 +158,9 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 // Serial implements Serial: the committer orders all transactions.
 func (b *Bolt) Serial() {}
 
+// Serializable implements Serializable: transactions run one at a time.
+func (b *Bolt) Serializable() {}
+
 // Exclusive implements Exclusive: the database file is locked by its opener.
 func (b *Bolt) Exclusive() {}
 

@@ -17,7 +17,9 @@ const etcdBatch = 100
 // Etcd is the engine over an etcd cluster. A transaction reads at one
 // revision (the first read's), buffers its writes, and commits them in one
 // etcd transaction that compares every key it read against the mod
-// revision it saw: serializable, retried by Txn when a compare fails.
+// revision it saw, and every range it scanned against keys newer than that
+// revision (an insert into a range read empty conflicts too): serializable,
+// retried by Txn when a compare fails.
 type Etcd struct {
 	cli    *clientv3.Client
 	prefix string
@@ -49,6 +51,9 @@ func OpenEtcd(ctx context.Context, endpoints []string, volume string, prefix []b
 // Name implements Engine.
 func (e *Etcd) Name() string { return e.name }
 
+// Serializable implements Serializable.
+func (e *Etcd) Serializable() {}
+
 // Close implements Engine.
 func (e *Etcd) Close() error { return e.cli.Close() }
 
@@ -56,7 +61,6 @@ func (e *Etcd) Close() error { return e.cli.Close() }
 func (e *Etcd) Update(ctx context.Context, fn func(Tx) error) error {
 	r := &etcdReader{ctx: ctx, e: e, seen: make(map[string]int64)}
 	o := newOverlay(r, false)
-	o.lockWrites = true
 	err := fn(o)
 	if r.err != nil {
 		return r.err // a failed read may have looked like a missing key to fn
@@ -67,9 +71,15 @@ func (e *Etcd) Update(ctx context.Context, fn func(Tx) error) error {
 	if len(o.writes) == 0 {
 		return nil
 	}
-	cmps := make([]clientv3.Cmp, 0, len(r.seen))
+	cmps := make([]clientv3.Cmp, 0, len(r.seen)+len(r.iters))
 	for k, rev := range r.seen {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
+	}
+	for _, it := range r.iters {
+		if start, end, ok := it.covered(); ok {
+			// Every key in the range must predate the read: none inserted.
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(start), "<", r.rev+1).WithRange(end))
+		}
 	}
 	ops := make([]clientv3.Op, 0, len(o.writes))
 	for k, v := range o.writes {
@@ -109,6 +119,9 @@ type etcdReader struct {
 	e    *Etcd
 	rev  int64            // 0 until the first read
 	seen map[string]int64 // full key -> mod revision read (0 = absent); nil in views
+	// iters are the ranges scanned in an Update (nil in views), compared at
+	// commit so that inserts into them conflict.
+	iters []*etcdIter
 	// vals caches point reads, so a key prefetched with BatchGet costs no
 	// second round trip (nil = absent).
 	vals map[string][]byte
@@ -219,7 +232,11 @@ func (r *etcdReader) fetch(keys [][]byte) [][]byte {
 }
 
 func (r *etcdReader) iter(start, end []byte) iterator {
-	return &etcdIter{r: r, next_: r.e.prefix + string(start), end: r.endKey(end)}
+	it := &etcdIter{r: r, start: r.e.prefix + string(start), next_: r.e.prefix + string(start), end: r.endKey(end)}
+	if r.seen != nil {
+		r.iters = append(r.iters, it)
+	}
+	return it
 }
 
 func (r *etcdReader) endKey(end []byte) string {
@@ -230,15 +247,29 @@ func (r *etcdReader) endKey(end []byte) string {
 }
 
 // etcdIter pages through a range. Keys it returns join the compare set, so
-// a concurrent change of any of them fails the commit (inserts into the
-// range do not: the schema makes every insert also write a key the scanner
-// read, e.g. the parent directory's attributes).
+// a concurrent change of any of them fails the commit, and so does the part
+// of the range it went through (covered), so an insert there fails it too.
 type etcdIter struct {
 	r     *etcdReader
+	start string
 	next_ string
 	end   string
 	buf   []*kvPair
 	done  bool
+	last  string // the last key returned ("" = none)
+	ended bool   // returned every key of the range
+}
+
+// covered is the part [start, end) of the range the scan's caller saw: all
+// of it once the scan ended, else up to the last key returned.
+func (it *etcdIter) covered() (start, end string, ok bool) {
+	switch {
+	case it.ended:
+		return it.start, it.end, true
+	case it.last != "":
+		return it.start, it.last + "\x00", true
+	}
+	return "", "", false
 }
 
 type kvPair struct {
@@ -267,10 +298,12 @@ func (it *etcdIter) next() ([]byte, []byte, bool) {
 		}
 	}
 	if len(it.buf) == 0 {
+		it.ended = it.done && r.err == nil
 		return nil, nil, false
 	}
 	p := it.buf[0]
 	it.buf = it.buf[1:]
+	it.last = string(p.k)
 	if r.seen != nil {
 		r.seen[string(p.k)] = p.mod
 	}

@@ -58,6 +58,14 @@ type Serial interface {
 	Serial()
 }
 
+// Serializable is implemented by engines whose transactions are
+// serializable: one commits only if nothing it read, ranges scanned
+// included, changed meanwhile (bolt, etcd). On others (tikv, snapshot
+// isolation) only written keys conflict; see Tx.Lock.
+type Serializable interface {
+	Serializable()
+}
+
 // Exclusive is implemented by engines that one process at a time can open
 // (bolt's file lock): no other client can change the store, so state that
 // only guards against other clients may stay in memory until needed.

@@ -29,10 +29,7 @@ type overlay struct {
 	r        reader
 	writes   map[string][]byte // nil value = deleted
 	readOnly bool
-	// lockWrites makes Lock rewrite the key, for engines where a key only
-	// read does not conflict with a concurrent writer that merely reads it too.
-	lockWrites bool
-	err        error // a write in a read-only transaction
+	err      error // a write in a read-only transaction
 }
 
 func newOverlay(r reader, readOnly bool) *overlay {
@@ -95,18 +92,9 @@ func (o *overlay) Delete(key []byte) {
 	o.writes[string(key)] = nil
 }
 
-func (o *overlay) Lock(key []byte) error {
-	if !o.lockWrites || o.readOnly {
-		return nil
-	}
-	if _, ok := o.writes[string(key)]; ok {
-		return nil
-	}
-	if v := o.r.get(key); v != nil {
-		o.Set(key, v)
-	}
-	return nil
-}
+// Lock implements Tx: the engines over an overlay (bolt, etcd) are
+// serializable, so what was read already conflicts.
+func (o *overlay) Lock(key []byte) error { return nil }
 
 func (o *overlay) Scan(start, end []byte, limit int, fn func(k, v []byte) bool) error {
 	// The overlay's own keys in range, sorted, merged with the store's.
