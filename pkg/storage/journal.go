@@ -300,15 +300,49 @@ type jentry struct {
 }
 
 // readAt reads the object's bytes from off into p (the segment pinned).
+// A segment written directly is read directly too: buffered reads of a file
+// that O_DIRECT writes can cache pages (readahead past the last record)
+// that a later direct write does not replace, and then return stale zeros
+// for the start of the next record, even after a restart.
 func (e *jentry) readAt(p []byte, off int64) (int, error) {
 	if off >= int64(e.size) {
 		return 0, nil
 	}
 	n := int(min(int64(len(p)), int64(e.size)-off))
-	if _, err := e.seg.rfd.ReadAt(p[:n], e.off+off); err != nil {
-		return 0, fmt.Errorf("journal %s: read at %d: %w", e.seg.path, e.off+off, err)
+	at := e.off + off
+	if !e.seg.direct {
+		if _, err := e.seg.rfd.ReadAt(p[:n], at); err != nil {
+			return 0, fmt.Errorf("journal %s: read at %d: %w", e.seg.path, at, err)
+		}
+		return n, nil
 	}
+	start := at &^ (jBlock - 1)
+	buf := blockBuf(roundBlock(int(at-start) + n))
+	if _, err := e.seg.fd.ReadAt(buf, start); err != nil {
+		return 0, fmt.Errorf("journal %s: read at %d: %w", e.seg.path, at, err)
+	}
+	copy(p[:n], buf[at-start:])
 	return n, nil
+}
+
+// readFileDirect reads a whole segment file past the page cache where the
+// file system allows (see jentry.readAt), else through it.
+func readFileDirect(path string) ([]byte, error) {
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return os.ReadFile(path)
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	buf := blockBuf(roundBlock(int(st.Size())))
+	n, err := io.ReadFull(fh, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, err
+	}
+	return buf[:min(n, int(st.Size()))], nil
 }
 
 // journal is a file store's small-object journal.
@@ -473,12 +507,16 @@ func (j *journal) replay() error {
 // peekSegHeader reads a segment file's header and, where the header is
 // not valid, the segment a valid first record names (rseq, 0 for none).
 func peekSegHeader(path string) (seq uint64, state byte, ok bool, rseq uint64, err error) {
-	fh, err := os.Open(path)
+	// Past the page cache, as the segment was written (see jentry.readAt).
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		fh, err = os.Open(path)
+	}
 	if err != nil {
 		return 0, 0, false, 0, fmt.Errorf("journal: %w", err)
 	}
 	defer fh.Close()
-	b := make([]byte, 2*jBlock)
+	b := blockBuf(2 * jBlock)
 	n, err := io.ReadFull(fh, b)
 	if n < jSegHeader {
 		return 0, 0, false, 0, nil // shorter than a header: never a segment
@@ -492,8 +530,8 @@ func peekSegHeader(path string) (seq uint64, state byte, ok bool, rseq uint64, e
 	if r == 0 || n > minJournalSegment {
 		return 0, 0, false, 0, nil
 	}
-	rec := make([]byte, n)
-	if _, err := fh.ReadAt(rec, jBlock); err != nil {
+	rec := blockBuf(roundBlock(n))
+	if _, err := fh.ReadAt(rec, jBlock); err != nil && !errors.Is(err, io.EOF) {
 		return 0, 0, false, 0, nil
 	}
 	if _, valid := decodeRecord(rec, r); valid {
@@ -506,7 +544,7 @@ func peekSegHeader(path string) (seq uint64, state byte, ok bool, rseq uint64, e
 // segment is sealed where its valid records end, so that, once later
 // segments follow it, its end is not mistaken for damage.
 func (j *journal) replaySegment(ls fileSeg, last bool) error {
-	buf, err := os.ReadFile(ls.path)
+	buf, err := readFileDirect(ls.path)
 	if err != nil {
 		return fmt.Errorf("journal: read %s: %w", ls.path, err)
 	}

@@ -82,10 +82,20 @@ func (j *journal) spillAll(all bool) error {
 		j.bgErr = nil
 		j.changed.Broadcast()
 		// Gets that found an entry before it went keep reading the file:
-		// it is reused only after them.
+		// it is retired (its first record's block zeroed) and reused only
+		// after them.
 		for s.readers > 0 {
 			j.changed.Wait()
 		}
+		j.mu.Unlock()
+		if err := s.setHeader(s.seq, jRetired); err != nil {
+			// Its objects are in their files; a replay would only write
+			// them again. Not reused.
+			j.log.Error("journal: retire segment", "store", j.f.String(), "segment", s.path, "err", err)
+			s.close()
+			continue
+		}
+		j.mu.Lock()
 		j.spares = append(j.spares, s.path)
 		j.changed.Broadcast()
 		j.mu.Unlock()
@@ -94,10 +104,11 @@ func (j *journal) spillAll(all bool) error {
 }
 
 // spill writes the segment's objects that are still current to their files
-// (replaced, deleted later: not), makes them durable at once and retires
-// the segment. Its entries stay in the index until the caller drops them,
-// after this returns: a Put that bypasses the journal waits for that, so
-// neither a replay of this segment nor its spilling can undo it.
+// (replaced, deleted later: not) and makes them durable at once. Its
+// entries stay in the index until the caller drops them, after this
+// returns: a Put that bypasses the journal waits for that, so neither a
+// replay of this segment nor its spilling can undo it. The caller retires
+// the segment once no Get reads it (retiring zeroes its first record).
 func (j *journal) spill(s *jseg, ents []*jentry) error {
 	var buf []byte
 	placed := false
@@ -138,7 +149,7 @@ func (j *journal) spill(s *jseg, ents []*jentry) error {
 			return fmt.Errorf("spill %s: syncfs: %w", s.path, err)
 		}
 	}
-	return s.setHeader(s.seq, jRetired)
+	return nil
 }
 
 func pathError(err error) bool {
