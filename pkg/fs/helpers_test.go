@@ -35,11 +35,22 @@ type volume struct {
 // file storage in one temporary directory.
 func newBoltVolume(t *testing.T) *volume {
 	t.Helper()
+	return newBoltVolumeQuery(t, "")
+}
+
+// newBoltVolumeQuery is newBoltVolume with file storage URL options
+// (e.g. "journal=true").
+func newBoltVolumeQuery(t *testing.T, query string) *volume {
+	t.Helper()
 	dir := t.TempDir()
+	storage := "file://" + filepath.Join(dir, "data")
+	if query != "" {
+		storage += "?" + query
+	}
 	v := &volume{
 		dir:     dir,
 		metaURL: "bolt://" + filepath.Join(dir, "meta.db"),
-		storage: "file://" + filepath.Join(dir, "data"),
+		storage: storage,
 		name:    "test",
 	}
 	formatVolume(t, v.metaURL, v.storage, v.name, meta.FormatVersion)
