@@ -29,6 +29,10 @@ type mountProc struct {
 	mu   sync.Mutex
 	done chan struct{}
 	err  error
+	// The mount's point and FUSE connection, once waitMounted saw it served.
+	mp      string
+	conn    int
+	hasConn bool
 }
 
 func startMount(t *testing.T, args ...string) *mountProc {
@@ -46,13 +50,36 @@ func startMount(t *testing.T, args ...string) *mountProc {
 		case <-p.done:
 		default:
 			_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
+			p.awaitExit(t)
 		}
 		if t.Failed() {
 			t.Logf("podfs mount output:\n%s", p.output())
 		}
 	})
 	return p
+}
+
+// awaitExit waits for the killed process to exit. A thread of it waiting
+// on its own hung mount keeps it from exiting, and its /dev/fuse descriptor
+// open, the connection alive: past unmountWait that connection (still the
+// process's own) is aborted.
+func (p *mountProc) awaitExit(t *testing.T) {
+	select {
+	case <-p.done:
+		return
+	case <-time.After(unmountWait):
+	}
+	if !p.hasConn {
+		t.Errorf("podfs mount (pid %d) did not exit within %s of SIGKILL, and its FUSE connection is unknown", p.cmd.Process.Pid, unmountWait)
+		return
+	}
+	t.Errorf("podfs mount (pid %d) did not exit within %s of SIGKILL: aborting its FUSE connection %d", p.cmd.Process.Pid, unmountWait, p.conn)
+	abortAndDetach(t, p.conn, p.mp)
+	select {
+	case <-p.done:
+	case <-time.After(unmountWait):
+		t.Errorf("podfs mount (pid %d) still running after its FUSE connection was aborted", p.cmd.Process.Pid)
+	}
 }
 
 type lockedWriter struct{ p *mountProc }
@@ -88,6 +115,8 @@ func (p *mountProc) waitMounted(t *testing.T, mp string) {
 		var sfs syscall.Statfs_t
 		return IsMounted(mp) && syscall.Statfs(mp, &sfs) == nil
 	})
+	p.mp = mp
+	p.conn, p.hasConn = fuseConn(mp)
 }
 
 func newMountPoint(t *testing.T) string {
