@@ -199,6 +199,8 @@ type Meta interface {
 	// calls it for fsync, and before deleting objects that a lost commit
 	// would leave referenced.
 	Sync(ctx context.Context) error
+	// Stats returns this client's counters (for metrics).
+	Stats() Stats
 
 	// Check verifies the namespace's invariants and lists every problem found.
 	Check(ctx context.Context, repair bool) (*CheckReport, error)

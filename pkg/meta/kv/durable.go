@@ -16,6 +16,24 @@ type Syncer interface {
 	Sync(ctx context.Context) error
 }
 
+// SyncStats describes an engine's lazy durability (bolt with SyncDelay).
+type SyncStats struct {
+	Pending uint64 // log records written but not yet durable
+	Flushes int64  // fdatasyncs that made records durable
+}
+
+// SyncReporter is implemented by engines with lazy durability.
+type SyncReporter interface {
+	SyncStats() SyncStats
+}
+
+// SyncStats implements SyncReporter.
+func (b *Bolt) SyncStats() SyncStats {
+	l := &b.lazy
+	synced := l.synced.Load()
+	return SyncStats{Pending: l.written.Load() - min(synced, l.written.Load()), Flushes: l.flushes.Load()}
+}
+
 // lazySync makes the bolt log durable behind the commits (SyncDelay > 0).
 // Commits count the records they append (written); a flusher goroutine
 // fdatasyncs the segment SyncDelay after the first record it has not yet
@@ -29,6 +47,7 @@ type lazySync struct {
 	written atomic.Uint64 // records appended, by the committer (commitMu)
 	synced  atomic.Uint64 // records known durable
 	armed   atomic.Bool   // a delayed flush is scheduled
+	flushes atomic.Int64  // fdatasyncs done
 	kick    chan struct{} // wakes the flusher; capacity 1
 	exit    chan struct{} // closed when the flusher returns
 
@@ -92,6 +111,7 @@ func (l *lazySync) flush() {
 	var err error
 	if l.synced.Load() < target {
 		err = seg.sync()
+		l.flushes.Add(1)
 	}
 	l.fsyncMu.Unlock()
 	if err != nil {
@@ -125,6 +145,7 @@ func (l *lazySync) syncRetired(seg *walSegment) error {
 	if err := seg.sync(); err != nil {
 		return err
 	}
+	l.flushes.Add(1)
 	l.mu.Lock()
 	l.synced.Store(l.written.Load())
 	l.mu.Unlock()
