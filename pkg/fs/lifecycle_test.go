@@ -293,14 +293,23 @@ func crashAndRecover(t *testing.T, v *volume) {
 	mu.Lock()
 	files := durable
 	mu.Unlock()
+	// Check them all and say how each one is wrong: the pattern (which
+	// files, which bytes) is what tells one cause from another.
+	bad := 0
 	for _, s := range files {
 		got, err := os.ReadFile(filepath.Join(mp, s.name))
 		if err != nil {
-			t.Fatalf("fsync'd file %s after the crash: %v", s.name, err)
+			t.Errorf("fsync'd file %s after the crash: %v", s.name, err)
+			bad++
+			continue
 		}
 		if !bytes.Equal(got, s.data) {
-			t.Fatalf("fsync'd file %s: %d bytes back, want %d (or content differs)", s.name, len(got), len(s.data))
+			t.Errorf("fsync'd file %s after the crash: %s", s.name, describeDiff(got, s.data, testBlockSize))
+			bad++
 		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d fsync'd files wrong after kill -9", bad, len(files))
 	}
 	t.Logf("%d fsync'd files intact after kill -9", len(files))
 	if err := syscall.Kill(p2.cmd.Process.Pid, syscall.SIGTERM); err != nil {
@@ -447,5 +456,51 @@ func assertNoSessions(t *testing.T, v *volume) {
 	}
 	if len(s) != 0 {
 		t.Fatalf("a refused mount left %d sessions behind", len(s))
+	}
+}
+
+// describeDiff says how got differs from want: sizes, and each run of
+// differing bytes (up to a few) with the block it falls in and whether got
+// holds zeros there.
+func describeDiff(got, want []byte, blockSize int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d bytes back, want %d", len(got), len(want))
+	runs := 0
+	for i := 0; i < min(len(got), len(want)); {
+		if got[i] == want[i] {
+			i++
+			continue
+		}
+		// A run goes on across a few equal bytes (random data matches zeros
+		// now and then).
+		n := min(len(got), len(want))
+		j, last, zeros := i, i, true
+		for j < n && j-last <= 64 {
+			if got[j] != want[j] {
+				zeros = zeros && got[j] == 0
+				last = j
+			}
+			j++
+		}
+		j = last + 1
+		if runs++; runs > 8 {
+			b.WriteString("; more differences")
+			break
+		}
+		fmt.Fprintf(&b, "; bytes [%d, %d) differ (block %d, offset %d in it), zeros back: %v", i, j, i/blockSize, i%blockSize, zeros)
+		i = j
+	}
+	return b.String()
+}
+
+func TestDescribeDiff(t *testing.T) {
+	want := randBytes(3 * 4096)
+	got := bytes.Clone(want)
+	clear(got[:4096])
+	if d := describeDiff(got, want, 4096); !strings.Contains(d, "bytes [0, ") || !strings.Contains(d, "block 0, offset 0 in it), zeros back: true") {
+		t.Errorf("first block zeroed: %q", d)
+	}
+	if d := describeDiff(want[:100], want, 4096); d != fmt.Sprintf("100 bytes back, want %d", len(want)) {
+		t.Errorf("short file: %q", d)
 	}
 }
