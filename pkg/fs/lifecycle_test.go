@@ -50,7 +50,7 @@ func startMount(t *testing.T, args ...string) *mountProc {
 		case <-p.done:
 		default:
 			_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
-			p.awaitExit(t)
+			p.awaitExit(t, "SIGKILL")
 		}
 		if t.Failed() {
 			t.Logf("podfs mount output:\n%s", p.output())
@@ -59,26 +59,39 @@ func startMount(t *testing.T, args ...string) *mountProc {
 	return p
 }
 
-// awaitExit waits for the killed process to exit. A thread of it waiting
-// on its own hung mount keeps it from exiting, and its /dev/fuse descriptor
-// open, the connection alive: past unmountWait that connection (still the
+// awaitExit waits for the process to exit, as it was made to (why: "SIGKILL",
+// "podfs umount"...), and reports whether it did. Past unmountWait it fails
+// the test and kills the process; a thread of it waiting on its own hung
+// mount still keeps it from exiting, and its /dev/fuse descriptor open, the
+// connection alive: past another unmountWait that connection (still the
 // process's own) is aborted.
-func (p *mountProc) awaitExit(t *testing.T) {
+func (p *mountProc) awaitExit(t *testing.T, why string) bool {
+	t.Helper()
+	pid := p.cmd.Process.Pid
 	select {
 	case <-p.done:
-		return
+		return true
+	case <-time.After(unmountWait):
+	}
+	t.Errorf("podfs mount (pid %d) still running %s after %s: killing it", pid, unmountWait, why)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return true
 	case <-time.After(unmountWait):
 	}
 	if !p.hasConn {
-		t.Errorf("podfs mount (pid %d) did not exit within %s of SIGKILL, and its FUSE connection is unknown", p.cmd.Process.Pid, unmountWait)
-		return
+		t.Errorf("podfs mount (pid %d) did not exit after SIGKILL, and its FUSE connection is unknown", pid)
+		return false
 	}
-	t.Errorf("podfs mount (pid %d) did not exit within %s of SIGKILL: aborting its FUSE connection %d", p.cmd.Process.Pid, unmountWait, p.conn)
+	t.Errorf("podfs mount (pid %d) did not exit after SIGKILL: aborting its FUSE connection %d", pid, p.conn)
 	abortAndDetach(t, p.conn, p.mp)
 	select {
 	case <-p.done:
+		return true
 	case <-time.After(unmountWait):
-		t.Errorf("podfs mount (pid %d) still running after its FUSE connection was aborted", p.cmd.Process.Pid)
+		t.Errorf("podfs mount (pid %d) still running after its FUSE connection was aborted", pid)
+		return false
 	}
 }
 
@@ -279,7 +292,9 @@ func crashAndRecover(t *testing.T, v *volume) {
 	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
+	if !p.awaitExit(t, "SIGKILL") {
+		t.FailNow()
+	}
 	close(stop)
 	wg.Wait()
 	var sfs syscall.Statfs_t
@@ -315,7 +330,9 @@ func crashAndRecover(t *testing.T, v *volume) {
 	if err := syscall.Kill(p2.cmd.Process.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	<-p2.done
+	if !p2.awaitExit(t, "SIGTERM") {
+		t.FailNow()
+	}
 	if code, out := runPodfs(t, "fsck", v.metaURL); code != 0 {
 		t.Fatalf("fsck after the crash: exit %d\n%s", code, out)
 	}
