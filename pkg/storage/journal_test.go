@@ -398,6 +398,35 @@ func TestJournalReplay(t *testing.T) {
 		defer f.Close()
 		checkObject(t, f, "a/1")
 	})
+	t.Run("torn header of a retirement", func(t *testing.T) {
+		// Retiring wrote the seal over the first record, then the header
+		// write was torn: the file holds nothing, and its seq stays used.
+		dir := t.TempDir()
+		p := writeSegment(t, dir, 0, 7, []record{put("r/1"), put("r/2")}, true)
+		s, err := openSeg(p, 7, minJournalSegment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seal := blockBuf(jBlock)
+		encodeRecord(seal, jSeal, 7, jBlock, "", nil)
+		if err := s.writeAt(seal, jBlock); err != nil {
+			t.Fatal(err)
+		}
+		s.close()
+		flipByte(t, p, 9) // in the header's seq
+		f := openJournaled(t, dir, 0)
+		defer f.Close()
+		if f.j.replayed != 0 {
+			t.Fatalf("%d objects replayed from a retired segment", f.j.replayed)
+		}
+		if f.j.seq < 7 {
+			t.Fatalf("last seq %d after a retired segment 7", f.j.seq)
+		}
+		if err := f.Put(ctx, "r/3", objectFor("r/3")); err != nil {
+			t.Fatal(err)
+		}
+		checkObject(t, f, "r/3")
+	})
 	t.Run("torn write ignored whole", func(t *testing.T) {
 		// The second write carried b/2 and b/3; b/2 did not reach the disk.
 		dir := t.TempDir()
