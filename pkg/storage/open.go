@@ -13,10 +13,11 @@ const Forms = `accepted storage URLs:
   file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false][&journal=true|false]
                                                            local directory (default; fsync=true, direct=true:
                                                            objects of 1 MiB and more bypass the page cache;
-                                                           journal=true, experimental and off by default: with
-                                                           fsync, smaller objects are made durable in a journal
-                                                           and moved to their files later; never where
-                                                           etcd/TiKV volumes share the directory)
+                                                           journal=true: with fsync, smaller objects are made
+                                                           durable in a journal under .podfs-journal and moved
+                                                           to their files later; mounts of etcd/TiKV volumes,
+                                                           which may share the directory, use journal=false
+                                                           unless their URL says otherwise)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
       (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
@@ -36,10 +37,10 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 		if u.Path == "" || !path.IsAbs(u.Path) {
 			return nil, fmt.Errorf("storage URL %q: missing absolute directory, want file:///dir\n%s", rawURL, Forms)
 		}
-		// The journal is opt-in until a crash test passes reliably with it:
-		// pkg/fs TestCrashAndRecover read back wrong content of an fsync'd
-		// file in about one run in eight.
-		opts := FileOptions{Fsync: true, NoJournal: true}
+		// The small-object journal is on by default (see journal.go); pkg/fs
+		// TestCrashAndRecover kills a mount during a write storm with it on
+		// and off.
+		opts := FileOptions{Fsync: true}
 		for k, v := range u.Query() {
 			switch k {
 			case "fsync":
