@@ -176,7 +176,9 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the volume's storage %s: %w", redactURL(storeURL), err)
 	}
-	if f, ok := obj.(*storage.File); ok && lazy {
+	// A journal asked for in the URL stays: it makes each object durable
+	// as it is stored, and the barrier has nothing left to do.
+	if f, ok := obj.(*storage.File); ok && lazy && !f.Journaled() {
 		f.DeferSync()
 		deferred.Store(f)
 	}

@@ -74,6 +74,9 @@ type File struct {
 // embedded metadata engine as the barrier it runs before writing its log.
 func (f *File) DeferSync() { f.deferred.Store(true) }
 
+// Journaled reports whether the store journals small objects (see journal.go).
+func (f *File) Journaled() bool { return f.j != nil }
+
 // DefaultFileOption returns a file URL with option key set to value unless
 // the URL sets it already; other URLs are returned as they are.
 func DefaultFileOption(rawURL, key, value string) string {
