@@ -121,8 +121,20 @@ func (c *Client) txn(ctx context.Context, fn func(kv.Tx) error) error {
 
 // txnOn is txn holding this client's stripes of inos for the duration.
 func (c *Client) txnOn(ctx context.Context, inos []Ino, fn func(kv.Tx) error) error {
+	return c.txnOnThen(ctx, inos, fn, nil)
+}
+
+// txnOnThen is txnOn that also runs then (when not nil) with the outcome
+// before releasing the stripes: what follows a commit of this stripe, such as
+// a usage slot's known content (usage.go), is settled before the next
+// transaction on it begins.
+func (c *Client) txnOnThen(ctx context.Context, inos []Ino, fn func(kv.Tx) error, then func(error)) error {
 	if c.serial {
-		return c.txn(ctx, fn)
+		err := c.txn(ctx, fn)
+		if then != nil {
+			then(err)
+		}
+		return err
 	}
 	var idx []int
 	for _, ino := range inos {
@@ -138,7 +150,11 @@ func (c *Client) txnOn(ctx context.Context, inos []Ino, fn func(kv.Tx) error) er
 			c.stripes[i].Unlock()
 		}
 	}()
-	return c.txn(ctx, fn)
+	err := c.txn(ctx, fn)
+	if then != nil {
+		then(err)
+	}
+	return err
 }
 
 func (c *Client) view(ctx context.Context, fn func(kv.Tx) error) error {

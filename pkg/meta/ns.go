@@ -277,10 +277,17 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
-	var skipped bool
-	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
-		uk := c.usageSlotOn(parent)
-		if err := prefetch(tx, attrKey(parent), entryKey(parent, name), uk); err != nil {
+	var (
+		skipped bool
+		slot    *slotWrite
+	)
+	err = c.txnOnThen(ctx, []Ino{parent}, func(tx kv.Tx) error {
+		slot = c.usageSlotOn(parent)
+		keys := [][]byte{attrKey(parent), entryKey(parent, name)}
+		if !slot.blind {
+			keys = append(keys, slot.key)
+		}
+		if err := prefetch(tx, keys...); err != nil {
 			return err
 		}
 		pa, err := getDir(tx, parent)
@@ -315,7 +322,11 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 			pa.Nlink++
 		}
 		skipped = c.touchDir(tx, parent, &pa, t, isDir(a.Mode))
-		return addUsageAt(tx, uk, 0, 1)
+		return slot.add(c, tx, 0, 1)
+	}, func(err error) {
+		if slot != nil {
+			slot.done(c, err)
+		}
 	})
 	if err == nil && skipped && !c.serializable {
 		err = c.confirmParent(ctx, parent, name, ino, openBy)
