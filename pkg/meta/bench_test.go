@@ -54,6 +54,25 @@ func reportCPU(b *testing.B) func() {
 	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
 }
 
+// reportRPCs reports the requests the engine's store served per operation
+// (the tikv mock's: how many round trips a create costs on a real cluster),
+// in all and by type in the log.
+func reportRPCs(b *testing.B, ec engineCase) func() {
+	if ec.rpcs == nil || ec.rpcs.Load() == nil {
+		return func() {}
+	}
+	r := ec.rpcs.Load()
+	before := r.Snapshot()
+	return func() {
+		var n int64
+		for name, v := range r.Snapshot() {
+			n += v - before[name]
+		}
+		b.ReportMetric(float64(n)/float64(b.N), "rpc/op")
+		b.Logf("requests per op: %s", r.Since(before, b.N))
+	}
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -73,6 +92,7 @@ func BenchmarkMeta(b *testing.B) {
 				parallel8(b)
 				b.ReportAllocs()
 				defer reportCPU(b)()
+				defer reportRPCs(b, ec)()
 				b.RunParallel(func(pb *testing.PB) {
 					// One directory per goroutine: the kernel serializes
 					// creates in one directory of one mount anyway.

@@ -69,6 +69,8 @@ type Client struct {
 	localOpens bool
 	// slots are this client's usage slots (usage.go), one row per stripe.
 	slots usageSlots
+	// confirms batches creates' reads of their directory (confirm.go).
+	confirms dirConfirms
 
 	reap     chan Ino
 	stop     chan struct{}

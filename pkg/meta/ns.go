@@ -2,7 +2,6 @@ package meta
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -685,15 +684,8 @@ func (c *Client) sweepRemovedDir(ctx context.Context, dir Ino) error {
 // alone: if an rmdir removed parent meanwhile, the create takes itself back
 // and fails as if it had come after the rmdir.
 func (c *Client) confirmParent(ctx context.Context, parent Ino, name string, ino Ino, openBy uint64) error {
-	var alive bool
-	if err := c.view(ctx, func(tx kv.Tx) error {
-		a, err := getAttr(tx, parent)
-		alive = err == nil && a.Nlink > 0
-		if errors.Is(err, syscall.ENOENT) {
-			err = nil
-		}
-		return err
-	}); err != nil {
+	alive, err := c.dirAlive(ctx, parent)
+	if err != nil {
 		return err
 	}
 	if alive {
