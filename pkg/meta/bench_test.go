@@ -56,19 +56,21 @@ func reportCPU(b *testing.B) func() {
 
 // reportRPCs reports the requests the engine's store served per operation
 // (the tikv mock's: how many round trips a create costs on a real cluster),
-// in all and by type in the log.
+// in all and by type in the log, and the keys they named: the mock's work,
+// a figure that load on the machine does not disturb.
 func reportRPCs(b *testing.B, ec engineCase) func() {
 	if ec.rpcs == nil || ec.rpcs.Load() == nil {
 		return func() {}
 	}
 	r := ec.rpcs.Load()
-	before := r.Snapshot()
+	before, keys := r.Snapshot(), r.Keys()
 	return func() {
 		var n int64
 		for name, v := range r.Snapshot() {
 			n += v - before[name]
 		}
 		b.ReportMetric(float64(n)/float64(b.N), "rpc/op")
+		b.ReportMetric(float64(r.Keys()-keys)/float64(b.N), "keys/op")
 		b.Logf("requests per op: %s", r.Since(before, b.N))
 	}
 }
