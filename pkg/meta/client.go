@@ -62,7 +62,7 @@ type Client struct {
 	stripes [256]sync.Mutex
 	serial  bool // the engine never conflicts: no stripes needed
 	// serializable: a transaction's reads conflict (kv.Serializable), so
-	// creates need not confirm their directory afterwards (confirmParent).
+	// creates need not confirm their directory afterwards (finishCreate).
 	serializable bool
 	// localOpens: the engine is exclusive (kv.Exclusive), so open markers
 	// stay in memory until an unlink of an open file stores one.
@@ -71,6 +71,9 @@ type Client struct {
 	slots usageSlots
 	// confirms batches creates' reads of their directory (confirm.go).
 	confirms dirConfirms
+	// groups gathers concurrent creates into shared transactions
+	// (creategroup.go).
+	groups createGroups
 
 	reap     chan Ino
 	stop     chan struct{}

@@ -10,7 +10,7 @@ import (
 )
 
 // dirConfirms gathers the reads by which creates confirm, after committing,
-// that their directory still exists (confirmParent), so that concurrent
+// that their directory still exists (finishCreate), so that concurrent
 // creates of this client share one read: one transaction and one request
 // for the lot instead of one each.
 //
