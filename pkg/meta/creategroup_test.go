@@ -1,0 +1,206 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"podfs.io/podfs/pkg/meta/kv"
+)
+
+// waitFor polls cond until it holds, failing the test after a deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// holdGroup makes the next create of c run alone and wait on dir's stripe
+// until the returned release is called, so that the creates started
+// meanwhile queue up and run as one group.
+func holdGroup(t *testing.T, c *Client, dir Ino) (release func(), queued func() int) {
+	stripe := &c.stripes[uint64(dir)%uint64(len(c.stripes))]
+	stripe.Lock()
+	queued = func() int {
+		c.groups.mu.Lock()
+		defer c.groups.mu.Unlock()
+		if !c.groups.busy {
+			return -1
+		}
+		return len(c.groups.queue)
+	}
+	return stripe.Unlock, queued
+}
+
+type createResult struct {
+	name string
+	dir  bool
+	err  error
+}
+
+// Creates queued behind a running one share a transaction; each is checked
+// on its own: a name that exists, or that an earlier create of the group
+// takes, is refused with EEXIST while the others commit, directories count
+// in their parent's links.
+func TestCreateGroup(t *testing.T) {
+	ec := tikvCaseRegions(false) // one region: one prewrite per transaction
+	ctx := context.Background()
+	c := ec.newVolume(t)(t)
+	d, _, err := c.Mkdir(ctx, RootIno, "d", 0o755, 0, 0)
+	ok(t, err)
+	_, _, err = c.Mknod(ctx, d, "exists", 0o644, 0, 0, 0)
+	ok(t, err)
+
+	release, queued := holdGroup(t, c, d)
+	var wg sync.WaitGroup
+	results := make(chan createResult, 32)
+	start := func(name string, dir bool) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if dir {
+				_, _, err = c.Mkdir(ctx, d, name, 0o755, 0, 0)
+			} else {
+				_, _, err = c.Mknod(ctx, d, name, 0o644, 0, 0, 0)
+			}
+			results <- createResult{name, dir, err}
+		}()
+	}
+	start("first", false) // runs alone, waiting on the stripe
+	waitFor(t, "the first create to run", func() bool { return queued() == 0 })
+	names := []string{"a0", "a1", "a2", "exists", "twice", "twice"}
+	for _, n := range names {
+		start(n, false)
+	}
+	start("sub0", true)
+	start("sub1", true)
+	want := len(names) + 2
+	waitFor(t, "the creates to queue", func() bool { return queued() == want })
+	before := ec.rpcs.Load().Snapshot()["Prewrite"]
+	release()
+	wg.Wait()
+	close(results)
+	if n := ec.rpcs.Load().Snapshot()["Prewrite"] - before; n != 2 {
+		t.Errorf("%d prewrites for the lone create and the group, want 2", n)
+	}
+
+	created := map[string]int{}
+	for r := range results {
+		switch {
+		case r.err == nil:
+			created[r.name]++
+		case r.name == "exists" || r.name == "twice":
+			wantErrno(t, r.err, syscall.EEXIST)
+		default:
+			t.Fatalf("create %q: %v", r.name, r.err)
+		}
+	}
+	for _, n := range []string{"first", "a0", "a1", "a2", "twice", "sub0", "sub1"} {
+		if created[n] != 1 {
+			t.Fatalf("%q created %d times, want once (created: %v)", n, created[n], created)
+		}
+	}
+	if created["exists"] != 0 {
+		t.Fatalf("the existing name was created again")
+	}
+	a := must[Attr](t)(c.GetAttr(ctx, d))
+	if a.Nlink != 4 {
+		t.Fatalf("directory with 2 subdirectories has nlink %d, want 4", a.Nlink)
+	}
+	es := must[[]Entry](t)(c.Readdir(ctx, d, "", 100))
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Name)
+	}
+	sort.Strings(got)
+	if fmt.Sprint(got) != "[a0 a1 a2 exists first sub0 sub1 twice]" {
+		t.Fatalf("directory holds %v", got)
+	}
+	if n := must[StatFS](t)(c.StatFS(ctx)).UsedInodes; n != 10 { // root, d, 8 entries
+		t.Fatalf("statfs counts %d inodes, want 10", n)
+	}
+	checkClean(t, c)
+}
+
+// failReads makes the failAt-th BatchGet in an Update from now fail.
+type failReads struct {
+	kv.Engine
+	failAt atomic.Int32
+}
+
+type failReadsTx struct {
+	kv.Tx
+	e *failReads
+}
+
+func (e *failReads) Update(ctx context.Context, fn func(kv.Tx) error) error {
+	return e.Engine.Update(ctx, func(tx kv.Tx) error { return fn(failReadsTx{tx, e}) })
+}
+
+func (t failReadsTx) BatchGet(keys [][]byte) ([][]byte, error) {
+	if t.e.failAt.Add(-1) == 0 {
+		return nil, errors.New("read failed (test)")
+	}
+	return t.Tx.BatchGet(keys)
+}
+
+// A group whose transaction fails before committing (a read failed) fails
+// the create that ran it; the others are then made alone.
+func TestCreateGroupReadFails(t *testing.T) {
+	ec := tikvCase()
+	ctx := context.Background()
+	base := ec.newVolume(t)(t)
+	fe := &failReads{Engine: base.Engine()}
+	c := NewClient(fe, testOptions())
+	t.Cleanup(func() { c.Close(ctx) })
+	d, _, err := c.Mkdir(ctx, RootIno, "d", 0o755, 0, 0)
+	ok(t, err)
+
+	release, queued := holdGroup(t, c, d)
+	var wg sync.WaitGroup
+	results := make(chan createResult, 8)
+	start := func(name string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := c.Mknod(ctx, d, name, 0o644, 0, 0, 0)
+			results <- createResult{name: name, err: err}
+		}()
+	}
+	start("first")
+	waitFor(t, "the first create to run", func() bool { return queued() == 0 })
+	for i := range 4 {
+		start(fmt.Sprintf("f%d", i))
+	}
+	waitFor(t, "the creates to queue", func() bool { return queued() == 4 })
+	// The first create's read works, the group's fails.
+	fe.failAt.Store(2)
+	release()
+	wg.Wait()
+	close(results)
+	failed := 0
+	for r := range results {
+		if r.err != nil {
+			failed++
+			continue
+		}
+		_, _, err := c.Lookup(ctx, d, r.name)
+		ok(t, err)
+	}
+	if failed != 1 {
+		t.Fatalf("%d creates failed, want 1 (the group's runner)", failed)
+	}
+	checkClean(t, c)
+}
