@@ -12,9 +12,10 @@ import (
 
 // Creates that run at the same time in one client share a transaction on
 // TiKV (snapshot isolation, where every transaction costs a read request
-// and a commit request whatever its size): the first of them runs at once,
-// the ones arriving meanwhile queue, and when it is done the first queued
-// runs the queue, up to maxCreateGroup, as one transaction. Each create in
+// and a commit request whatever its size): up to createGroupsRunning
+// transactions of creates run at once, the creates arriving meanwhile
+// queue, and a transaction done hands the queue (up to maxCreateGroup) to
+// its first create, which runs them as one transaction. Each create in
 // it reads and writes exactly what it would alone and is refused (EEXIST,
 // ENOENT, ENOTDIR) on its own; the others still commit. A lost race with
 // another client retries the whole group, every create checked again. A
@@ -27,10 +28,18 @@ import (
 // maxCreateGroup bounds the creates one transaction runs.
 const maxCreateGroup = 16
 
+// createGroupsRunning is how many groups of a client run at once: a create
+// waits for company only while that many are running. One gathers the
+// most: with two, on the tikv mock, 8 goroutines' creates averaged 2.4
+// requests each instead of 1.1, and ran slower.
+const createGroupsRunning = 1
+
 type createGroups struct {
 	mu    sync.Mutex
-	queue []*createOp
-	busy  bool // a group is running; its runner hands over when done
+	queue []*createOp // non-empty only while createGroupsRunning run
+	// running counts the groups running; a runner done hands the queue's
+	// first maxCreateGroup creates to the first of them, if any.
+	running int
 }
 
 // createOp is one create, alone or in a group.
@@ -50,8 +59,9 @@ type createOp struct {
 	confirmed bool
 	alive     bool
 
-	done     chan struct{} // closed with the group's outcome, or to run the queue
-	lead     bool          // run the queue
+	done     chan struct{} // closed with the group's outcome, or to run a group
+	lead     bool          // run group
+	group    []*createOp   // (lead) the creates to run, this one first
 	groupErr error         // the group's transaction failed
 	tried    bool          // ... at its commit (else before: run alone)
 }
@@ -67,9 +77,13 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 	op.done = make(chan struct{})
 	q := &c.groups
 	q.mu.Lock()
-	q.queue = append(q.queue, op)
-	lead := !q.busy
-	q.busy = true
+	lead := q.running < createGroupsRunning
+	if lead {
+		q.running++
+		op.group = []*createOp{op}
+	} else {
+		q.queue = append(q.queue, op)
+	}
 	q.mu.Unlock()
 	if !lead {
 		<-op.done
@@ -88,12 +102,7 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 			return c.finishCreate(ctx, op)
 		}
 	}
-	q.mu.Lock()
-	n := min(len(q.queue), maxCreateGroup)
-	group := append([]*createOp(nil), q.queue[:n]...) // op is first
-	q.queue = append([]*createOp(nil), q.queue[n:]...)
-	q.mu.Unlock()
-
+	group := op.group // op is first
 	gctx := ctx
 	if len(group) > 1 {
 		// The others' creates must not fail because this caller gave up.
@@ -109,11 +118,14 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 	}
 	q.mu.Lock()
 	if len(q.queue) > 0 {
-		next := q.queue[0]
-		next.lead = true
-		close(next.done)
+		// Hand the next group to the first create queued.
+		n := min(len(q.queue), maxCreateGroup)
+		next := append([]*createOp(nil), q.queue[:n]...)
+		q.queue = append([]*createOp(nil), q.queue[n:]...)
+		next[0].lead, next[0].group = true, next
+		close(next[0].done)
 	} else {
-		q.busy = false
+		q.running--
 	}
 	q.mu.Unlock()
 	if err != nil {

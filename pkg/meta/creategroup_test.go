@@ -26,16 +26,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// holdGroup makes the next create of c run alone and wait on dir's stripe
-// until the returned release is called, so that the creates started
-// meanwhile queue up and run as one group.
+// holdGroup makes the next createGroupsRunning creates in dir run alone and
+// wait on its stripe until the returned release is called, so that the
+// creates started meanwhile queue up and then run as one group.
 func holdGroup(t *testing.T, c *Client, dir Ino) (release func(), queued func() int) {
 	stripe := &c.stripes[uint64(dir)%uint64(len(c.stripes))]
 	stripe.Lock()
 	queued = func() int {
 		c.groups.mu.Lock()
 		defer c.groups.mu.Unlock()
-		if !c.groups.busy {
+		if c.groups.running < createGroupsRunning {
 			return -1
 		}
 		return len(c.groups.queue)
@@ -78,8 +78,10 @@ func TestCreateGroup(t *testing.T) {
 			results <- createResult{name, dir, err}
 		}()
 	}
-	start("first", false) // runs alone, waiting on the stripe
-	waitFor(t, "the first create to run", func() bool { return queued() == 0 })
+	for i := range createGroupsRunning { // run alone, waiting on the stripe
+		start(fmt.Sprintf("first%d", i), false)
+	}
+	waitFor(t, "the first creates to run", func() bool { return queued() == 0 })
 	names := []string{"a0", "a1", "a2", "exists", "twice", "twice"}
 	for _, n := range names {
 		start(n, false)
@@ -92,8 +94,8 @@ func TestCreateGroup(t *testing.T) {
 	release()
 	wg.Wait()
 	close(results)
-	if n := ec.rpcs.Load().Snapshot()["Prewrite"] - before; n != 2 {
-		t.Errorf("%d prewrites for the lone create and the group, want 2", n)
+	if n := ec.rpcs.Load().Snapshot()["Prewrite"] - before; n != createGroupsRunning+1 {
+		t.Errorf("%d prewrites for %d lone creates and the group, want %d", n, createGroupsRunning, createGroupsRunning+1)
 	}
 
 	created := map[string]int{}
@@ -107,7 +109,7 @@ func TestCreateGroup(t *testing.T) {
 			t.Fatalf("create %q: %v", r.name, r.err)
 		}
 	}
-	for _, n := range []string{"first", "a0", "a1", "a2", "twice", "sub0", "sub1"} {
+	for _, n := range []string{"first0", "first1", "a0", "a1", "a2", "twice", "sub0", "sub1"} {
 		if created[n] != 1 {
 			t.Fatalf("%q created %d times, want once (created: %v)", n, created[n], created)
 		}
@@ -125,19 +127,20 @@ func TestCreateGroup(t *testing.T) {
 		got = append(got, e.Name)
 	}
 	sort.Strings(got)
-	if fmt.Sprint(got) != "[a0 a1 a2 exists first sub0 sub1 twice]" {
+	if fmt.Sprint(got) != "[a0 a1 a2 exists first0 first1 sub0 sub1 twice]" {
 		t.Fatalf("directory holds %v", got)
 	}
-	if n := must[StatFS](t)(c.StatFS(ctx)).UsedInodes; n != 10 { // root, d, 8 entries
-		t.Fatalf("statfs counts %d inodes, want 10", n)
+	if n := must[StatFS](t)(c.StatFS(ctx)).UsedInodes; n != 11 { // root, d, 9 entries
+		t.Fatalf("statfs counts %d inodes, want 11", n)
 	}
 	checkClean(t, c)
 }
 
-// failReads makes the failAt-th BatchGet in an Update from now fail.
+// failReads makes, while on, the reads of groups (more than one create's
+// keys) in Updates fail.
 type failReads struct {
 	kv.Engine
-	failAt atomic.Int32
+	on atomic.Bool
 }
 
 type failReadsTx struct {
@@ -150,7 +153,7 @@ func (e *failReads) Update(ctx context.Context, fn func(kv.Tx) error) error {
 }
 
 func (t failReadsTx) BatchGet(keys [][]byte) ([][]byte, error) {
-	if t.e.failAt.Add(-1) == 0 {
+	if t.e.on.Load() && len(keys) > 2 {
 		return nil, errors.New("read failed (test)")
 	}
 	return t.Tx.BatchGet(keys)
@@ -170,7 +173,7 @@ func TestCreateGroupReadFails(t *testing.T) {
 
 	release, queued := holdGroup(t, c, d)
 	var wg sync.WaitGroup
-	results := make(chan createResult, 8)
+	results := make(chan createResult, 16)
 	start := func(name string) {
 		wg.Add(1)
 		go func() {
@@ -179,14 +182,16 @@ func TestCreateGroupReadFails(t *testing.T) {
 			results <- createResult{name: name, err: err}
 		}()
 	}
-	start("first")
-	waitFor(t, "the first create to run", func() bool { return queued() == 0 })
+	for i := range createGroupsRunning {
+		start(fmt.Sprintf("first%d", i))
+	}
+	waitFor(t, "the first creates to run", func() bool { return queued() == 0 })
 	for i := range 4 {
 		start(fmt.Sprintf("f%d", i))
 	}
 	waitFor(t, "the creates to queue", func() bool { return queued() == 4 })
-	// The first create's read works, the group's fails.
-	fe.failAt.Store(2)
+	// The lone creates' reads work, the group's fails.
+	fe.on.Store(true)
 	release()
 	wg.Wait()
 	close(results)
