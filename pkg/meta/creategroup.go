@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -55,21 +56,27 @@ type createOp struct {
 	a       Attr
 	err     error // this create's own refusal
 	skipped bool  // left its directory's times alone: confirm (touchDir)
-	// The directory's state read after the commit by the group's runner.
-	confirmed bool
-	alive     bool
+	// The directory's state read after the commit (by the next group's
+	// transaction, or by its own group's runner when none follows);
+	// confirmDone, when set, is closed once the read is done or failed.
+	confirmDone chan struct{}
+	confirmed   bool
+	alive       bool
 
-	done     chan struct{} // closed with the group's outcome, or to run a group
-	lead     bool          // run group
-	group    []*createOp   // (lead) the creates to run, this one first
-	groupErr error         // the group's transaction failed
-	tried    bool          // ... at its commit (else before: run alone)
+	done  chan struct{} // closed with the group's outcome, or to run a group
+	lead  bool          // run group
+	group []*createOp   // (lead) the creates to run, this one first
+	// (lead) the previous group's creates whose directories this group's
+	// transaction reads (it begins after they committed).
+	confirm  []*createOp
+	groupErr error // the group's transaction failed
+	tried    bool  // ... at its commit (else before: run alone)
 }
 
 // runCreate creates op.
 func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 	if c.serial || c.serializable {
-		if _, err := c.createTxn(ctx, []*createOp{op}); err != nil {
+		if _, err := c.createTxn(ctx, []*createOp{op}, nil); err != nil {
 			return err
 		}
 		return c.finishCreate(ctx, op)
@@ -96,7 +103,7 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 			}
 			// The group failed before committing (a read failed, or its
 			// runner's context ended): try alone, under this context.
-			if _, err := c.createTxn(ctx, []*createOp{op}); err != nil {
+			if _, err := c.createTxn(ctx, []*createOp{op}, nil); err != nil {
 				return err
 			}
 			return c.finishCreate(ctx, op)
@@ -108,41 +115,62 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 		// The others' creates must not fail because this caller gave up.
 		gctx = context.WithoutCancel(ctx)
 	}
-	tried, err := c.createTxn(gctx, group)
-	if err == nil {
-		c.confirmGroup(gctx, group)
-	}
-	for _, o := range group[1:] {
-		o.groupErr, o.tried = err, tried
-		close(o.done)
+	tried, err := c.createTxn(gctx, group, op.confirm)
+	// The creates that must confirm their directory (see touchDir).
+	var confirm []*createOp
+	if err == nil && !c.serializable {
+		for _, o := range group {
+			if o.err == nil && o.skipped {
+				o.confirmDone = make(chan struct{})
+				confirm = append(confirm, o)
+			}
+		}
 	}
 	q.mu.Lock()
 	if len(q.queue) > 0 {
-		// Hand the next group to the first create queued.
+		// Hand the next group to the first create queued; its transaction
+		// confirms this group's directories.
 		n := min(len(q.queue), maxCreateGroup)
 		next := append([]*createOp(nil), q.queue[:n]...)
 		q.queue = append([]*createOp(nil), q.queue[n:]...)
-		next[0].lead, next[0].group = true, next
+		next[0].lead, next[0].group, next[0].confirm = true, next, confirm
 		close(next[0].done)
+		confirm = nil
 	} else {
 		q.running--
 	}
 	q.mu.Unlock()
+	for _, o := range group[1:] {
+		o.groupErr, o.tried = err, tried
+		close(o.done)
+	}
+	if len(confirm) > 0 {
+		c.confirmGroup(gctx, confirm)
+	}
 	if err != nil {
 		return err
 	}
 	return c.finishCreate(ctx, op)
 }
 
-// createTxn runs ops in one transaction holding their directories' stripes.
-// tried reports whether the transaction function completed, so that an
-// error is the commit's (its outcome maybe unknown).
-func (c *Client) createTxn(ctx context.Context, ops []*createOp) (tried bool, err error) {
+// createTxn runs ops in one transaction holding their directories' stripes,
+// and reads the directories of confirm, creates committed before it began
+// (closing their confirmDone; failed reads leave them unconfirmed). tried
+// reports whether the transaction function completed, so that an error is
+// the commit's (its outcome maybe unknown).
+func (c *Client) createTxn(ctx context.Context, ops, confirm []*createOp) (tried bool, err error) {
 	inos := make([]Ino, len(ops))
 	for i, op := range ops {
 		inos[i] = op.parent
 	}
 	var slot *slotWrite
+	defer func() {
+		if confirm != nil { // not read
+			for _, o := range confirm {
+				close(o.confirmDone)
+			}
+		}
+	}()
 	err = c.txnOnThen(ctx, inos, func(tx kv.Tx) error {
 		tried = false
 		slot = c.usageSlotOn(ops[0].parent)
@@ -159,9 +187,29 @@ func (c *Client) createTxn(ctx context.Context, ops []*createOp) (tried bool, er
 		if !slot.blind {
 			keys = append(keys, slot.key)
 		}
-		if err := prefetch(tx, keys...); err != nil {
+		var dirs []int // index in keys of confirm[i]'s directory
+		for _, o := range confirm {
+			k := attrKey(o.parent)
+			if !seen[string(k)] {
+				seen[string(k)] = true
+				keys = append(keys, k)
+			}
+			dirs = append(dirs, slices.IndexFunc(keys, func(x []byte) bool { return string(x) == string(k) }))
+		}
+		vals, err := tx.BatchGet(keys)
+		if err != nil {
 			return err
 		}
+		for i, o := range confirm {
+			var a Attr
+			if v := vals[dirs[i]]; v == nil {
+				o.confirmed = true
+			} else if decodeAttr(v, &a) == nil {
+				o.confirmed, o.alive = true, a.Nlink > 0
+			}
+			close(o.confirmDone)
+		}
+		confirm = nil
 		made := 0
 		for _, op := range ops {
 			if err := c.applyCreate(tx, op); err != nil {
@@ -229,30 +277,20 @@ func (c *Client) applyCreate(tx kv.Tx, op *createOp) error {
 	return nil
 }
 
-// confirmGroup reads, after the group committed, the directories of its
-// creates that must confirm theirs (one read for all: it began after every
-// one of them committed). A failed read leaves each to read alone.
-func (c *Client) confirmGroup(ctx context.Context, group []*createOp) {
-	if c.serializable {
-		return
-	}
-	var dirs []Ino
-	for _, op := range group {
-		if op.err == nil && op.skipped {
-			dirs = append(dirs, op.parent)
-		}
-	}
-	if len(dirs) == 0 {
-		return
+// confirmGroup reads, after they committed, the directories of ops (one
+// read for all: it begins after every one of them committed) and closes
+// their confirmDone. A failed read leaves each to read alone.
+func (c *Client) confirmGroup(ctx context.Context, ops []*createOp) {
+	dirs := make([]Ino, len(ops))
+	for i, op := range ops {
+		dirs[i] = op.parent
 	}
 	alive, err := c.readDirsAlive(ctx, dirs)
-	if err != nil {
-		return
-	}
-	for _, op := range group {
-		if op.err == nil && op.skipped {
+	for _, op := range ops {
+		if err == nil {
 			op.confirmed, op.alive = true, alive[op.parent]
 		}
+		close(op.confirmDone)
 	}
 }
 
@@ -264,6 +302,9 @@ func (c *Client) finishCreate(ctx context.Context, op *createOp) error {
 	}
 	if !op.skipped || c.serializable {
 		return nil
+	}
+	if op.confirmDone != nil {
+		<-op.confirmDone
 	}
 	alive := op.alive
 	if !op.confirmed {

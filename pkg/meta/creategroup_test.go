@@ -217,3 +217,81 @@ func TestCreateGroupReadFails(t *testing.T) {
 	}
 	checkClean(t, c)
 }
+
+// gateEngine holds, once armed, the next Update between its reads and its
+// commit until gate is closed (reached is closed when it gets there).
+type gateEngine struct {
+	kv.Engine
+	armed   atomic.Bool
+	reached chan struct{}
+	gate    chan struct{}
+}
+
+func (e *gateEngine) Update(ctx context.Context, fn func(kv.Tx) error) error {
+	if !e.armed.CompareAndSwap(true, false) {
+		return e.Engine.Update(ctx, fn)
+	}
+	return e.Engine.Update(ctx, func(tx kv.Tx) error {
+		err := fn(tx)
+		close(e.reached)
+		<-e.gate
+		return err
+	})
+}
+
+// A create committed while an rmdir of its directory (begun before it)
+// commits is confirmed by the next group's transaction, which finds the
+// directory removed: the create fails with ENOENT and leaves no orphan.
+func TestCreateGroupConfirmsRemoved(t *testing.T) {
+	ec := tikvCase()
+	ctx := context.Background()
+	vol := ec.newVolume(t)
+	base := vol(t)
+	ge := &gateEngine{Engine: base.Engine(), reached: make(chan struct{}), gate: make(chan struct{})}
+	a := NewClient(ge, testOptions())
+	t.Cleanup(func() { a.Close(ctx) })
+	b := vol(t)
+	b.opt.DirMtimeSkip = time.Hour // creates leave the directories' times: they confirm
+	r, _, err := a.Mkdir(ctx, RootIno, "r", 0o755, 0, 0)
+	ok(t, err)
+	d, _, err := a.Mkdir(ctx, RootIno, "d", 0o755, 0, 0)
+	ok(t, err)
+
+	// The rmdir reads r empty and waits to commit.
+	ge.armed.Store(true)
+	rmdirErr := make(chan error, 1)
+	go func() { rmdirErr <- a.Rmdir(ctx, RootIno, "r") }()
+	<-ge.reached
+
+	releaseR, queued := holdGroup(t, b, r)
+	releaseD, _ := holdGroup(t, b, d)
+	results := make(chan createResult, 2)
+	go func() {
+		_, _, err := b.Mknod(ctx, r, "w", 0o644, 0, 0, 0)
+		results <- createResult{name: "w", err: err}
+	}()
+	waitFor(t, "the create in r to run", func() bool { return queued() == 0 })
+	go func() {
+		_, _, err := b.Mknod(ctx, d, "z", 0o644, 0, 0, 0)
+		results <- createResult{name: "z", err: err}
+	}()
+	waitFor(t, "the create in d to queue", func() bool { return queued() == 1 })
+	// w commits; its confirmation goes to z's group, which waits on d.
+	releaseR()
+	waitFor(t, "w to commit and hand over", func() bool {
+		_, _, err := base.Lookup(ctx, r, "w")
+		return err == nil && queued() == 0
+	})
+	close(ge.gate)
+	ok(t, <-rmdirErr)
+	releaseD()
+	for range 2 {
+		res := <-results
+		if res.name == "w" {
+			wantErrno(t, res.err, syscall.ENOENT)
+		} else {
+			ok(t, res.err)
+		}
+	}
+	checkClean(t, base)
+}
