@@ -18,6 +18,7 @@ import (
 
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fs"
+	"podfs.io/podfs/pkg/meta"
 )
 
 // readyFDEnv names the file descriptor a detached mount reports on: "ok"
@@ -49,7 +50,14 @@ A create, unlink, rename or link in a directory updates the directory's mtime
 and ctime only when they are older than --dir-mtime-skip (default 100ms), so a
 burst of creates in one directory does not rewrite its attributes each time;
 the directory's times may then lag its last change by that much. Use
---dir-mtime-skip 0 for exact directory times.`)
+--dir-mtime-skip 0 for exact directory times.
+
+With bolt:// metadata, a change is written to the page cache when its call
+returns (a crash of podfs loses nothing) and made durable on disk within
+--sync-delay (default 20ms), or at once by fsync: like a local file system,
+a power loss may lose the last moments of changes that nobody fsync'd. Use
+--sync-delay 0 to make every change durable before its call returns.
+etcd:// and tikv:// changes are always durable when their call returns.`)
 	daemon := f.Bool("d", false, "run in the background; return once the mount is served")
 	var opts multiFlag
 	f.Var(&opts, "o", "mount options, comma separated (repeatable)")
@@ -63,6 +71,8 @@ the directory's times may then lag its last change by that much. Use
 	metricsAddr := f.String("metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9567")
 	dirMtimeSkip := f.Duration("dir-mtime-skip", 100*time.Millisecond,
 		"leave a directory's mtime/ctime unchanged by a create, unlink, rename or link in it while they are younger than this (0: always update)")
+	syncDelay := f.Duration("sync-delay", meta.DefaultSyncDelay,
+		"bolt:// metadata: make changes durable at most this long after their call returned, or at fsync (0: before it returns)")
 	logFile := f.String("log", "", "with -d: log file (default /var/log/podfs/<mountpoint>.log)")
 	pos, err := parseInterleaved(f, args)
 	if err != nil {
@@ -78,6 +88,13 @@ the directory's times may then lag its last change by that much. Use
 	skip := *dirMtimeSkip
 	if skip == 0 {
 		skip = -1 // fs.Config: negative = always update; 0 = the default
+	}
+	if *syncDelay < 0 {
+		return usagef("--sync-delay %s: must not be negative (0 makes every change durable before its call returns)", *syncDelay)
+	}
+	delay := *syncDelay
+	if delay == 0 {
+		delay = -1 // fs.Config: negative = durable at once; 0 = the default
 	}
 	abs, err := filepath.Abs(mp)
 	if err != nil {
@@ -96,6 +113,7 @@ the directory's times may then lag its last change by that much. Use
 		MetricsAddr:  *metricsAddr,
 		Logger:       log,
 		DirMtimeSkip: skip,
+		SyncDelay:    delay,
 		Data: data.Config{
 			CacheDir:   *cacheDir,
 			CacheSize:  cacheSize.v,

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,7 @@ import (
 type memCache struct {
 	shards  [16]memShard
 	recycle func([]byte)
+	hits    atomic.Int64 // CopyOut calls the cache answered
 }
 
 type memShard struct {
@@ -74,7 +76,20 @@ func (c *memCache) CopyOut(key string, off int, dst []byte) bool {
 	}
 	sh.ll.MoveToFront(e)
 	copy(dst, e.Value.(*memEntry).data[off:])
+	c.hits.Add(1)
 	return true
+}
+
+// Used is the memory the cached blocks take.
+func (c *memCache) Used() int64 {
+	var n int64
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		n += sh.used
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // Add takes ownership of data: it is cached or recycled.

@@ -164,6 +164,12 @@ func (s *Store) DeletePending(ctx context.Context) (int, error) {
 		if len(sl) == 0 {
 			return done, nil
 		}
+		// The commits that unreferenced these slices must be durable before
+		// their objects go: a power loss would otherwise bring back
+		// references to deleted objects.
+		if err := s.m.Sync(ctx); err != nil {
+			return done, err
+		}
 		ids := make([]uint64, 0, len(sl))
 		for _, x := range sl {
 			for _, k := range SliceKeys(x.ID, x.Size, s.bs) {

@@ -140,6 +140,9 @@ type Stats struct {
 	Relieves    int64 // times full write buffers forced partial blocks out
 	Deleted     int64 // slices whose objects were deleted
 	PeakBuffer  int64 // most write-buffer bytes held at once
+	Buffer      int64 // write-buffer bytes held now
+	CacheHits   int64 // block reads the memory cache answered
+	CacheBytes  int64 // memory the cached blocks take now
 }
 
 // Stats returns the store's counters.
@@ -148,6 +151,7 @@ func (s *Store) Stats() Stats {
 		Uploads: s.stats.uploads.Load(), Fetches: s.stats.fetches.Load(),
 		Compactions: s.stats.compactions.Load(), Relieves: s.stats.relieves.Load(),
 		Deleted: s.stats.deleted.Load(), PeakBuffer: s.peakBuf.Load(),
+		Buffer: s.bufferUsed(), CacheHits: s.mem.hits.Load(), CacheBytes: s.mem.Used(),
 	}
 }
 

@@ -135,6 +135,9 @@ func (m *fakeMeta) ListSlices(ctx context.Context, fn func(ino meta.Ino, s meta.
 	return nil
 }
 
+// Sync: the fake's commits are all in memory, nothing to make durable.
+func (m *fakeMeta) Sync(ctx context.Context) error { return nil }
+
 func (m *fakeMeta) PendingDeletes(ctx context.Context, limit int) ([]meta.Slice, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -115,6 +115,13 @@ func GCWith(ctx context.Context, m meta.Meta, store storage.Store, opts GCOption
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
+	if opts.Delete {
+		// An object is an orphan in the committed state; that state must
+		// survive a power loss before its objects go.
+		if err := m.Sync(ctx); err != nil {
+			return nil, fmt.Errorf("gc: %w", err)
+		}
+	}
 	r := &GCReport{}
 	now := time.Now()
 	for _, o := range objs {

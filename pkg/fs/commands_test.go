@@ -54,7 +54,9 @@ func TestCommands(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`podfs_fuse_ops_total{op="create"}`, `podfs_fuse_op_duration_seconds_bucket{op="write"`, `podfs_object_requests_total{method="put",result="ok"}`, "podfs_open_handles", "podfs_data_block_uploads_total"} {
+	for _, want := range []string{`podfs_fuse_ops_total{op="create"}`, `podfs_fuse_op_duration_seconds_bucket{op="write"`, `podfs_object_requests_total{method="put",result="ok"}`, "podfs_open_handles", "podfs_data_block_uploads_total",
+		"podfs_meta_transactions_total", "podfs_meta_conflicts_total", "podfs_meta_unsynced_records", "podfs_cache_hits_total",
+		"podfs_cache_bytes", "podfs_write_buffer_bytes"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}

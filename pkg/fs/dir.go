@@ -56,7 +56,7 @@ func (fs *fileSystem) ReleaseDir(in *fuse.ReleaseIn) {
 }
 
 func (fs *fileSystem) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	return fuse.OK // every metadata change is committed when its call returns
+	return fs.status("fsyncdir", meta.Ino(in.NodeId), fs.m.Sync(context.Background()))
 }
 
 func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {

@@ -195,7 +195,12 @@ func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Statu
 	if h == nil {
 		return fuse.EBADF
 	}
-	return fs.status("fsync", h.ino, h.of.f.Flush(context.Background()))
+	ctx := context.Background()
+	err := h.of.f.Flush(ctx)
+	if err == nil {
+		err = fs.m.Sync(ctx)
+	}
+	return fs.status("fsync", h.ino, err)
 }
 
 func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {

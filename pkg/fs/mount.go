@@ -50,9 +50,14 @@ type Config struct {
 	// (saving a metadata write per operation in a busy directory); 0 = the
 	// metadata engine's default (100 ms), negative = always update them.
 	DirMtimeSkip time.Duration
-	Data         data.Config
-	MetricsAddr  string // serve Prometheus metrics here; "" = none
-	Logger       *slog.Logger
+	// SyncDelay is how long the embedded metadata engine (bolt) may keep a
+	// change in the page cache before making it durable; 0 = the engine's
+	// default (meta.DefaultSyncDelay), negative = durable before each call
+	// returns. fsync makes everything durable at once.
+	SyncDelay   time.Duration
+	Data        data.Config
+	MetricsAddr string // serve Prometheus metrics here; "" = none
+	Logger      *slog.Logger
 }
 
 // Mount is a served podfs mount.
@@ -112,7 +117,7 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := openMeta(ctx, cfg.MetaURL, meta.Options{Logger: log, DirMtimeSkip: cfg.DirMtimeSkip})
+	m, err := openMeta(ctx, cfg.MetaURL, meta.Options{Logger: log, DirMtimeSkip: cfg.DirMtimeSkip, SyncDelay: cfg.SyncDelay})
 	if err != nil {
 		return nil, err
 	}

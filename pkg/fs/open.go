@@ -62,8 +62,25 @@ func registerLayerMetrics(met *metrics, m meta.Meta, d *data.Store) {
 		counter("podfs_data_compactions_total", "Chunks compacted.", func(s data.Stats) int64 { return s.Compactions }),
 		counter("podfs_data_buffer_relieves_total", "Times full write buffers forced partial blocks out.", func(s data.Stats) int64 { return s.Relieves }),
 		counter("podfs_data_deleted_slices_total", "Slices whose objects were deleted.", func(s data.Stats) int64 { return s.Deleted }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "podfs_write_buffer_peak_bytes", Help: "Most memory write buffers held at once since the mount.",
-		}, func() float64 { return float64(d.Stats().PeakBuffer) }),
+		counter("podfs_cache_hits_total", "Block reads the memory cache answered.", func(s data.Stats) int64 { return s.CacheHits }),
+		gauge("podfs_write_buffer_peak_bytes", "Most memory write buffers held at once since the mount.", func() float64 { return float64(d.Stats().PeakBuffer) }),
+		gauge("podfs_write_buffer_bytes", "Memory write buffers hold now.", func() float64 { return float64(d.Stats().Buffer) }),
+		gauge("podfs_cache_bytes", "Memory the block cache takes now.", func() float64 { return float64(d.Stats().CacheBytes) }),
 	)
+	metaCounter := func(name, help string, v func(meta.Stats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return v(m.Stats()) })
+	}
+	met.register(
+		metaCounter("podfs_meta_transactions_total", "Metadata read-write transactions.", func(s meta.Stats) float64 { return float64(s.Txns) }),
+		metaCounter("podfs_meta_conflicts_total", "Metadata transaction attempts retried after a conflict.", func(s meta.Stats) float64 { return float64(s.Conflicts) }),
+		metaCounter("podfs_meta_transaction_seconds_total", "Time spent in metadata read-write transactions, retries included.", func(s meta.Stats) float64 { return s.TxnTime.Seconds() }),
+		metaCounter("podfs_meta_reads_total", "Metadata read-only transactions.", func(s meta.Stats) float64 { return float64(s.Views) }),
+		metaCounter("podfs_meta_log_flushes_total", "Embedded engine: fdatasyncs that made committed changes durable.", func(s meta.Stats) float64 { return float64(s.LogFlushes) }),
+		gauge("podfs_meta_unsynced_records", "Embedded engine: committed log records not yet durable (at most --sync-delay old).", func() float64 { return float64(m.Stats().Unsynced) }),
+	)
+}
+
+func gauge(name, help string, v func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, v)
 }

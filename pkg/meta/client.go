@@ -34,9 +34,10 @@ const usageShards = 1024
 // Client implements Meta over a kv.Engine. It caches nothing a different
 // client could change: every read goes to the store.
 type Client struct {
-	e   kv.Engine
-	opt Options
-	log *slog.Logger
+	e     kv.Engine
+	opt   Options
+	log   *slog.Logger
+	stats clientStats
 
 	idMu                sync.Mutex
 	inoNext, inoEnd     uint64
@@ -121,7 +122,10 @@ func (c *Client) Engine() kv.Engine { return c.e }
 func (c *Client) LocalOpens() bool { return c.localOpens }
 
 func (c *Client) txn(ctx context.Context, fn func(kv.Tx) error) error {
-	return kv.Txn(ctx, c.e, fn)
+	start := time.Now()
+	attempts, err := kv.TxnAttempts(ctx, c.e, fn)
+	c.stats.txnDone(start, attempts)
+	return err
 }
 
 // txnOn is txn holding this client's stripes of inos for the duration.
@@ -163,6 +167,7 @@ func (c *Client) txnOnThen(ctx context.Context, inos []Ino, fn func(kv.Tx) error
 }
 
 func (c *Client) view(ctx context.Context, fn func(kv.Tx) error) error {
+	c.stats.views.Add(1)
 	return c.e.View(ctx, fn)
 }
 

@@ -193,6 +193,15 @@ type Meta interface {
 	GetLk(ctx context.Context, ino Ino, owner uint64, lk *Plock) error
 	SetLk(ctx context.Context, ino Ino, owner uint64, block bool, lk Plock) error
 
+	// Sync returns once every change this client committed before the call
+	// is durable. Engines that make each commit durable before answering
+	// (tikv, etcd, bolt without SyncDelay) return at once. The file system
+	// calls it for fsync, and before deleting objects that a lost commit
+	// would leave referenced.
+	Sync(ctx context.Context) error
+	// Stats returns this client's counters (for metrics).
+	Stats() Stats
+
 	// Check verifies the namespace's invariants and lists every problem found.
 	Check(ctx context.Context, repair bool) (*CheckReport, error)
 

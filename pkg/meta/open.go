@@ -26,6 +26,13 @@ type Options struct {
 	LockTimeout time.Duration
 	// NoSync skips fsync in the bolt engine (tests, CPU benchmarks).
 	NoSync bool
+	// SyncDelay is how long the bolt engine may hold a committed change in
+	// the page cache before making it durable (default DefaultSyncDelay;
+	// negative: every change is durable before its call returns). A crash
+	// of the process loses nothing either way; a crash of the machine may
+	// lose the changes of the last SyncDelay that no Sync (fsync) covered,
+	// as a local file system loses what was not fsync'd.
+	SyncDelay time.Duration
 	// DirMtimeSkip is how recent a directory's stored mtime and ctime may be
 	// for a create, unlink, rename or link in it to leave them as they are
 	// (default 100 ms; negative: always update them). Such an operation then
@@ -61,7 +68,14 @@ func (o *Options) defaults() {
 	if o.DirMtimeSkip == 0 {
 		o.DirMtimeSkip = 100 * time.Millisecond
 	}
+	if o.SyncDelay == 0 {
+		o.SyncDelay = DefaultSyncDelay
+	}
 }
+
+// DefaultSyncDelay is Options.SyncDelay's default: short enough that a power
+// loss costs little, long enough that a burst of creates shares each flush.
+const DefaultSyncDelay = 20 * time.Millisecond
 
 // URLForms lists the metadata URLs Open accepts, for error messages.
 const URLForms = "bolt:///path/to/meta.db, etcd://host:port[,host:port...]/<volume>, tikv://pd:port[,pd:port...]/<volume>"
@@ -130,7 +144,8 @@ func Open(ctx context.Context, url string, opt Options) (Meta, error) {
 	var e kv.Engine
 	switch p.Scheme {
 	case "bolt":
-		e, err = kv.OpenBolt(p.Path, kv.BoltOptions{NoSync: opt.NoSync, LockTimeout: opt.LockTimeout, Logger: opt.Logger})
+		e, err = kv.OpenBolt(p.Path, kv.BoltOptions{NoSync: opt.NoSync, LockTimeout: opt.LockTimeout, Logger: opt.Logger,
+			SyncDelay: max(opt.SyncDelay, 0)})
 	case "etcd":
 		e, err = openEtcd(ctx, p, opt)
 	case "tikv":

@@ -39,6 +39,14 @@ type BoltOptions struct {
 	// instead of O_DIRECT|O_DSYNC (what file systems without O_DIRECT get
 	// anyway); for tests of that path.
 	BufferedLog bool
+	// SyncDelay, when positive, answers a commit once its log record is
+	// written (to the page cache: a crash of this process loses nothing)
+	// and makes it durable at most this long after, with one fdatasync for
+	// everything written meanwhile, or at once when Sync asks: a power
+	// loss may lose the last SyncDelay of commits, the way a local file
+	// system loses what was not fsync'd. Zero makes every commit durable
+	// before it is answered.
+	SyncDelay time.Duration
 	// Logger receives checkpoint failures; default slog.Default().
 	Logger *slog.Logger
 }
@@ -53,7 +61,8 @@ type BoltOptions struct {
 // against its own write overlay (a failing one is dropped alone) over the
 // memtable and the file, applying each one's writes to the memtable, appends
 // the group's writes to the log as one checksummed record, makes it durable
-// with one synchronous write, publishes the new memtable to readers and
+// with one synchronous write (or, with SyncDelay, writes it and leaves it
+// to a flusher to make durable), publishes the new memtable to readers and
 // only then answers the callers. When the memtable is
 // large or old, the committer freezes it and starts a new log segment; a
 // background checkpointer writes the frozen layer into the bolt file in one
@@ -92,6 +101,8 @@ type Bolt struct {
 
 	spareMu sync.Mutex
 	spare   string // a checkpointed segment kept for reuse
+
+	lazy lazySync // SyncDelay > 0: see durable.go
 }
 
 type boltReq struct {
@@ -144,7 +155,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		db.Close()
 		return nil, err
 	}
-	b.seg, err = createSegment(path, next, b.takeSpare(), opt.NoSync, opt.BufferedLog)
+	b.seg, err = createSegment(path, next, b.takeSpare(), opt)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("bolt: %w", err)
@@ -152,6 +163,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	b.state.Store(&memState{active: b.mem.Clone()})
 	go b.checkpointer()
 	go b.committer()
+	b.lazy.start(b)
 	return b, nil
 }
 
@@ -283,7 +295,7 @@ func (b *Bolt) committer() {
 		}
 		b.commitMu.Lock()
 		batch := b.drain([]*boltReq{first})
-		if last > 1 {
+		if last > 1 && !b.lazy.on {
 			batch = b.gather(batch, lastCommit)
 		}
 		start := time.Now()
@@ -385,6 +397,7 @@ func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
 		return b.failed
 	}
 	b.commits.Add(1)
+	b.lazy.appended()
 	if b.memBytes == 0 {
 		b.memSince = time.Now()
 	}
@@ -414,6 +427,7 @@ func (b *Bolt) Close() error {
 	b.once.Do(func() {
 		close(b.stop)
 		<-b.done
+		b.lazy.wait()     // before commitMu: a flush in progress takes it
 		b.commitMu.Lock() // a caller's commit in progress ends; none starts
 		close(b.ckptJobs)
 		<-b.ckptExit

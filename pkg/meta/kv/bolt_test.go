@@ -189,10 +189,22 @@ func BenchmarkFdatasync(b *testing.B) {
 	}
 }
 
-// BenchmarkBoltCommit1 is one caller's small transaction, synced: the
-// latency a single writer (one FUSE create) waits for.
+// BenchmarkBoltCommit1 is one caller's small transaction, durable at once or
+// with SyncDelay: the latency a single writer (one FUSE create) waits for.
 func BenchmarkBoltCommit1(b *testing.B) {
-	e, err := OpenBolt(filepath.Join(b.TempDir(), "m.db"), BoltOptions{})
+	for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
+		name := "durable"
+		if delay > 0 {
+			name = "delay=" + delay.String()
+		}
+		b.Run(name, func(b *testing.B) { benchCommit1(b, BoltOptions{SyncDelay: delay}) })
+	}
+}
+
+// benchCommit1 commits one small transaction at a time: the latency a lone
+// writer sees.
+func benchCommit1(b *testing.B, opt BoltOptions) {
+	e, err := OpenBolt(filepath.Join(b.TempDir(), "m.db"), opt)
 	if err != nil {
 		b.Fatal(err)
 	}

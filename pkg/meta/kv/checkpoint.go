@@ -183,11 +183,17 @@ func (b *Bolt) freeze() error {
 	if err := b.seg.append(seal); err != nil {
 		return fmt.Errorf("bolt: %w", err)
 	}
-	next, err := createSegment(b.path, b.seg.seq+1, b.takeSpare(), b.opt.NoSync, b.opt.BufferedLog)
+	next, err := createSegment(b.path, b.seg.seq+1, b.takeSpare(), b.opt)
 	if err != nil {
 		return fmt.Errorf("bolt: %w", err)
 	}
 	old := b.seg
+	// Recovery refuses a log whose earlier segment lost records, so a lazy
+	// one is durable, seal included, before its successor takes records.
+	if err := b.lazy.syncRetired(old); err != nil {
+		next.f.Close()
+		return fmt.Errorf("bolt: %w", err)
+	}
 	old.f.Close()
 	b.seg = next
 	b.stateMu.Lock()

@@ -80,21 +80,27 @@ const MaxAttempts = 100
 // exponential, jittered backoff (1 ms doubling up to 50 ms) at most
 // MaxAttempts times.
 func Txn(ctx context.Context, e Engine, fn func(Tx) error) error {
+	_, err := TxnAttempts(ctx, e, fn)
+	return err
+}
+
+// TxnAttempts is Txn reporting how many attempts it made (conflicts + 1).
+func TxnAttempts(ctx context.Context, e Engine, fn func(Tx) error) (int, error) {
 	backoff := time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := e.Update(ctx, fn)
 		if err == nil || !errors.Is(err, ErrConflict) {
-			return err
+			return attempt, err
 		}
 		if attempt >= MaxAttempts {
-			return fmt.Errorf("%s: gave up after %d conflicting attempts: %w", e.Name(), attempt, err)
+			return attempt, fmt.Errorf("%s: gave up after %d conflicting attempts: %w", e.Name(), attempt, err)
 		}
 		d := backoff/2 + rand.N(backoff)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%s: retry after conflict: %w", e.Name(), ctx.Err())
+			return attempt, fmt.Errorf("%s: retry after conflict: %w", e.Name(), ctx.Err())
 		case <-t.C:
 		}
 		if backoff < 50*time.Millisecond {

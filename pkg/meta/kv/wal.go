@@ -103,12 +103,16 @@ func sealRecord(rec []byte, seq uint64) {
 // cover whole blocks, so the segment keeps its partial last block in blk
 // and rewrites it with each record (with the same bytes where it held
 // acknowledged records already).
+//
+// A lazy segment (BoltOptions.SyncDelay) writes records through the page
+// cache and makes them durable only when sync is called.
 type walSegment struct {
 	f        *os.File
 	path     string
 	seq      uint64
 	off      int64
 	noSync   bool
+	lazy     bool
 	direct   bool
 	blk      []byte // direct: the bytes from blkStart (block aligned) to off
 	blkStart int64
@@ -123,7 +127,8 @@ func alignedBuf(n int) []byte {
 	return b[skip : skip+n : skip+n]
 }
 
-// append writes one sealed record and makes it durable.
+// append writes one sealed record and makes it durable, unless the segment
+// is lazy (then sync does).
 func (w *walSegment) append(rec []byte) error {
 	if w.direct {
 		return w.appendDirect(rec)
@@ -131,12 +136,20 @@ func (w *walSegment) append(rec []byte) error {
 	if _, err := w.f.WriteAt(rec, w.off); err != nil {
 		return fmt.Errorf("write-ahead log %s: write at %d: %w", w.path, w.off, err)
 	}
-	if !w.noSync {
-		if err := syscall.Fdatasync(int(w.f.Fd())); err != nil {
-			return fmt.Errorf("write-ahead log %s: fdatasync: %w", w.path, err)
+	if !w.noSync && !w.lazy {
+		if err := w.sync(); err != nil {
+			return err
 		}
 	}
 	w.off += int64(len(rec))
+	return nil
+}
+
+// sync makes the records appended so far durable.
+func (w *walSegment) sync() error {
+	if err := syscall.Fdatasync(int(w.f.Fd())); err != nil {
+		return fmt.Errorf("write-ahead log %s: fdatasync: %w", w.path, err)
+	}
 	return nil
 }
 
@@ -194,7 +207,9 @@ func segmentFile(path string, noSync bool) error {
 // createSegment makes segment seq, from the spare (a checkpointed segment,
 // whose stale records carry an older seq) when there is one, else from a
 // new file, and makes its name durable.
-func createSegment(db string, seq uint64, spare string, noSync, buffered bool) (*walSegment, error) {
+func createSegment(db string, seq uint64, spare string, opt BoltOptions) (*walSegment, error) {
+	noSync, lazy := opt.NoSync, opt.SyncDelay > 0 && !opt.NoSync
+	buffered := opt.BufferedLog || lazy
 	path := walName(db, seq)
 	if spare != "" {
 		if err := os.Rename(spare, path); err != nil {
@@ -208,7 +223,7 @@ func createSegment(db string, seq uint64, spare string, noSync, buffered bool) (
 	} else if err := segmentFile(path, noSync); err != nil {
 		return nil, err
 	}
-	w := &walSegment{path: path, seq: seq, noSync: noSync}
+	w := &walSegment{path: path, seq: seq, noSync: noSync, lazy: lazy}
 	var err error
 	if !noSync && !buffered {
 		w.f, err = os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT|syscall.O_DSYNC, 0)
