@@ -54,7 +54,11 @@
 // DirMtimeSkip so that creates in one directory never conflict, instead
 // re-read the directory after committing and take themselves back if an
 // rmdir removed it; the rmdir sweeps away entries that raced it. Within one client, transactions on the same
-// directory or file take turns (striped locks) instead of conflicting.
+// directory or file take turns (striped locks) instead of conflicting, and on
+// tikv the creates that arrive while one runs share the next transaction and
+// its confirming read (creategroup.go), each checked and refused on its own.
+// A client knows what its usage slots hold, so on tikv and etcd creates
+// write them without reading them (usage.go).
 //
 // # Invariants (what Check verifies)
 //
