@@ -70,7 +70,9 @@ func TestCommands(t *testing.T) {
 	if code, out := runPodfs(t, "umount", mp); code != 0 {
 		t.Fatalf("umount: exit %d\n%s", code, out)
 	}
-	<-p.done
+	if !p.awaitExit(t, "podfs umount") {
+		t.FailNow()
+	}
 	if p.err != nil {
 		t.Fatalf("podfs mount exited with %v after podfs umount", p.err)
 	}

@@ -87,5 +87,7 @@ func TestMountDirMtimeSkipFlag(t *testing.T) {
 	if code, out := runPodfs(t, "umount", mp); code != 0 {
 		t.Fatalf("umount: exit %d\n%s", code, out)
 	}
-	<-p.done
+	if !p.awaitExit(t, "podfs umount") {
+		t.FailNow()
+	}
 }

@@ -35,11 +35,22 @@ type volume struct {
 // file storage in one temporary directory.
 func newBoltVolume(t *testing.T) *volume {
 	t.Helper()
+	return newBoltVolumeQuery(t, "")
+}
+
+// newBoltVolumeQuery is newBoltVolume with file storage URL options
+// (e.g. "journal=true").
+func newBoltVolumeQuery(t *testing.T, query string) *volume {
+	t.Helper()
 	dir := t.TempDir()
+	storage := "file://" + filepath.Join(dir, "data")
+	if query != "" {
+		storage += "?" + query
+	}
 	v := &volume{
 		dir:     dir,
 		metaURL: "bolt://" + filepath.Join(dir, "meta.db"),
-		storage: "file://" + filepath.Join(dir, "data"),
+		storage: storage,
 		name:    "test",
 	}
 	formatVolume(t, v.metaURL, v.storage, v.name, meta.FormatVersion)
@@ -106,17 +117,63 @@ func mountVolume(t *testing.T, v *volume, mutate ...func(*Config)) (*Mount, stri
 	return m, mp
 }
 
+// unmountForCleanup unmounts m, bounding the wait: past unmountWait, or
+// when the FUSE connection outlives the unmount (a lazy unmount whose users
+// wait on a hung server), it aborts the connection and detaches the mount,
+// so that a failing test reports and the test binary exits.
 func unmountForCleanup(t *testing.T, m *Mount, mp string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.Unmount(ctx); err != nil {
-		t.Errorf("unmount %s: %v", mp, err)
+	t.Helper()
+	conn, hasConn := fuseConn(mp)
+	defer func() {
+		if IsMounted(mp) {
+			t.Errorf("%s still mounted after Unmount; detaching it", mp)
+			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done <- m.Unmount(ctx)
+	}()
+	hung := false
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("unmount %s: %v", mp, err)
+		}
+	case <-time.After(unmountWait):
+		t.Errorf("unmount of %s still running after %s: the server is hung", mp, unmountWait)
+		hung = true
 	}
-	if IsMounted(mp) {
-		t.Errorf("%s still mounted after Unmount; detaching it", mp)
-		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+	if !hung {
+		// Unmount returned; it waited for the serve loop already.
+		select {
+		case <-m.served:
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+	// Still served: the connection is this mount's, safe to abort.
+	if !hasConn {
+		t.Errorf("%s still served after unmounting, and its FUSE connection is unknown", mp)
+		return
+	}
+	t.Logf("%s still served after unmounting: aborting its FUSE connection", mp)
+	abortAndDetach(t, conn, mp)
+	select {
+	case <-m.served:
+	case <-time.After(10 * time.Second):
+		// go-fuse's serve loop waits for its handlers; a hung one never
+		// returns. The aborted connection no longer holds anyone.
+		t.Logf("%s: a request handler is still running after aborting FUSE connection %d", mp, conn)
 	}
 }
+
+// unmountWait bounds each wait of a cleanup on a FUSE server. A healthy
+// unmount takes well under a second; Unmount itself may wait 10 s for a
+// busy mount's users.
+const unmountWait = 45 * time.Second
 
 // ensureUnmounted registers a cleanup that detaches whatever is left at mp
 // (for mounts made by child processes).

@@ -36,7 +36,9 @@ func TestStackOnDeadMountWithoutCachedAttrs(t *testing.T) {
 	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
+	if !p.awaitExit(t, "SIGKILL") {
+		t.FailNow()
+	}
 	if _, err := os.Stat(mp); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("stat of the dead mount point: %v, want ENOTCONN (nothing cached)", err)
 	}

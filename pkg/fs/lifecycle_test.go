@@ -29,6 +29,10 @@ type mountProc struct {
 	mu   sync.Mutex
 	done chan struct{}
 	err  error
+	// The mount's point and FUSE connection, once waitMounted saw it served.
+	mp      string
+	conn    int
+	hasConn bool
 }
 
 func startMount(t *testing.T, args ...string) *mountProc {
@@ -46,13 +50,49 @@ func startMount(t *testing.T, args ...string) *mountProc {
 		case <-p.done:
 		default:
 			_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
+			p.awaitExit(t, "SIGKILL")
 		}
 		if t.Failed() {
 			t.Logf("podfs mount output:\n%s", p.output())
 		}
 	})
 	return p
+}
+
+// awaitExit waits for the process to exit, as it was made to (why: "SIGKILL",
+// "podfs umount"...), and reports whether it did. Past unmountWait it fails
+// the test and kills the process; a thread of it waiting on its own hung
+// mount still keeps it from exiting, and its /dev/fuse descriptor open, the
+// connection alive: past another unmountWait that connection (still the
+// process's own) is aborted.
+func (p *mountProc) awaitExit(t *testing.T, why string) bool {
+	t.Helper()
+	pid := p.cmd.Process.Pid
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(unmountWait):
+	}
+	t.Errorf("podfs mount (pid %d) still running %s after %s: killing it", pid, unmountWait, why)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(unmountWait):
+	}
+	if !p.hasConn {
+		t.Errorf("podfs mount (pid %d) did not exit after SIGKILL, and its FUSE connection is unknown", pid)
+		return false
+	}
+	t.Errorf("podfs mount (pid %d) did not exit after SIGKILL: aborting its FUSE connection %d", pid, p.conn)
+	abortAndDetach(t, p.conn, p.mp)
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(unmountWait):
+		t.Errorf("podfs mount (pid %d) still running after its FUSE connection was aborted", pid)
+		return false
+	}
 }
 
 type lockedWriter struct{ p *mountProc }
@@ -88,6 +128,8 @@ func (p *mountProc) waitMounted(t *testing.T, mp string) {
 		var sfs syscall.Statfs_t
 		return IsMounted(mp) && syscall.Statfs(mp, &sfs) == nil
 	})
+	p.mp = mp
+	p.conn, p.hasConn = fuseConn(mp)
 }
 
 func newMountPoint(t *testing.T) string {
@@ -183,9 +225,19 @@ func readPid(mp string) int {
 	return pid
 }
 
+// TestCrashAndRecover kills the mount process during a write storm and
+// checks that every fsync'd file is intact after a remount, with the file
+// store's small-object journal on and off.
 func TestCrashAndRecover(t *testing.T) {
 	testenv.RequireRoot(t)
-	v := newBoltVolume(t)
+	for _, journal := range []bool{true, false} {
+		t.Run(fmt.Sprintf("journal=%v", journal), func(t *testing.T) {
+			crashAndRecover(t, newBoltVolumeQuery(t, fmt.Sprintf("journal=%v", journal)))
+		})
+	}
+}
+
+func crashAndRecover(t *testing.T, v *volume) {
 	mp := newMountPoint(t)
 	p := startMount(t, v.metaURL, mp)
 	p.waitMounted(t, mp)
@@ -240,7 +292,9 @@ func TestCrashAndRecover(t *testing.T) {
 	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
+	if !p.awaitExit(t, "SIGKILL") {
+		t.FailNow()
+	}
 	close(stop)
 	wg.Wait()
 	var sfs syscall.Statfs_t
@@ -254,20 +308,31 @@ func TestCrashAndRecover(t *testing.T) {
 	mu.Lock()
 	files := durable
 	mu.Unlock()
+	// Check them all and say how each one is wrong: the pattern (which
+	// files, which bytes) is what tells one cause from another.
+	bad := 0
 	for _, s := range files {
 		got, err := os.ReadFile(filepath.Join(mp, s.name))
 		if err != nil {
-			t.Fatalf("fsync'd file %s after the crash: %v", s.name, err)
+			t.Errorf("fsync'd file %s after the crash: %v", s.name, err)
+			bad++
+			continue
 		}
 		if !bytes.Equal(got, s.data) {
-			t.Fatalf("fsync'd file %s: %d bytes back, want %d (or content differs)", s.name, len(got), len(s.data))
+			t.Errorf("fsync'd file %s after the crash: %s", s.name, describeDiff(got, s.data, testBlockSize))
+			bad++
 		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d fsync'd files wrong after kill -9", bad, len(files))
 	}
 	t.Logf("%d fsync'd files intact after kill -9", len(files))
 	if err := syscall.Kill(p2.cmd.Process.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	<-p2.done
+	if !p2.awaitExit(t, "SIGTERM") {
+		t.FailNow()
+	}
 	if code, out := runPodfs(t, "fsck", v.metaURL); code != 0 {
 		t.Fatalf("fsck after the crash: exit %d\n%s", code, out)
 	}
@@ -408,5 +473,51 @@ func assertNoSessions(t *testing.T, v *volume) {
 	}
 	if len(s) != 0 {
 		t.Fatalf("a refused mount left %d sessions behind", len(s))
+	}
+}
+
+// describeDiff says how got differs from want: sizes, and each run of
+// differing bytes (up to a few) with the block it falls in and whether got
+// holds zeros there.
+func describeDiff(got, want []byte, blockSize int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d bytes back, want %d", len(got), len(want))
+	runs := 0
+	for i := 0; i < min(len(got), len(want)); {
+		if got[i] == want[i] {
+			i++
+			continue
+		}
+		// A run goes on across a few equal bytes (random data matches zeros
+		// now and then).
+		n := min(len(got), len(want))
+		j, last, zeros := i, i, true
+		for j < n && j-last <= 64 {
+			if got[j] != want[j] {
+				zeros = zeros && got[j] == 0
+				last = j
+			}
+			j++
+		}
+		j = last + 1
+		if runs++; runs > 8 {
+			b.WriteString("; more differences")
+			break
+		}
+		fmt.Fprintf(&b, "; bytes [%d, %d) differ (block %d, offset %d in it), zeros back: %v", i, j, i/blockSize, i%blockSize, zeros)
+		i = j
+	}
+	return b.String()
+}
+
+func TestDescribeDiff(t *testing.T) {
+	want := randBytes(3 * 4096)
+	got := bytes.Clone(want)
+	clear(got[:4096])
+	if d := describeDiff(got, want, 4096); !strings.Contains(d, "bytes [0, ") || !strings.Contains(d, "block 0, offset 0 in it), zeros back: true") {
+		t.Errorf("first block zeroed: %q", d)
+	}
+	if d := describeDiff(want[:100], want, 4096); d != fmt.Sprintf("100 bytes back, want %d", len(want)) {
+		t.Errorf("short file: %q", d)
 	}
 }

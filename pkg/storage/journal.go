@@ -46,10 +46,12 @@ import (
 // the file is a spare, its bytes stale). Sequence numbers only grow, also
 // across restarts (a retired header keeps its seq), so the stale records of
 // a recycled file never pass for the current segment's. A header is only
-// rewritten after the second block was zeroed, so a header that does not
-// read back is a torn write (nothing follows it) or, if a valid record
-// follows, damage that Open refuses. Records start at the second block,
-// each padded to whole blocks:
+// rewritten after the second block was overwritten, with zeros (to make the
+// file active) or a seal (to retire it: the segment then holds nothing
+// even while its header still says active), so a header that does not
+// read back is a torn write (nothing, or that seal, follows it) or, if a
+// valid record follows, damage that Open refuses. Records start at the
+// second block, each padded to whole blocks:
 //
 //	crc32c(4) | kind(1) | 0(3) | seq(8) | batch(8) | key length(4) | data length(4) | key | data
 //
@@ -246,10 +248,11 @@ func (s *jseg) readAll() ([]byte, error) {
 // writeAt writes b (block-aligned, whole blocks) at off and makes it durable.
 func (s *jseg) writeAt(b []byte, off int64) error { return s.write(b, off, true) }
 
-// setHeader durably makes the file segment seq in the given state. The
-// first record's block is zeroed first, so whenever a header write could be
-// torn no record follows it; a header that does not read back while a valid
-// record follows is therefore damage, which Open refuses (see replay).
+// setHeader durably makes the file segment seq in the given state (active:
+// see journal.retire for retired). The first record's block is zeroed
+// first, so whenever a header write could be torn no record follows it; a
+// header that does not read back while a valid record follows is therefore
+// damage, which Open refuses (see replay).
 func (s *jseg) setHeader(seq uint64, state byte) error {
 	if err := s.writeAt(blockBuf(jBlock), jBlock); err != nil {
 		return err
@@ -297,6 +300,10 @@ type jentry struct {
 	del  bool
 	mod  time.Time
 	seg  *jseg
+	// spilled: the object is in its file (durably) and Gets read that; the
+	// entry stays until its segment is retired (see spillAll). Guarded by
+	// journal.mu.
+	spilled bool
 }
 
 // readAt reads the object's bytes from off into p (the segment pinned).
@@ -380,6 +387,10 @@ type journal struct {
 	stop       chan struct{}
 	writerDone chan struct{} // closed when the sealer has sealed the last segment at close
 	bgWG       sync.WaitGroup
+
+	// retireMark, if set (by crash tests), runs before (step 0) and
+	// between (step 1) the two writes of a segment's retirement.
+	retireMark func(step int)
 }
 
 // openJournal replays the journal of f (rebuilding the index of objects not
@@ -523,6 +534,13 @@ func peekSegHeader(path string) (seq uint64, state byte, ok bool, rseq uint64, e
 	}
 	if seq, state, ok = readSegHeader(b); ok || err != nil {
 		return seq, state, ok, 0, nil
+	}
+	// A seal as the first record: a retirement whose header write was
+	// torn (see journal.retire). The segment holds nothing.
+	if r := binary.LittleEndian.Uint64(b[jBlock+8:]); r != 0 {
+		if rec, valid := decodeRecord(b[jBlock:], r); valid && rec.kind == jSeal {
+			return r, jRetired, true, 0, nil
+		}
 	}
 	first := b[jBlock:]
 	r := binary.LittleEndian.Uint64(first[8:])

@@ -72,6 +72,30 @@ func (j *journal) spillAll(all bool) error {
 			j.mu.Unlock()
 			return err
 		}
+		// The objects are in their files: Gets read those from now on. The
+		// entries stay in the index until the segment is retired, so that
+		// a Delete still journals a tombstone and a Put that bypasses the
+		// journal still waits: until then a crash replays this segment,
+		// which would bring back the object an unlink removed, or overwrite
+		// a newer file.
+		for _, e := range ents {
+			if j.index[e.key] == e {
+				e.spilled = true
+			}
+		}
+		// Gets that pinned an entry before keep reading the segment; the
+		// retirement overwrites its first record.
+		for s.readers > 0 {
+			j.changed.Wait()
+		}
+		j.mu.Unlock()
+		rerr := j.retire(s)
+		if rerr != nil {
+			// Its objects are in their files; a replay would only write
+			// them again. Not reused.
+			j.log.Error("journal: retire segment", "store", j.f.String(), "segment", s.path, "err", rerr)
+		}
+		j.mu.Lock()
 		for _, e := range ents {
 			if j.index[e.key] == e {
 				delete(j.index, e.key)
@@ -80,23 +104,9 @@ func (j *journal) spillAll(all bool) error {
 		j.toSpill = j.toSpill[1:]
 		j.pending--
 		j.bgErr = nil
-		j.changed.Broadcast()
-		// Gets that found an entry before it went keep reading the file:
-		// it is retired (its first record's block zeroed) and reused only
-		// after them.
-		for s.readers > 0 {
-			j.changed.Wait()
+		if rerr == nil {
+			j.spares = append(j.spares, s.path)
 		}
-		j.mu.Unlock()
-		if err := s.setHeader(s.seq, jRetired); err != nil {
-			// Its objects are in their files; a replay would only write
-			// them again. Not reused.
-			j.log.Error("journal: retire segment", "store", j.f.String(), "segment", s.path, "err", err)
-			s.close()
-			continue
-		}
-		j.mu.Lock()
-		j.spares = append(j.spares, s.path)
 		j.changed.Broadcast()
 		j.mu.Unlock()
 		s.close()
@@ -183,4 +193,26 @@ func (j *journal) preparer() {
 			j.mu.Unlock()
 		}
 	}
+}
+
+// retire durably makes s a spare, once its objects are in their files and
+// no Get reads it. First a seal becomes its first record: from then on the
+// segment holds nothing, so a crash before the second write leaves an
+// empty sealed segment (replayed as nothing, retired again), not one whose
+// first record is gone while later ones remain (damage, which Open
+// refuses). Then its header says retired; a torn header write still shows
+// the seal behind it (see peekSegHeader).
+func (j *journal) retire(s *jseg) error {
+	if j.retireMark != nil {
+		j.retireMark(0)
+	}
+	b := blockBuf(jBlock)
+	encodeRecord(b, jSeal, s.seq, jBlock, "", nil)
+	if err := s.writeAt(b, jBlock); err != nil {
+		return err
+	}
+	if j.retireMark != nil {
+		j.retireMark(1)
+	}
+	return s.writeAt(segHeader(s.seq, jRetired), 0)
 }

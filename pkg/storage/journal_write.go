@@ -83,7 +83,7 @@ func (j *journal) sealer() {
 			if s := j.active; s != nil {
 				// Nothing in it: retire it, a spare again. Were the header left
 				// active, the next Open would only find it empty.
-				if err := s.setHeader(s.seq, jRetired); err != nil {
+				if err := j.retire(s); err != nil {
 					j.log.Warn("journal: retire empty segment", "store", j.f.String(), "err", err)
 				}
 				s.close()
@@ -271,14 +271,15 @@ func (j *journal) sealActive() error {
 }
 
 // pin returns key's journaled entry with its segment held from reuse until
-// unpin, or nil when the file holds the truth.
+// unpin, or nil when the file holds the truth (spilled already, too).
 func (j *journal) pin(key string) *jentry {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	e := j.index[key]
-	if e != nil {
-		e.seg.readers++
+	if e == nil || e.spilled {
+		return nil
 	}
+	e.seg.readers++
 	return e
 }
 
@@ -290,7 +291,10 @@ func (j *journal) unpin(e *jentry) {
 	}
 }
 
-// lookup returns key's journaled entry, or nil when the file holds the truth.
+// lookup returns key's journaled entry, or nil when the file holds the
+// truth. A spilled entry (its segment not yet retired) is returned: its
+// object's file holds the same bytes, but a Delete must still journal a
+// tombstone over it.
 func (j *journal) lookup(key string) *jentry {
 	j.mu.Lock()
 	defer j.mu.Unlock()
