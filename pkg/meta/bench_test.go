@@ -120,6 +120,7 @@ func BenchmarkMeta(b *testing.B) {
 			b.Run("create1", func(b *testing.B) {
 				b.ReportAllocs()
 				defer reportCPU(b)()
+				defer reportRPCs(b, ec)()
 				d, _, err := c.Mkdir(ctx, RootIno, fmt.Sprintf("c%d", seq.Add(1)), 0o755, 0, 0)
 				if err != nil {
 					b.Fatal(err)

@@ -16,7 +16,8 @@ import (
 // and a commit request whatever its size): up to createGroupsRunning
 // transactions of creates run at once, the creates arriving meanwhile
 // queue, and a transaction done hands the queue (up to maxCreateGroup) to
-// its first create, which runs them as one transaction. Each create in
+// its first create, which runs them as one transaction; a queue that
+// reaches maxCreateGroup runs at once, beside the others. Each create in
 // it reads and writes exactly what it would alone and is refused (EEXIST,
 // ENOENT, ENOTDIR) on its own; the others still commit. A lost race with
 // another client retries the whole group, every create checked again. A
@@ -37,7 +38,7 @@ const createGroupsRunning = 1
 
 type createGroups struct {
 	mu    sync.Mutex
-	queue []*createOp // non-empty only while createGroupsRunning run
+	queue []*createOp // non-empty only while createGroupsRunning or more run
 	// running counts the groups running; a runner done hands the queue's
 	// first maxCreateGroup creates to the first of them, if any.
 	running int
@@ -88,8 +89,12 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 	if lead {
 		q.running++
 		op.group = []*createOp{op}
-	} else {
-		q.queue = append(q.queue, op)
+	} else if q.queue = append(q.queue, op); len(q.queue) >= maxCreateGroup {
+		// A full group need not wait: it runs beside the others, so a
+		// client's creates are never capped at one group per transaction
+		// time.
+		q.running++
+		q.handOver(nil)
 	}
 	q.mu.Unlock()
 	if !lead {
@@ -130,11 +135,7 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 	if len(q.queue) > 0 {
 		// Hand the next group to the first create queued; its transaction
 		// confirms this group's directories.
-		n := min(len(q.queue), maxCreateGroup)
-		next := append([]*createOp(nil), q.queue[:n]...)
-		q.queue = append([]*createOp(nil), q.queue[n:]...)
-		next[0].lead, next[0].group, next[0].confirm = true, next, confirm
-		close(next[0].done)
+		q.handOver(confirm)
 		confirm = nil
 	} else {
 		q.running--
@@ -151,6 +152,17 @@ func (c *Client) runCreate(ctx context.Context, op *createOp) error {
 		return err
 	}
 	return c.finishCreate(ctx, op)
+}
+
+// handOver makes the first maxCreateGroup queued creates a group, run by
+// the first of them, whose transaction also confirms the directories of
+// confirm (q.mu held).
+func (q *createGroups) handOver(confirm []*createOp) {
+	n := min(len(q.queue), maxCreateGroup)
+	next := append([]*createOp(nil), q.queue[:n]...)
+	q.queue = append([]*createOp(nil), q.queue[n:]...)
+	next[0].lead, next[0].group, next[0].confirm = true, next, confirm
+	close(next[0].done)
 }
 
 // createTxn runs ops in one transaction holding their directories' stripes,

@@ -295,3 +295,59 @@ func TestCreateGroupConfirmsRemoved(t *testing.T) {
 	}
 	checkClean(t, base)
 }
+
+// A queue that fills a group runs at once beside the running group instead
+// of waiting for it.
+func TestCreateGroupFullRunsAtOnce(t *testing.T) {
+	ec := tikvCaseRegions(false) // one region: one prewrite per transaction
+	ctx := context.Background()
+	c := ec.newVolume(t)(t)
+	d, _, err := c.Mkdir(ctx, RootIno, "d", 0o755, 0, 0)
+	ok(t, err)
+	release, queued := holdGroup(t, c, d)
+	running := func() int {
+		c.groups.mu.Lock()
+		defer c.groups.mu.Unlock()
+		return c.groups.running
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, maxCreateGroup+createGroupsRunning)
+	start := func(name string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := c.Mknod(ctx, d, name, 0o644, 0, 0, 0)
+			errs <- err
+		}()
+	}
+	for i := range createGroupsRunning {
+		start(fmt.Sprintf("first%d", i))
+	}
+	waitFor(t, "the first creates to run", func() bool { return queued() == 0 })
+	for i := range maxCreateGroup - 1 {
+		start(fmt.Sprintf("f%d", i))
+	}
+	waitFor(t, "the creates to queue", func() bool { return queued() == maxCreateGroup-1 })
+	if n := running(); n != createGroupsRunning {
+		t.Fatalf("%d groups running before the queue is full, want %d", n, createGroupsRunning)
+	}
+	start("last")
+	waitFor(t, "the full group to start", func() bool { return running() == createGroupsRunning+1 && queued() == 0 })
+	before := ec.rpcs.Load().Snapshot()["Prewrite"]
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		ok(t, err)
+	}
+	if n := ec.rpcs.Load().Snapshot()["Prewrite"] - before; n != createGroupsRunning+1 {
+		t.Errorf("%d prewrites, want %d", n, createGroupsRunning+1)
+	}
+	if n := len(must[[]Entry](t)(c.Readdir(ctx, d, "", 100))); n != maxCreateGroup+createGroupsRunning {
+		t.Fatalf("directory holds %d entries, want %d", n, maxCreateGroup+createGroupsRunning)
+	}
+	if n := running(); n != 0 {
+		t.Fatalf("%d groups running after all creates returned", n)
+	}
+	checkClean(t, c)
+}
