@@ -3,7 +3,10 @@
 # to disk), the in-process TiKV mock cluster and a real etcd server, with 8
 # goroutines (create1: one goroutine, the latency a single writer sees),
 # and prints ops/s per operation as a table; cpu-ns/op is the process's CPU
-# time per create, steadier than ops/s while other work shares the machine.
+# time per create, steadier than ops/s while other work shares the machine;
+# for the tikv mock's creates, rpc/op is the requests a real cluster would
+# serve per create and keys/op the keys they name (the mock's work, which
+# load on the machine does not change).
 #   hack/bench-meta.sh [benchtime]     (default 2s; e.g. 5000x or 10s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +29,11 @@ awk '
     if ($(i+1) == "B/op") bop = $i
     if ($(i+1) == "allocs/op") al = $i
     if ($(i+1) == "cpu-ns/op") cpu = $i
+    if ($(i+1) == "rpc/op") rpc = $i
+    if ($(i+1) == "keys/op") keys = $i
   }
-  printf "%-12s %-11s %12.0f %12.0f %12s %10d %10d\n", eng, op, ops, ns, (cpu == "" ? "-" : sprintf("%.0f", cpu)), bop, al
-  cpu = ""
+  printf "%-12s %-11s %12.0f %12.0f %12s %10d %10d %8s %8s\n", eng, op, ops, ns, (cpu == "" ? "-" : sprintf("%.0f", cpu)), bop, al, (rpc == "" ? "-" : sprintf("%.2f", rpc)), (keys == "" ? "-" : sprintf("%.2f", keys))
+  cpu = ""; rpc = ""; keys = ""
   next
 }
 /^BenchmarkBoltUpdate/ {
@@ -38,5 +43,5 @@ awk '
 /^BenchmarkBoltCommit1/ { printf "bolt kv: %.0f us per commit of one caller (its write-ahead log write)\n", $3 / 1000 }
 /^BenchmarkFdatasync/ { printf "disk: %.0f us per 4 KiB write + fdatasync (a bolt commit group costs one, in its write-ahead log)\n", $3 / 1000 }
 /^BenchmarkTiKVUpdate/ { for (i = 2; i <= NF; i++) if ($(i+1) == "txn/s") printf "tikv mock: %.0f two-key txn/s (the floor under every tikv operation)\n", $i }
-BEGIN { printf "%-12s %-11s %12s %12s %12s %10s %10s\n", "engine", "op", "ops/s", "ns/op", "cpu-ns/op", "B/op", "allocs/op" }
+BEGIN { printf "%-12s %-11s %12s %12s %12s %10s %10s %8s %8s\n", "engine", "op", "ops/s", "ns/op", "cpu-ns/op", "B/op", "allocs/op", "rpc/op", "keys/op" }
 ' "$out"

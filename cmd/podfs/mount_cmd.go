@@ -55,7 +55,9 @@ the directory's times may then lag its last change by that much. Use
 With bolt:// metadata, a change is written to the page cache when its call
 returns (a crash of podfs loses nothing) and made durable on disk within
 --sync-delay (default 20ms), or at once by fsync: like a local file system,
-a power loss may lose the last moments of changes that nobody fsync'd. Use
+a power loss may lose the last moments of changes that nobody fsync'd. File
+data in file:// storage is made durable with it (one syncfs for all files
+written meanwhile), never after the metadata that refers to it. Use
 --sync-delay 0 to make every change durable before its call returns.
 etcd:// and tikv:// changes are always durable when their call returns.`)
 	daemon := f.Bool("d", false, "run in the background; return once the mount is served")

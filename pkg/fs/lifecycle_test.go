@@ -118,9 +118,6 @@ func (p *mountProc) exited() bool {
 	}
 }
 
-// fuseSuperMagic is statfs's f_type of a FUSE file system.
-const fuseSuperMagic = 0x65735546
-
 // waitMounted waits until mp is served (or the process died).
 func (p *mountProc) waitMounted(t *testing.T, mp string) {
 	t.Helper()
@@ -128,16 +125,18 @@ func (p *mountProc) waitMounted(t *testing.T, mp string) {
 		if p.exited() {
 			t.Fatalf("podfs mount exited before mounting: %v\n%s", p.err, p.output())
 		}
-		// statfs must answer from a FUSE file system: between the new
-		// server's clearing of a dead mount at mp (which IsMounted still
-		// saw) and its own mount, mp is the plain directory underneath,
-		// whose statfs succeeds too.
+		// The statfs must answer from a FUSE file system: between a new
+		// podfs clearing a dead mount and mounting, mp is a plain directory
+		// (IsMounted, read before the clearing, would not tell).
 		var sfs syscall.Statfs_t
-		return IsMounted(mp) && syscall.Statfs(mp, &sfs) == nil && sfs.Type == fuseSuperMagic
+		return syscall.Statfs(mp, &sfs) == nil && sfs.Type == fuseSuperMagic && IsMounted(mp)
 	})
 	p.mp = mp
 	p.conn, p.hasConn = fuseConn(mp)
 }
+
+// fuseSuperMagic is statfs's f_type of a FUSE mount.
+const fuseSuperMagic = 0x65735546
 
 func newMountPoint(t *testing.T) string {
 	mp := filepath.Join(t.TempDir(), "mnt")

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -117,7 +118,20 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := openMeta(ctx, cfg.MetaURL, meta.Options{Logger: log, DirMtimeSkip: cfg.DirMtimeSkip, SyncDelay: cfg.SyncDelay})
+	// On the embedded engine with a sync delay (the default), a file store
+	// defers its syncs too: the engine makes the store durable (one syncfs)
+	// before writing the metadata that refers to its new objects.
+	pu, _ := meta.ParseURL(cfg.MetaURL)
+	lazy := pu != nil && pu.Scheme == "bolt" && cfg.SyncDelay >= 0
+	var deferred atomic.Pointer[storage.File]
+	barrier := func() error {
+		if f := deferred.Load(); f != nil {
+			return f.Sync()
+		}
+		return nil
+	}
+	m, err := openMeta(ctx, cfg.MetaURL, meta.Options{Logger: log, DirMtimeSkip: cfg.DirMtimeSkip,
+		SyncDelay: cfg.SyncDelay, DataBarrier: barrier})
 	if err != nil {
 		return nil, err
 	}
@@ -150,12 +164,23 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if storeURL == "" {
 		storeURL = format.Storage
 	}
-	if p, err := meta.ParseURL(cfg.MetaURL); err == nil && p.Scheme != "bolt" {
+	if pu != nil && pu.Scheme != "bolt" {
 		storeURL = storage.SharedURL(storeURL) // other mounts may share it
+	}
+	if lazy {
+		// The barrier's syncfs makes small objects durable for less than
+		// the journal's synchronous write each.
+		storeURL = storage.DefaultFileOption(storeURL, "journal", "false")
 	}
 	obj, err := OpenStorage(ctx, storeURL)
 	if err != nil {
 		return nil, fmt.Errorf("open the volume's storage %s: %w", redactURL(storeURL), err)
+	}
+	// A journal asked for in the URL stays: it makes each object durable
+	// as it is stored, and the barrier has nothing left to do.
+	if f, ok := obj.(*storage.File); ok && lazy && !f.Journaled() {
+		f.DeferSync()
+		deferred.Store(f)
 	}
 	met := newMetrics()
 	dcfg := cfg.Data

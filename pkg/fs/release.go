@@ -36,7 +36,11 @@ type releaser struct {
 func newReleaser(m meta.Meta, log interface{ Warn(string, ...any) }) *releaser {
 	r := &releaser{m: m, log: log, now: m.LocalOpens(), pending: map[meta.Ino][]time.Time{},
 		stop: make(chan struct{}), done: make(chan struct{})}
-	go r.loop()
+	if r.now {
+		close(r.done) // nothing is ever queued: no loop needed
+	} else {
+		go r.loop()
+	}
 	return r
 }
 

@@ -63,13 +63,18 @@ type Client struct {
 	stripes [256]sync.Mutex
 	serial  bool // the engine never conflicts: no stripes needed
 	// serializable: a transaction's reads conflict (kv.Serializable), so
-	// creates need not confirm their directory afterwards (confirmParent).
+	// creates need not confirm their directory afterwards (finishCreate).
 	serializable bool
 	// localOpens: the engine is exclusive (kv.Exclusive), so open markers
 	// stay in memory until an unlink of an open file stores one.
 	localOpens bool
 	// slots are this client's usage slots (usage.go), one row per stripe.
 	slots usageSlots
+	// confirms batches creates' reads of their directory (confirm.go).
+	confirms dirConfirms
+	// groups gathers concurrent creates into shared transactions
+	// (creategroup.go).
+	groups createGroups
 
 	reap     chan Ino
 	stop     chan struct{}
@@ -125,8 +130,20 @@ func (c *Client) txn(ctx context.Context, fn func(kv.Tx) error) error {
 
 // txnOn is txn holding this client's stripes of inos for the duration.
 func (c *Client) txnOn(ctx context.Context, inos []Ino, fn func(kv.Tx) error) error {
+	return c.txnOnThen(ctx, inos, fn, nil)
+}
+
+// txnOnThen is txnOn that also runs then (when not nil) with the outcome
+// before releasing the stripes: what follows a commit of this stripe, such as
+// a usage slot's known content (usage.go), is settled before the next
+// transaction on it begins.
+func (c *Client) txnOnThen(ctx context.Context, inos []Ino, fn func(kv.Tx) error, then func(error)) error {
 	if c.serial {
-		return c.txn(ctx, fn)
+		err := c.txn(ctx, fn)
+		if then != nil {
+			then(err)
+		}
+		return err
 	}
 	var idx []int
 	for _, ino := range inos {
@@ -142,7 +159,11 @@ func (c *Client) txnOn(ctx context.Context, inos []Ino, fn func(kv.Tx) error) er
 			c.stripes[i].Unlock()
 		}
 	}()
-	return c.txn(ctx, fn)
+	err := c.txn(ctx, fn)
+	if then != nil {
+		then(err)
+	}
+	return err
 }
 
 func (c *Client) view(ctx context.Context, fn func(kv.Tx) error) error {

@@ -39,7 +39,11 @@
 // bolt: one process per file (a second gets a clear error after
 // Options.LockTimeout); read-write transactions are group-committed, many
 // callers sharing one record in a write-ahead log (one fdatasync), and
-// checkpointed into the bolt file in the background (see kv.Bolt). As no
+// checkpointed into the bolt file in the background (see kv.Bolt). With
+// Options.SyncDelay (20 ms by default) a commit is answered once its record
+// is in the page cache (a staging file: a crash of the process loses
+// nothing) and reaches the log within the delay or at Sync (fsync), after
+// Options.DataBarrier made the data it refers to durable. As no
 // other client can reach a bolt volume, a client keeps its open files in
 // memory and stores an O/Q marker only when it unlinks (or renames over) a
 // file it has open (Meta.LocalOpens). etcd: transactions read at one
@@ -54,7 +58,11 @@
 // DirMtimeSkip so that creates in one directory never conflict, instead
 // re-read the directory after committing and take themselves back if an
 // rmdir removed it; the rmdir sweeps away entries that raced it. Within one client, transactions on the same
-// directory or file take turns (striped locks) instead of conflicting.
+// directory or file take turns (striped locks) instead of conflicting, and on
+// tikv the creates that arrive while one runs share the next transaction and
+// its confirming read (creategroup.go), each checked and refused on its own.
+// A client knows what its usage slots hold, so on tikv and etcd creates
+// write them without reading them (usage.go).
 //
 // # Invariants (what Check verifies)
 //

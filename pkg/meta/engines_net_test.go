@@ -38,7 +38,8 @@ func tikvCase() engineCase { return tikvCaseRegions(true) }
 // scanning the whole region (real TiKV keeps locks apart), which measures the
 // mock, not podfs.
 func tikvCaseRegions(split bool) engineCase {
-	return engineCase{name: "tikv", multi: true, newVolume: func(t testing.TB) func(testing.TB) *Client {
+	rpcs := new(atomic.Pointer[tikvmock.RPCs])
+	return engineCase{name: "tikv", multi: true, rpcs: rpcs, newVolume: func(t testing.TB) func(testing.TB) *Client {
 		vol := fmt.Sprintf("v%d", volSeq.Add(1))
 		p := keyPrefix(vol)
 		var splits [][]byte
@@ -47,7 +48,8 @@ func tikvCaseRegions(split bool) engineCase {
 				splits = append(splits, append(append([]byte(nil), p...), c))
 			}
 		}
-		cli := tikvmock.New(t, splits...)
+		cli, counts := tikvmock.NewCounted(t, splits...)
+		rpcs.Store(counts)
 		return func(t testing.TB) *Client {
 			return startClient(t, kv.NewTiKV(cli, "tikv-mock/"+vol, p))
 		}

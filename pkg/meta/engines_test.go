@@ -5,10 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"podfs.io/podfs/pkg/meta/kv"
+	"podfs.io/podfs/pkg/meta/kv/tikvmock"
 )
 
 // engineCase builds fresh clients on one engine kind. newVolume returns a
@@ -18,6 +20,9 @@ type engineCase struct {
 	name      string
 	multi     bool // several clients may share a volume
 	newVolume func(t testing.TB) func(t testing.TB) *Client
+	// rpcs, when set, holds the request counts of the last volume made
+	// (the tikv mock's), for benchmarks to report.
+	rpcs *atomic.Pointer[tikvmock.RPCs]
 }
 
 func testOptions() Options {

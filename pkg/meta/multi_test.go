@@ -282,3 +282,73 @@ func lookupIno(ctx context.Context, c *Client, dir Ino, name string) (Ino, error
 	ino, _, err := c.Lookup(ctx, dir, name)
 	return ino, err
 }
+
+// As TestCreateRacingRmdir with several creates of one client at once, each
+// in its own directory, whose confirming reads that client batches (see
+// dirConfirms): every create must still learn whether its own directory was
+// removed.
+func TestCreatesRacingRmdirs(t *testing.T) {
+	for _, ec := range multiEngines() {
+		t.Run(ec.name, func(t *testing.T) {
+			ctx := context.Background()
+			vol := ec.newVolume(t)
+			a, b := vol(t), vol(t)
+			b.opt.DirMtimeSkip = time.Hour
+			const rounds, dirs = 30, 6
+			var outcomes [3]int // as in TestCreateRacingRmdir
+			for i := range rounds {
+				var wg sync.WaitGroup
+				var (
+					d                   [dirs]Ino
+					f                   [dirs]Ino
+					createErr, rmdirErr [dirs]error
+				)
+				for j := range dirs {
+					var err error
+					d[j], _, err = a.Mkdir(ctx, RootIno, fmt.Sprintf("d%d-%d", i, j), 0o755, 0, 0)
+					ok(t, err)
+				}
+				for j := range dirs {
+					wg.Add(2)
+					go func() { defer wg.Done(); f[j], _, createErr[j] = b.Mknod(ctx, d[j], "f", 0o644, 0, 0, 0) }()
+					// Only every other directory is removed: the batches
+					// mix live and removed ones.
+					go func() {
+						defer wg.Done()
+						if j%2 == 0 {
+							rmdirErr[j] = a.Rmdir(ctx, RootIno, fmt.Sprintf("d%d-%d", i, j))
+						}
+					}()
+				}
+				wg.Wait()
+				for j := range dirs {
+					switch {
+					case j%2 == 1:
+						ok(t, createErr[j])
+						if got := must[Ino](t)(lookupIno(ctx, a, d[j], "f")); got != f[j] {
+							t.Fatalf("round %d: the file created in the kept directory %d is not there", i, j)
+						}
+					case createErr[j] == nil && rmdirErr[j] != nil:
+						wantErrno(t, rmdirErr[j], syscall.ENOTEMPTY)
+						if got := must[Ino](t)(lookupIno(ctx, a, d[j], "f")); got != f[j] {
+							t.Fatalf("round %d: rmdir of %d refused, but the file is not there", i, j)
+						}
+						outcomes[0]++
+					case createErr[j] != nil && rmdirErr[j] == nil:
+						wantErrno(t, createErr[j], syscall.ENOENT)
+						outcomes[1]++
+					case createErr[j] == nil && rmdirErr[j] == nil:
+						if _, err := a.GetAttr(ctx, f[j]); !errors.Is(err, syscall.ENOENT) {
+							t.Fatalf("round %d: the file created in removed directory %d is still there: %v", i, j, err)
+						}
+						outcomes[2]++
+					default:
+						t.Fatalf("round %d, directory %d: both failed: create %v, rmdir %v", i, j, createErr[j], rmdirErr[j])
+					}
+				}
+				checkClean(t, a)
+			}
+			t.Logf("rmdir refused %d, create refused %d, file swept %d", outcomes[0], outcomes[1], outcomes[2])
+		})
+	}
+}

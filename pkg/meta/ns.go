@@ -2,7 +2,6 @@ package meta
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -62,7 +61,7 @@ func putAttr(tx kv.Tx, ino Ino, a *Attr) { tx.Set(attrKey(ino), encodeAttr(a)) }
 // under snapshot isolation (tikv) both could commit, orphaning the entry.
 // Links and renames into the directory therefore lock its attributes when
 // skipped; creates, which are many, check after committing instead
-// (confirmParent), and rmdir removes any entry that raced it
+// (finishCreate), and rmdir removes any entry that raced it
 // (sweepRemovedDir). Serializable engines (bolt, etcd) need neither: the
 // rmdir's scan conflicts with the insert. Removing an entry cannot race an
 // rmdir into an orphan.
@@ -277,53 +276,11 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
-	var skipped bool
-	err = c.txnOn(ctx, []Ino{parent}, func(tx kv.Tx) error {
-		uk := c.usageSlotOn(parent)
-		if err := prefetch(tx, attrKey(parent), entryKey(parent, name), uk); err != nil {
-			return err
-		}
-		pa, err := getDir(tx, parent)
-		if err != nil {
-			return err
-		}
-		old, _, err := getEntry(tx, parent, name)
-		if err != nil {
-			return err
-		}
-		if old != 0 {
-			return syscall.EEXIST
-		}
-		t := now()
-		a.Atime, a.Mtime, a.Ctime = t, t, t
-		if pa.Mode&syscall.S_ISGID != 0 {
-			a.Gid = pa.Gid
-			if isDir(a.Mode) {
-				a.Mode |= syscall.S_ISGID
-			}
-		}
-		tx.Set(entryKey(parent, name), encodeEntry(ino, a.Mode))
-		putAttr(tx, ino, &a)
-		if target != "" {
-			tx.Set(symlinkKey(ino), []byte(target))
-		}
-		if openBy != 0 && !c.localOpens {
-			tx.Set(openKey(ino, openBy), present)
-			tx.Set(sessOpenKey(openBy, ino), present)
-		}
-		if isDir(a.Mode) {
-			pa.Nlink++
-		}
-		skipped = c.touchDir(tx, parent, &pa, t, isDir(a.Mode))
-		return addUsageAt(tx, uk, 0, 1)
-	})
-	if err == nil && skipped && !c.serializable {
-		err = c.confirmParent(ctx, parent, name, ino, openBy)
-	}
-	if err != nil {
+	o := &createOp{parent: parent, name: name, base: a, target: target, openBy: openBy, ino: ino}
+	if err := c.runCreate(ctx, o); err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
-	return ino, a, nil
+	return ino, o.a, nil
 }
 
 // checkInodeQuota refuses creation when the volume's inode quota is used up.
@@ -668,35 +625,6 @@ func (c *Client) sweepRemovedDir(ctx context.Context, dir Ino) error {
 			return nil
 		}
 	}
-}
-
-// confirmParent runs after a create that left directory parent's attributes
-// alone: if an rmdir removed parent meanwhile, the create takes itself back
-// and fails as if it had come after the rmdir.
-func (c *Client) confirmParent(ctx context.Context, parent Ino, name string, ino Ino, openBy uint64) error {
-	var alive bool
-	if err := c.view(ctx, func(tx kv.Tx) error {
-		a, err := getAttr(tx, parent)
-		alive = err == nil && a.Nlink > 0
-		if errors.Is(err, syscall.ENOENT) {
-			err = nil
-		}
-		return err
-	}); err != nil {
-		return err
-	}
-	if alive {
-		return nil
-	}
-	if err := c.dropOrphan(ctx, parent, name, ino); err != nil {
-		return err
-	}
-	if openBy != 0 {
-		if err := c.closeFile(ctx, openBy, ino); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("directory %d was removed: %w", parent, syscall.ENOENT)
 }
 
 // dropOrphan unlinks entry name of the removed directory dir (if it still

@@ -33,6 +33,12 @@ type Options struct {
 	// lose the changes of the last SyncDelay that no Sync (fsync) covered,
 	// as a local file system loses what was not fsync'd.
 	SyncDelay time.Duration
+	// DataBarrier, with SyncDelay, makes the data that committed changes
+	// refer to durable (a store that defers its syncs); the bolt engine
+	// runs it before writing those changes to its log, so the log never
+	// refers to data a power loss could take. Nil: the data is durable
+	// when stored.
+	DataBarrier func() error
 	// DirMtimeSkip is how recent a directory's stored mtime and ctime may be
 	// for a create, unlink, rename or link in it to leave them as they are
 	// (default 100 ms; negative: always update them). Such an operation then
@@ -145,7 +151,7 @@ func Open(ctx context.Context, url string, opt Options) (Meta, error) {
 	switch p.Scheme {
 	case "bolt":
 		e, err = kv.OpenBolt(p.Path, kv.BoltOptions{NoSync: opt.NoSync, LockTimeout: opt.LockTimeout, Logger: opt.Logger,
-			SyncDelay: max(opt.SyncDelay, 0)})
+			SyncDelay: max(opt.SyncDelay, 0), Barrier: opt.DataBarrier})
 	case "etcd":
 		e, err = openEtcd(ctx, p, opt)
 	case "tikv":

@@ -111,12 +111,12 @@ func (c *Client) SessionID() uint64 {
 
 // CloseSession implements Meta.
 func (c *Client) CloseSession(ctx context.Context) error {
+	c.stopHeartbeat()
 	c.sessMu.Lock()
 	defer c.sessMu.Unlock()
 	if c.sid == 0 {
 		return nil
 	}
-	c.stopHeartbeatLocked()
 	err := c.reclaim(ctx, c.sid)
 	if err == nil {
 		c.opensMu.Lock()
@@ -132,17 +132,18 @@ func (c *Client) CloseSession(ctx context.Context) error {
 
 // StopHeartbeat stops the session's heartbeat without releasing anything,
 // as a client that dies would (tests of session reclaim use it).
-func (c *Client) StopHeartbeat() {
-	c.sessMu.Lock()
-	defer c.sessMu.Unlock()
-	c.stopHeartbeatLocked()
-}
+func (c *Client) StopHeartbeat() { c.stopHeartbeat() }
 
-func (c *Client) stopHeartbeatLocked() {
-	if c.hbStop != nil {
-		close(c.hbStop)
-		<-c.hbDone
-		c.hbStop, c.hbDone = nil, nil
+// stopHeartbeat stops the heartbeat goroutine and waits for it, without
+// holding sessMu meanwhile: its stale-session sweep takes sessMu too.
+func (c *Client) stopHeartbeat() {
+	c.sessMu.Lock()
+	stop, done := c.hbStop, c.hbDone
+	c.hbStop, c.hbDone = nil, nil
+	c.sessMu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
 	}
 }
 

@@ -31,32 +31,93 @@ const slotWrites = 16
 // usageFoldEvery is how often a client folds its full slots.
 const usageFoldEvery = 2 * time.Second
 
+// On engines where this client's transactions on one stripe run one at a
+// time (all but the serial ones, whose transactions are not striped), a
+// slot's writer knows what the slot holds without reading it: nothing (a
+// fresh slot) plus what its committed writes added. Such a write is blind,
+// which saves the slot's read in every create. A write whose transaction
+// did not surely commit (its attempt failed after writing, commit errors
+// included: the outcome may be unknown) leaves the slot's content
+// uncertain, so the stripe's next write starts a fresh slot; the old one is
+// folded, read, like any full slot.
 type usageSlots struct {
 	owner uint64
 	mu    sync.Mutex
-	n     [256]uint32 // current slot per stripe
-	uses  [256]uint16 // writes handed out from it
-	full  int         // slots filled since the last fold
+	n     [256]uint32   // current slot per stripe
+	uses  [256]uint16   // writes handed out from it
+	sum   [256][2]int64 // what it holds (space, inodes), for blind writes
+	open  [256]bool     // a blind write of it awaits its outcome
+	full  int           // slots filled since the last fold
 }
 
 func usageSlotKey(owner uint64, stripe uint8, n uint32) []byte {
 	return be32(append(be64([]byte{pUsage}, owner), stripe), n)
 }
 
-// usageSlotOn returns the slot a transaction holding ino's stripe adds its
-// usage to. Every attempt takes a write, so retries count too.
-func (c *Client) usageSlotOn(ino Ino) []byte {
+// slotWrite is one transaction attempt's write to a usage slot.
+type slotWrite struct {
+	key    []byte
+	stripe uint8
+	n      uint32
+	blind  bool     // write without reading: sum is what the slot holds
+	sum    [2]int64 // the slot's content before this write
+	wrote  [2]int64 // what this write added (blind writes)
+}
+
+// usageSlotOn returns the slot a transaction attempt holding ino's stripe
+// adds its usage to. Every attempt takes a write, so retries count too.
+func (c *Client) usageSlotOn(ino Ino) *slotWrite {
 	stripe := uint8(uint64(ino) % uint64(len(c.stripes)))
 	s := &c.slots
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.uses[stripe] >= slotWrites {
+	if s.uses[stripe] >= slotWrites || s.open[stripe] {
 		s.n[stripe]++
 		s.uses[stripe] = 0
+		s.sum[stripe] = [2]int64{}
+		s.open[stripe] = false
 		s.full++
 	}
 	s.uses[stripe]++
-	return usageSlotKey(s.owner, stripe, s.n[stripe])
+	return &slotWrite{
+		key: usageSlotKey(s.owner, stripe, s.n[stripe]), stripe: stripe, n: s.n[stripe],
+		blind: !c.serial, sum: s.sum[stripe],
+	}
+}
+
+// add adds to the slot in tx: blind on striped engines, else read first.
+func (w *slotWrite) add(c *Client, tx kv.Tx, space, inodes int64) error {
+	if space == 0 && inodes == 0 {
+		return nil
+	}
+	if !w.blind {
+		return addUsageAt(tx, w.key, space, inodes)
+	}
+	tx.Set(w.key, encodeUsage(w.sum[0]+space, w.sum[1]+inodes))
+	w.wrote = [2]int64{space, inodes}
+	s := &c.slots
+	s.mu.Lock()
+	s.open[w.stripe] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// done records the outcome of w's transaction; its caller still holds the
+// stripe, so no other write of the slot began meanwhile. A committed blind
+// write settles what the slot holds; a failed one leaves it open, and the
+// stripe's next write moves to a fresh slot.
+func (w *slotWrite) done(c *Client, err error) {
+	if !w.blind || err != nil {
+		return
+	}
+	s := &c.slots
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[w.stripe] != w.n || !s.open[w.stripe] {
+		return // no write of its own reached the slot
+	}
+	s.sum[w.stripe] = [2]int64{w.sum[0] + w.wrote[0], w.sum[1] + w.wrote[1]}
+	s.open[w.stripe] = false
 }
 
 func (c *Client) usageFolder() {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,45 @@ type File struct {
 	noDirect atomic.Bool
 	// j journals small objects (nil: off, or no Fsync).
 	j *journal
+	// deferred: Puts skip their fsyncs, Sync makes them durable (DeferSync).
+	deferred atomic.Bool
+}
+
+// DeferSync makes Puts skip their fsyncs (and the journal): an object is
+// then durable only once Sync returned, which covers every object put
+// before it with one syncfs. It is for a store whose user calls Sync before
+// anything durable refers to its objects: pkg/fs passes Sync to the
+// embedded metadata engine as the barrier it runs before writing its log.
+func (f *File) DeferSync() { f.deferred.Store(true) }
+
+// Journaled reports whether the store journals small objects (see journal.go).
+func (f *File) Journaled() bool { return f.j != nil }
+
+// DefaultFileOption returns a file URL with option key set to value unless
+// the URL sets it already; other URLs are returned as they are.
+func DefaultFileOption(rawURL, key, value string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "file" || u.Query().Has(key) {
+		return rawURL
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Sync makes every object put so far durable: a syncfs of the store's file
+// system (one journal commit for all of them). Safe after Close.
+func (f *File) Sync() error {
+	d, err := os.Open(f.root)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", f, err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("sync %s: syncfs: %w", f, err)
+	}
+	return nil
 }
 
 // openFDs bounds the object descriptors a file store keeps open for reads.
@@ -124,7 +164,7 @@ func (f *File) Put(ctx context.Context, key string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if f.j != nil {
+	if f.j != nil && !f.deferred.Load() {
 		if len(data) < directMin {
 			if err := f.j.append(ctx, jPut, key, data); err != nil {
 				return fmt.Errorf("put %s in %s: %w", key, f, err)
@@ -197,7 +237,7 @@ func (f *File) put(tmp, dst string, data []byte) error {
 	}
 	defer fh.Close()
 	dir := filepath.Dir(dst)
-	if !f.opts.Fsync {
+	if !f.opts.Fsync || f.deferred.Load() {
 		_, err := f.rename(tmp, dst, 0)
 		return err
 	}

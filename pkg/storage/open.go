@@ -15,9 +15,8 @@ const Forms = `accepted storage URLs:
                                                            objects of 1 MiB and more bypass the page cache;
                                                            journal=true: with fsync, smaller objects are made
                                                            durable in a journal under .podfs-journal and moved
-                                                           to their files later; mounts of etcd/TiKV volumes,
-                                                           which may share the directory, use journal=false
-                                                           unless their URL says otherwise)
+                                                           to their files later; mounts use journal=false
+                                                           unless their URL says journal=true)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
       (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
@@ -39,7 +38,8 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 		}
 		// The small-object journal is on by default (see journal.go); pkg/fs
 		// TestCrashAndRecover kills a mount during a write storm with it on
-		// and off.
+		// and off. Mounts ask for journal=false unless the URL says (see
+		// SharedURL, and pkg/fs for the embedded engine's deferred sync).
 		opts := FileOptions{Fsync: true}
 		for k, v := range u.Query() {
 			switch k {

@@ -40,15 +40,21 @@ type BoltOptions struct {
 	// anyway); for tests of that path.
 	BufferedLog bool
 	// SyncDelay, when positive, answers a commit once its log record is
-	// written (to the page cache: a crash of this process loses nothing)
-	// and makes it durable at most this long after, with one fdatasync for
-	// everything written meanwhile, or at once when Sync asks: a power
-	// loss may lose the last SyncDelay of commits, the way a local file
-	// system loses what was not fsync'd. Zero makes every commit durable
-	// before it is answered.
+	// in the page cache (a crash of this process loses nothing; see
+	// stage.go) and makes it durable at most this long after, with one
+	// write for everything committed meanwhile, or at once when Sync asks:
+	// a power loss may lose the last SyncDelay of commits, the way a local
+	// file system loses what was not fsync'd. Zero makes every commit
+	// durable before it is answered.
 	SyncDelay time.Duration
+	// Barrier, with SyncDelay, makes durable the data that records answered
+	// so far refer to (objects of a store that defers its own syncs); it
+	// runs before those records are written to the log. Nil: nothing to do.
+	Barrier func() error
 	// Logger receives checkpoint failures; default slog.Default().
 	Logger *slog.Logger
+
+	bootID string // tests: this boot's id instead of the kernel's
 }
 
 // Bolt is the embedded single-node engine: a bbolt file (a consistent
@@ -102,6 +108,7 @@ type Bolt struct {
 	spareMu sync.Mutex
 	spare   string // a checkpointed segment kept for reuse
 
+	boot string   // the kernel's boot id (staging files of this boot replay)
 	lazy lazySync // SyncDelay > 0: see durable.go
 }
 
@@ -149,7 +156,11 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	}
 	b := &Bolt{path: path, db: db, opt: opt, log: opt.Logger.With("kv", "bolt://"+path),
 		queue: make(chan *boltReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{}),
-		mem: newMemtable(), ckptJobs: make(chan *checkpointJob, 1), ckptExit: make(chan struct{})}
+		mem: newMemtable(), ckptJobs: make(chan *checkpointJob, 1), ckptExit: make(chan struct{}),
+		boot: opt.bootID}
+	if b.boot == "" {
+		b.boot = currentBootID()
+	}
 	next, err := b.recover()
 	if err != nil {
 		db.Close()
@@ -161,9 +172,13 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("bolt: %w", err)
 	}
 	b.state.Store(&memState{active: b.mem.Clone()})
+	if err := b.lazy.start(b); err != nil {
+		b.seg.f.Close()
+		db.Close()
+		return nil, fmt.Errorf("bolt: %w", err)
+	}
 	go b.checkpointer()
 	go b.committer()
-	b.lazy.start(b)
 	return b, nil
 }
 
@@ -389,7 +404,12 @@ func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
 		return nil // nothing written
 	}
 	sealRecord(rec, b.seg.seq)
-	if err := b.seg.append(rec); err != nil {
+	if b.lazy.on {
+		err = b.lazy.append(rec)
+	} else {
+		err = b.seg.append(rec)
+	}
+	if err != nil {
 		// The memtable holds writes that may not be in the log: refuse
 		// further writes; a restart replays what the log holds.
 		b.failed = fmt.Errorf("bolt: %w (restart to recover)", err)
@@ -397,7 +417,6 @@ func (b *Bolt) runGroup(batch []*boltReq, results []error) error {
 		return b.failed
 	}
 	b.commits.Add(1)
-	b.lazy.appended()
 	if b.memBytes == 0 {
 		b.memSince = time.Now()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -102,6 +103,21 @@ func (b *Bolt) recover() (uint64, error) {
 		}
 	}
 	last := seqs[len(seqs)-1]
+	// Records a crashed process of this boot answered but had not yet
+	// written to the segment are in its staging file.
+	if last > done {
+		staged, err := readStage(b.path, b.boot, last, func(k string, v []byte) {
+			layer.ReplaceOrInsert(&memEntry{key: k, val: v})
+		})
+		if err != nil {
+			return 0, fmt.Errorf("bolt: %w", err)
+		}
+		if staged {
+			// Their data, written by the crashed process too, may still
+			// be in the page cache only: make it durable before them.
+			syscall.Sync()
+		}
+	}
 	if err := b.applyToBolt(layer, max(last, done)); err != nil {
 		return 0, err
 	}
@@ -109,6 +125,7 @@ func (b *Bolt) recover() (uint64, error) {
 	for _, seq := range seqs {
 		b.dropSegment(walName(b.path, seq))
 	}
+	os.Remove(stageName(b.path))
 	return max(last, done) + 1, nil
 }
 
@@ -145,7 +162,13 @@ func (b *Bolt) maybeCheckpoint() {
 	if b.memBytes == 0 || b.failed != nil {
 		return
 	}
-	if b.memBytes < b.opt.CheckpointBytes && b.seg.off < walSegmentSize && time.Since(b.memSince) < b.opt.CheckpointAge {
+	var logged int64 // the flusher writes the segment of a lazy engine
+	if b.lazy.on {
+		logged = b.lazy.stage.off
+	} else {
+		logged = b.seg.off
+	}
+	if b.memBytes < b.opt.CheckpointBytes && logged < walSegmentSize && time.Since(b.memSince) < b.opt.CheckpointAge {
 		return
 	}
 	if b.ckpt != nil {
@@ -178,6 +201,11 @@ func (b *Bolt) maybeCheckpoint() {
 // freeze seals the current segment, starts the next one, and moves the
 // active layer to frozen for the checkpointer.
 func (b *Bolt) freeze() error {
+	// Recovery refuses a log whose earlier segment lost records: a lazy
+	// one gets every staged record before its seal.
+	if err := b.lazy.drain(b.seg); err != nil {
+		return fmt.Errorf("bolt: %w", err)
+	}
 	seal := make([]byte, walHeader)
 	sealRecord(seal, b.seg.seq)
 	if err := b.seg.append(seal); err != nil {
@@ -188,14 +216,13 @@ func (b *Bolt) freeze() error {
 		return fmt.Errorf("bolt: %w", err)
 	}
 	old := b.seg
-	// Recovery refuses a log whose earlier segment lost records, so a lazy
-	// one is durable, seal included, before its successor takes records.
-	if err := b.lazy.syncRetired(old); err != nil {
-		next.f.Close()
-		return fmt.Errorf("bolt: %w", err)
-	}
 	old.f.Close()
 	b.seg = next
+	if b.lazy.on {
+		if err := b.lazy.stage.reset(next.seq); err != nil {
+			return fmt.Errorf("bolt: %w", err)
+		}
+	}
 	b.stateMu.Lock()
 	cur := b.state.Load()
 	// cur.active is the immutable clone of b.mem as of the last commit.
@@ -239,7 +266,15 @@ func (b *Bolt) checkpointer() {
 // into the bolt file and retires the log segment: after a close the
 // directory holds the bolt file and at most the spare segment.
 func (b *Bolt) finalCheckpoint() error {
+	// The barrier first: the bolt file must not refer to data a power loss
+	// could still take.
+	if err := b.lazy.drain(b.seg); err != nil {
+		return fmt.Errorf("bolt: %w", err)
+	}
 	b.seg.f.Close()
+	if b.lazy.on {
+		b.lazy.stage.close()
+	}
 	if b.memBytes > 0 {
 		b.ckptStarted.Add(1)
 		if err := b.applyToBolt(b.mem, b.seg.seq); err != nil {
@@ -248,6 +283,7 @@ func (b *Bolt) finalCheckpoint() error {
 	}
 	// The segment stays as the spare for the next open (or goes).
 	b.dropSegment(b.seg.path)
+	os.Remove(stageName(b.path))
 	if !b.opt.NoSync {
 		return syncDir(filepath.Dir(b.path))
 	}

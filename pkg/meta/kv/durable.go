@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,8 +19,8 @@ type Syncer interface {
 
 // SyncStats describes an engine's lazy durability (bolt with SyncDelay).
 type SyncStats struct {
-	Pending uint64 // log records written but not yet durable
-	Flushes int64  // fdatasyncs that made records durable
+	Pending uint64 // log records answered but not yet durable
+	Flushes int64  // writes that made records durable
 }
 
 // SyncReporter is implemented by engines with lazy durability.
@@ -30,55 +31,73 @@ type SyncReporter interface {
 // SyncStats implements SyncReporter.
 func (b *Bolt) SyncStats() SyncStats {
 	l := &b.lazy
-	synced := l.synced.Load()
-	return SyncStats{Pending: l.written.Load() - min(synced, l.written.Load()), Flushes: l.flushes.Load()}
+	w, s := l.written.Load(), l.synced.Load()
+	return SyncStats{Pending: w - min(s, w), Flushes: l.flushes.Load()}
 }
 
-// lazySync makes the bolt log durable behind the commits (SyncDelay > 0).
-// Commits count the records they append (written); a flusher goroutine
-// fdatasyncs the segment SyncDelay after the first record it has not yet
-// covered, or at once when Sync asks, and publishes how many records are
-// durable (synced).
+// lazySync answers commits before they are durable (SyncDelay > 0). A
+// commit appends its record to the staging file (see stage.go) and to
+// pending; a flusher goroutine, SyncDelay after the first record it has not
+// covered yet or at once when Sync asks, runs the barrier (making the data
+// the records refer to durable) and then writes pending to the log segment
+// with one synchronous write. The segment thus never holds a record whose
+// data a power loss could take away.
 type lazySync struct {
-	on    bool
-	b     *Bolt
-	delay time.Duration
+	on      bool
+	b       *Bolt
+	delay   time.Duration
+	barrier func() error
 
-	written atomic.Uint64 // records appended, by the committer (commitMu)
-	synced  atomic.Uint64 // records known durable
+	// Guarded by the Bolt's commitMu.
+	stage   *stageFile
+	pending []byte // sealed records not yet in the segment
+
+	written atomic.Uint64 // records answered
+	synced  atomic.Uint64 // records durable in the segment
 	armed   atomic.Bool   // a delayed flush is scheduled
-	flushes atomic.Int64  // fdatasyncs done
+	flushes atomic.Int64
 	kick    chan struct{} // wakes the flusher; capacity 1
 	exit    chan struct{} // closed when the flusher returns
 
-	// fsyncMu is held across a segment's fdatasync; freeze takes it before
-	// closing a segment. Order: commitMu before fsyncMu.
-	fsyncMu sync.Mutex
+	// segMu is held while writing pending records to the segment, so
+	// they reach it in commit order. Order: commitMu before segMu.
+	segMu sync.Mutex
 
 	mu      sync.Mutex
 	flushed chan struct{} // closed (and replaced) after each flush
-	err     error         // a failed fdatasync: the log may have lost records
+	err     error         // a failed flush: records may be missing from the segment
 }
 
-func (l *lazySync) start(b *Bolt) {
+// start turns lazy durability on (commitMu not needed: nothing runs yet).
+func (l *lazySync) start(b *Bolt) error {
 	if b.opt.SyncDelay <= 0 || b.opt.NoSync {
-		return
+		return nil
 	}
-	*l = lazySync{on: true, b: b, delay: b.opt.SyncDelay, kick: make(chan struct{}, 1),
-		exit: make(chan struct{}), flushed: make(chan struct{})}
+	stage, err := openStage(b.path, b.boot, b.seg.seq)
+	if err != nil {
+		return err
+	}
+	barrier := b.opt.Barrier
+	if barrier == nil {
+		barrier = func() error { return nil }
+	}
+	*l = lazySync{on: true, b: b, delay: b.opt.SyncDelay, barrier: barrier, stage: stage,
+		kick: make(chan struct{}, 1), exit: make(chan struct{}), flushed: make(chan struct{})}
 	go l.flusher()
+	return nil
 }
 
-// appended notes a record the committer wrote (commitMu held) and
-// schedules its flush.
-func (l *lazySync) appended() {
-	if !l.on {
-		return
+// append stages one sealed record (commitMu held) and schedules its flush.
+func (l *lazySync) append(rec []byte) error {
+	if err := l.stage.append(rec); err != nil {
+		return err
 	}
+	l.pending = append(l.pending, rec...)
 	l.written.Add(1)
 	if l.armed.CompareAndSwap(false, true) {
 		time.AfterFunc(l.delay, l.wake)
 	}
+	return nil
 }
 
 func (l *lazySync) wake() {
@@ -100,25 +119,22 @@ func (l *lazySync) flusher() {
 	}
 }
 
-// flush makes every record appended so far durable.
+// flush makes every record answered so far durable.
 func (l *lazySync) flush() {
 	b := l.b
-	l.armed.Store(false) // records appended from here on schedule another flush
+	l.armed.Store(false) // records staged from here on schedule another flush
 	b.commitMu.Lock()
-	target, seg := l.written.Load(), b.seg
-	l.fsyncMu.Lock()
+	buf, target, seg := l.pending, l.written.Load(), b.seg
+	l.pending = nil
+	l.segMu.Lock()
 	b.commitMu.Unlock()
-	var err error
-	if l.synced.Load() < target {
-		err = seg.sync()
-		l.flushes.Add(1)
-	}
-	l.fsyncMu.Unlock()
+	err := l.writeOut(seg, buf)
+	l.segMu.Unlock()
 	if err != nil {
 		b.commitMu.Lock()
 		if b.failed == nil {
-			b.failed = err
-			b.log.Error("write-ahead log sync failed: refusing writes", "err", err)
+			b.failed = fmt.Errorf("bolt: %w (restart to recover)", err)
+			b.log.Error("write-ahead log flush failed: refusing writes", "err", err)
 		}
 		b.commitMu.Unlock()
 	}
@@ -134,18 +150,34 @@ func (l *lazySync) flush() {
 	l.mu.Unlock()
 }
 
-// syncRetired makes a segment the committer is leaving durable (commitMu
-// held): everything appended so far is in it.
-func (l *lazySync) syncRetired(seg *walSegment) error {
-	if !l.on {
+// writeOut runs the barrier, then writes buf to seg durably (segMu held).
+func (l *lazySync) writeOut(seg *walSegment, buf []byte) error {
+	if len(buf) == 0 {
 		return nil
 	}
-	l.fsyncMu.Lock()
-	defer l.fsyncMu.Unlock()
-	if err := seg.sync(); err != nil {
+	if err := l.barrier(); err != nil {
+		return fmt.Errorf("make data durable before the metadata referring to it: %w", err)
+	}
+	if err := seg.append(buf); err != nil {
 		return err
 	}
 	l.flushes.Add(1)
+	return nil
+}
+
+// drain writes every pending record to seg (commitMu held): before the
+// segment is sealed, and before the final checkpoint.
+func (l *lazySync) drain(seg *walSegment) error {
+	if !l.on {
+		return nil
+	}
+	l.segMu.Lock()
+	defer l.segMu.Unlock()
+	buf := l.pending
+	l.pending = nil
+	if err := l.writeOut(seg, buf); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	l.synced.Store(l.written.Load())
 	l.mu.Unlock()

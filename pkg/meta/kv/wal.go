@@ -103,16 +103,12 @@ func sealRecord(rec []byte, seq uint64) {
 // cover whole blocks, so the segment keeps its partial last block in blk
 // and rewrites it with each record (with the same bytes where it held
 // acknowledged records already).
-//
-// A lazy segment (BoltOptions.SyncDelay) writes records through the page
-// cache and makes them durable only when sync is called.
 type walSegment struct {
 	f        *os.File
 	path     string
 	seq      uint64
 	off      int64
 	noSync   bool
-	lazy     bool
 	direct   bool
 	blk      []byte // direct: the bytes from blkStart (block aligned) to off
 	blkStart int64
@@ -127,8 +123,7 @@ func alignedBuf(n int) []byte {
 	return b[skip : skip+n : skip+n]
 }
 
-// append writes one sealed record and makes it durable, unless the segment
-// is lazy (then sync does).
+// append writes sealed records and makes them durable.
 func (w *walSegment) append(rec []byte) error {
 	if w.direct {
 		return w.appendDirect(rec)
@@ -136,7 +131,7 @@ func (w *walSegment) append(rec []byte) error {
 	if _, err := w.f.WriteAt(rec, w.off); err != nil {
 		return fmt.Errorf("write-ahead log %s: write at %d: %w", w.path, w.off, err)
 	}
-	if !w.noSync && !w.lazy {
+	if !w.noSync {
 		if err := w.sync(); err != nil {
 			return err
 		}
@@ -208,8 +203,7 @@ func segmentFile(path string, noSync bool) error {
 // whose stale records carry an older seq) when there is one, else from a
 // new file, and makes its name durable.
 func createSegment(db string, seq uint64, spare string, opt BoltOptions) (*walSegment, error) {
-	noSync, lazy := opt.NoSync, opt.SyncDelay > 0 && !opt.NoSync
-	buffered := opt.BufferedLog || lazy
+	noSync, buffered := opt.NoSync, opt.BufferedLog
 	path := walName(db, seq)
 	if spare != "" {
 		if err := os.Rename(spare, path); err != nil {
@@ -223,7 +217,7 @@ func createSegment(db string, seq uint64, spare string, opt BoltOptions) (*walSe
 	} else if err := segmentFile(path, noSync); err != nil {
 		return nil, err
 	}
-	w := &walSegment{path: path, seq: seq, noSync: noSync, lazy: lazy}
+	w := &walSegment{path: path, seq: seq, noSync: noSync}
 	var err error
 	if !noSync && !buffered {
 		w.f, err = os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT|syscall.O_DSYNC, 0)
@@ -292,26 +286,32 @@ func readSegment(path string, seq uint64, fn func(key string, val []byte)) (seal
 	if err != nil {
 		return false, fmt.Errorf("read write-ahead log %s: %w", path, err)
 	}
+	return readRecords(data, seq, fn), nil
+}
+
+// readRecords calls fn for every write of the valid records of segment seq
+// at the start of data, and reports whether they end with a seal.
+func readRecords(data []byte, seq uint64, fn func(key string, val []byte)) (sealed bool) {
 	for off := 0; off+walHeader <= len(data); {
 		h := data[off:]
 		n := int(binary.LittleEndian.Uint32(h[4:]))
 		if binary.LittleEndian.Uint64(h[8:]) != seq || walHeader+n > len(h) ||
 			crc32.Checksum(h[4:walHeader+n], crc32c) != binary.LittleEndian.Uint32(h) {
-			return false, nil
+			return false
 		}
 		if n == 0 {
-			return true, nil
+			return true
 		}
 		ops, err := decodeOps(h[walHeader : walHeader+n])
 		if err != nil {
-			return false, nil
+			return false
 		}
 		for _, op := range ops {
 			fn(op.key, op.val)
 		}
 		off += walHeader + n
 	}
-	return false, nil
+	return false
 }
 
 // decodeOps parses a record's payload (checksummed already: an error here

@@ -55,7 +55,7 @@ func NewCounted(t testing.TB, splitKeys ...[]byte) (*txnkv.Client, *RPCs) {
 	}
 	rpcs := &RPCs{n: map[tikvrpc.CmdType]int64{}}
 	hijack := func(c tikv.Client) tikv.Client {
-		return &countingClient{Client: onePC{Client: c, pd: pdClient}, rpcs: rpcs}
+		return &countingClient{Client: onePC{Client: c, pd: pdClient, rpcs: rpcs}, rpcs: rpcs}
 	}
 	store, err := tikv.NewTestTiKVStore(client, pdClient, hijack, nil, 0)
 	if err != nil {
@@ -66,16 +66,45 @@ func NewCounted(t testing.TB, splitKeys ...[]byte) (*txnkv.Client, *RPCs) {
 	return c, rpcs
 }
 
-// RPCs counts requests by type.
+// RPCs counts requests by type, and the keys they name: the mock store
+// seeks a fresh iterator per key read, prewritten or committed, its main
+// cost per operation.
 type RPCs struct {
-	mu sync.Mutex
-	n  map[tikvrpc.CmdType]int64
+	mu   sync.Mutex
+	n    map[tikvrpc.CmdType]int64
+	keys int64
 }
 
-func (r *RPCs) add(t tikvrpc.CmdType) {
+func (r *RPCs) add(req *tikvrpc.Request) {
+	k := 0
+	switch req.Type {
+	case tikvrpc.CmdGet, tikvrpc.CmdScan:
+		k = 1
+	case tikvrpc.CmdBatchGet:
+		k = len(req.BatchGet().GetKeys())
+	case tikvrpc.CmdPrewrite:
+		k = len(req.Prewrite().GetMutations())
+	case tikvrpc.CmdCommit:
+		k = len(req.Commit().GetKeys())
+	}
 	r.mu.Lock()
-	r.n[t]++
+	r.n[req.Type]++
+	r.keys += int64(k)
 	r.mu.Unlock()
+}
+
+func (r *RPCs) addKeys(k int) {
+	r.mu.Lock()
+	r.keys += int64(k)
+	r.mu.Unlock()
+}
+
+// Keys returns how many keys the requests so far named (gets, prewrites and
+// commits, one-phase commits' included; a scan counts one).
+func (r *RPCs) Keys() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.keys
 }
 
 // Snapshot returns the counts so far, keyed by request type name (Get,
@@ -110,12 +139,12 @@ type countingClient struct {
 }
 
 func (c *countingClient) SendRequest(ctx context.Context, addr string, req *tikvrpc.Request, timeout time.Duration) (*tikvrpc.Response, error) {
-	c.rpcs.add(req.Type)
+	c.rpcs.add(req)
 	return c.Client.SendRequest(ctx, addr, req, timeout)
 }
 
 func (c *countingClient) SendRequestAsync(ctx context.Context, addr string, req *tikvrpc.Request, cb async.Callback[*tikvrpc.Response]) {
-	c.rpcs.add(req.Type)
+	c.rpcs.add(req)
 	c.Client.SendRequestAsync(ctx, addr, req, cb)
 }
 
@@ -132,7 +161,8 @@ func (c *countingClient) SendRequestAsync(ctx context.Context, addr string, req 
 // client finishes in two phases, as it does when a real TiKV declines 1PC.
 type onePC struct {
 	tikv.Client
-	pd pd.Client
+	pd   pd.Client
+	rpcs *RPCs // counts the commit's keys (not a request of its own)
 }
 
 func (c onePC) SendRequest(ctx context.Context, addr string, req *tikvrpc.Request, timeout time.Duration) (*tikvrpc.Response, error) {
@@ -162,6 +192,7 @@ func (c onePC) SendRequest(ctx context.Context, addr string, req *tikvrpc.Reques
 	creq := tikvrpc.NewRequest(tikvrpc.CmdCommit, &kvrpcpb.CommitRequest{
 		StartVersion: pw.GetStartVersion(), Keys: keys, CommitVersion: commitTS,
 	}, req.Context)
+	c.rpcs.addKeys(len(keys))
 	cresp, err := c.Client.SendRequest(ctx, addr, creq, timeout)
 	if err != nil {
 		return resp, nil
