@@ -15,8 +15,9 @@ const Forms = `accepted storage URLs:
                                                            objects of 1 MiB and more bypass the page cache;
                                                            journal=true: with fsync, smaller objects are made
                                                            durable in a journal under .podfs-journal and moved
-                                                           to their files later; mounts use journal=false
-                                                           unless their URL says journal=true)
+                                                           to their files later; off unless the URL says
+                                                           journal=true for mounts of etcd/TiKV volumes and
+                                                           of bolt volumes with a --sync-delay)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
       (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
@@ -38,8 +39,9 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 		}
 		// The small-object journal is on by default (see journal.go); pkg/fs
 		// TestCrashAndRecover kills a mount during a write storm with it on
-		// and off. Mounts ask for journal=false unless the URL says (see
-		// SharedURL, and pkg/fs for the embedded engine's deferred sync).
+		// and off. Mounts of shared volumes, and of the embedded engine with
+		// a sync delay, ask for journal=false unless the URL says (see
+		// SharedURL, and pkg/fs New).
 		opts := FileOptions{Fsync: true}
 		for k, v := range u.Query() {
 			switch k {
