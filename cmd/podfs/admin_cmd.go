@@ -134,7 +134,7 @@ with the right size. Exits 1 when problems were found.`)
 	if *storageURL == "" {
 		*storageURL = format.Storage
 	}
-	store, err := fs.OpenStorage(ctx, *storageURL)
+	store, err := openToolStorage(ctx, *storageURL)
 	if err != nil {
 		return fmt.Errorf("open storage %s: %w", *storageURL, err)
 	}
@@ -177,7 +177,7 @@ reports them.`)
 	if *storageURL == "" {
 		*storageURL = format.Storage
 	}
-	store, err := fs.OpenStorage(ctx, *storageURL)
+	store, err := openToolStorage(ctx, *storageURL)
 	if err != nil {
 		return fmt.Errorf("open storage %s: %w", *storageURL, err)
 	}

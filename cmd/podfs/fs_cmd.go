@@ -16,6 +16,7 @@ import (
 
 	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/storage"
 )
 
 // parseInterleaved parses flags that may come before, between or after the
@@ -150,7 +151,7 @@ the same name and storage again changes nothing.`)
 	if bs := blockSize.v; bs < 64<<10 || bs > 64<<20 || bs&(bs-1) != 0 {
 		return usagef("--block-size %s: use a power of two between 64K and 64M", blockSize)
 	}
-	store, err := fs.OpenStorage(ctx, *storageURL)
+	store, err := openToolStorage(ctx, *storageURL)
 	if err != nil {
 		return fmt.Errorf("open storage %s: %w", *storageURL, err)
 	}
@@ -237,4 +238,12 @@ A busy mount is unmounted lazily (gone once the last process leaves it).`)
 		return usagef("umount takes one MOUNTPOINT (see podfs umount --help)")
 	}
 	return umount(ctx, log, pos[0], *lazy, *timeout)
+}
+
+// openToolStorage opens a volume's storage for format, fsck and gc: a file
+// store without its journal (unless the URL asks for it), so a short-lived
+// command leaves no journal segments behind for mounts, which may share
+// the directory, to find.
+func openToolStorage(ctx context.Context, url string) (storage.Store, error) {
+	return fs.OpenStorage(ctx, storage.DefaultFileOption(url, "journal", "false"))
 }
