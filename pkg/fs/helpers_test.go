@@ -214,6 +214,13 @@ func podfsBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(mmapChildEnv); path != "" {
+		if err := mmapChild(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
