@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -34,37 +33,13 @@ import (
 // connections by number (the mount's device minor).
 const fusectlDir = "/sys/fs/fuse/connections"
 
-// fuseConn returns the FUSE connection number of the mount at mp (the
-// topmost one), read from /proc/self/mountinfo: a stat of a hung mount
-// would block.
+// fuseConn returns the FUSE connection number of the topmost FUSE mount at
+// mp (see mountsAt: a stat of a hung mount would block).
 func fuseConn(mp string) (int, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
 	conn, found := 0, false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || unescapeMountinfo(fields[4]) != mp {
-			continue
-		}
-		fstype := ""
-		for i := 6; i < len(fields)-1; i++ {
-			if fields[i] == "-" {
-				fstype = fields[i+1]
-				break
-			}
-		}
-		majMin := strings.SplitN(fields[2], ":", 2)
-		if !strings.HasPrefix(fstype, "fuse") || len(majMin) != 2 {
-			continue
-		}
-		if n, err := strconv.Atoi(majMin[1]); err == nil {
-			conn, found = n, true
+	for _, m := range mountsAt(mp) {
+		if strings.HasPrefix(m.fstype, "fuse") && m.minor >= 0 {
+			conn, found = m.minor, true
 		}
 	}
 	return conn, found

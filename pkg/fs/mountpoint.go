@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -94,16 +95,21 @@ func prepareMountPoint(mp string, state mpState) error {
 	return nil
 }
 
-// mountedFS reports the file system type mounted exactly at mp, from
-// /proc/self/mountinfo (the last mount stacked there wins).
-func mountedFS(mp string) (string, bool) {
+// mountEntry is one mount at a path, from /proc/self/mountinfo.
+type mountEntry struct {
+	fstype string
+	minor  int // the device's minor number: a FUSE mount's connection
+}
+
+// mountsAt lists the mounts stacked exactly at mp, lowest first, read from
+// /proc/self/mountinfo (never by a stat, which a hung mount would block).
+func mountsAt(mp string) []mountEntry {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", false
+		return nil
 	}
 	defer f.Close()
-	var fstype string
-	found := false
+	var mounts []mountEntry
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -114,12 +120,28 @@ func mountedFS(mp string) (string, bool) {
 		}
 		for i := 6; i < len(fields)-1; i++ {
 			if fields[i] == "-" {
-				fstype, found = fields[i+1], true
+				e := mountEntry{fstype: fields[i+1], minor: -1}
+				if _, minor, ok := strings.Cut(fields[2], ":"); ok {
+					if n, err := strconv.Atoi(minor); err == nil {
+						e.minor = n
+					}
+				}
+				mounts = append(mounts, e)
 				break
 			}
 		}
 	}
-	return fstype, found
+	return mounts
+}
+
+// mountedFS reports the file system type mounted exactly at mp (the last
+// mount stacked there wins).
+func mountedFS(mp string) (string, bool) {
+	m := mountsAt(mp)
+	if len(m) == 0 {
+		return "", false
+	}
+	return m[len(m)-1].fstype, true
 }
 
 // IsMounted reports whether a FUSE file system is mounted at mp.
