@@ -85,14 +85,7 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 // objects from the others until it spilled them. Other URLs are returned
 // as they are.
 func SharedURL(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme != "file" || u.Query().Has("journal") {
-		return rawURL
-	}
-	q := u.Query()
-	q.Set("journal", "false")
-	u.RawQuery = q.Encode()
-	return u.String()
+	return DefaultFileOption(rawURL, "journal", "false")
 }
 
 // checkKey rejects keys that are not clean relative slash-separated paths, so
