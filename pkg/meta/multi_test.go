@@ -253,28 +253,39 @@ func TestCreateRacingRmdir(t *testing.T) {
 				go func() { defer wg.Done(); f, _, createErr = b.Mknod(ctx, d, "f", 0o644, 0, 0, 0) }()
 				go func() { defer wg.Done(); rmdirErr = a.Rmdir(ctx, RootIno, name) }()
 				wg.Wait()
-				switch {
-				case createErr == nil && rmdirErr != nil:
-					wantErrno(t, rmdirErr, syscall.ENOTEMPTY)
-					if got := must[Ino](t)(lookupIno(ctx, a, d, "f")); got != f {
-						t.Fatalf("round %d: rmdir refused, but the file is not there", i)
-					}
-					outcomes[0]++
-				case createErr != nil && rmdirErr == nil:
-					wantErrno(t, createErr, syscall.ENOENT)
-					outcomes[1]++
-				case createErr == nil && rmdirErr == nil:
-					if _, err := a.GetAttr(ctx, f); !errors.Is(err, syscall.ENOENT) {
-						t.Fatalf("round %d: the file created in the removed directory is still there: %v", i, err)
-					}
-					outcomes[2]++
-				default:
-					t.Fatalf("round %d: both failed: create %v, rmdir %v", i, createErr, rmdirErr)
-				}
+				outcomes[raceOutcome(t, a, fmt.Sprintf("round %d", i), d, f, createErr, rmdirErr)]++
 				checkClean(t, a)
 			}
 			t.Logf("rmdir refused %d, create refused %d, file swept %d", outcomes[0], outcomes[1], outcomes[2])
 		})
+	}
+}
+
+// raceOutcome checks how a create of f ("f" in directory d) racing the
+// directory's rmdir ended and returns which of the allowed outcomes it was:
+// 0 rmdir refused (the file is there), 1 create refused, 2 both succeeded
+// and the file was swept with the directory.
+func raceOutcome(t *testing.T, a *Client, what string, d, f Ino, createErr, rmdirErr error) int {
+	t.Helper()
+	ctx := context.Background()
+	switch {
+	case createErr == nil && rmdirErr != nil:
+		wantErrno(t, rmdirErr, syscall.ENOTEMPTY)
+		if got := must[Ino](t)(lookupIno(ctx, a, d, "f")); got != f {
+			t.Fatalf("%s: rmdir refused, but the file is not there", what)
+		}
+		return 0
+	case createErr != nil && rmdirErr == nil:
+		wantErrno(t, createErr, syscall.ENOENT)
+		return 1
+	case createErr == nil && rmdirErr == nil:
+		if _, err := a.GetAttr(ctx, f); !errors.Is(err, syscall.ENOENT) {
+			t.Fatalf("%s: the file created in the removed directory is still there: %v", what, err)
+		}
+		return 2
+	default:
+		t.Fatalf("%s: both failed: create %v, rmdir %v", what, createErr, rmdirErr)
+		return -1
 	}
 }
 
@@ -328,22 +339,8 @@ func TestCreatesRacingRmdirs(t *testing.T) {
 						if got := must[Ino](t)(lookupIno(ctx, a, d[j], "f")); got != f[j] {
 							t.Fatalf("round %d: the file created in the kept directory %d is not there", i, j)
 						}
-					case createErr[j] == nil && rmdirErr[j] != nil:
-						wantErrno(t, rmdirErr[j], syscall.ENOTEMPTY)
-						if got := must[Ino](t)(lookupIno(ctx, a, d[j], "f")); got != f[j] {
-							t.Fatalf("round %d: rmdir of %d refused, but the file is not there", i, j)
-						}
-						outcomes[0]++
-					case createErr[j] != nil && rmdirErr[j] == nil:
-						wantErrno(t, createErr[j], syscall.ENOENT)
-						outcomes[1]++
-					case createErr[j] == nil && rmdirErr[j] == nil:
-						if _, err := a.GetAttr(ctx, f[j]); !errors.Is(err, syscall.ENOENT) {
-							t.Fatalf("round %d: the file created in removed directory %d is still there: %v", i, j, err)
-						}
-						outcomes[2]++
 					default:
-						t.Fatalf("round %d, directory %d: both failed: create %v, rmdir %v", i, j, createErr[j], rmdirErr[j])
+						outcomes[raceOutcome(t, a, fmt.Sprintf("round %d, directory %d", i, j), d[j], f[j], createErr[j], rmdirErr[j])]++
 					}
 				}
 				checkClean(t, a)
