@@ -1,8 +1,10 @@
-// Package csinode is podfs's CSI node plugin. It runs no file system itself:
-// NodePublishVolume prepares a per-pod directory as a shared mount and binds it
-// onto kubelet's target path, so the FUSE mount the pod's podfs sidecar makes
-// on that directory later shows up in the pod's volume through mount
-// propagation. The plugin registers itself with kubelet through the plugin
+// Package csinode is podfs's CSI node plugin. NodePublishVolume checks that
+// the pod has a podfs sidecar, opens /dev/fuse, mounts FUSE at kubelet's
+// target path itself and offers the connection to the pod's unprivileged
+// sidecar over a unix socket in the sidecar's run emptyDir (pkg/fuseconn).
+// The plugin keeps its copy of every connection while the volume is
+// published, so the mount outlives a sidecar crash or upgrade. It runs no
+// file system itself, and registers with kubelet through the plugin
 // registration socket, so no node-driver-registrar is needed.
 package csinode
 
@@ -12,19 +14,20 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-
-	"k8s.io/mount-utils"
+	"sync"
 )
 
 // DriverName is the CSI driver name of podfs (the CSIDriver object, the PVs'
 // spec.csi.driver and the kubelet registration all use it).
 const DriverName = "csi.podfs.io"
 
-// Default locations on a node.
-const (
-	DefaultKubeletDir = "/var/lib/kubelet"
-	DefaultPodsDir    = "/var/lib/podfs/pods"
-)
+// DefaultKubeletDir is kubelet's default root directory.
+const DefaultKubeletDir = "/var/lib/kubelet"
+
+// AttrMountOptions is the volume attribute with mount options (as the
+// webhook reads it too); the kernel's ones (ro, noexec,
+// no_default_permissions) apply to the mount this plugin makes.
+const AttrMountOptions = "mountOptions"
 
 // Keys kubelet puts into the volume context when the CSIDriver object has
 // podInfoOnMount: true (and, for inline volumes, the ephemeral flag).
@@ -43,8 +46,10 @@ type Config struct {
 	NodeID string
 	// KubeletDir is kubelet's root directory; target paths must lie below it.
 	KubeletDir string
-	// PodsDir holds the per-pod directories the sidecars mount FUSE on.
-	PodsDir string
+	// Pods reads the pod a publish is for; required.
+	Pods PodSource
+	// Events records refusals and volume failures on pods; nil = none.
+	Events EventSink
 	// RegistrationDir is kubelet's plugins_registry directory. Empty means
 	// do not register (an upstream node-driver-registrar does it instead).
 	RegistrationDir string
@@ -56,10 +61,12 @@ type Config struct {
 
 // Driver implements the CSI Identity and Node services.
 type Driver struct {
-	cfg     Config
-	log     *slog.Logger
-	mounter mount.Interface
-	busy    *keyLocks
+	cfg  Config
+	log  *slog.Logger
+	busy *keyLocks
+
+	mu   sync.Mutex
+	vols map[string]*published // by target path
 }
 
 // New checks cfg and returns a driver. Start prepares the node and serves.
@@ -71,13 +78,11 @@ func New(cfg Config) (*Driver, error) {
 	if !filepath.IsAbs(cfg.Endpoint) {
 		errs = append(errs, fmt.Errorf("endpoint %q is not an absolute unix socket path", cfg.Endpoint))
 	}
-	for _, d := range []struct{ name, path string }{
-		{"kubelet directory", cfg.KubeletDir},
-		{"pods directory", cfg.PodsDir},
-	} {
-		if !filepath.IsAbs(d.path) || hasDotDot(d.path) {
-			errs = append(errs, fmt.Errorf("%s %q must be an absolute path without ..", d.name, d.path))
-		}
+	if !filepath.IsAbs(cfg.KubeletDir) || hasDotDot(cfg.KubeletDir) {
+		errs = append(errs, fmt.Errorf("kubelet directory %q must be an absolute path without ..", cfg.KubeletDir))
+	}
+	if cfg.Pods == nil {
+		errs = append(errs, errors.New("no pod source: the plugin must read pods to find their podfs sidecars"))
 	}
 	if cfg.RegistrationDir != "" && !filepath.IsAbs(cfg.RegistrationDir) {
 		errs = append(errs, fmt.Errorf("registration directory %q must be an absolute path", cfg.RegistrationDir))
@@ -87,7 +92,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	cfg.Endpoint = filepath.Clean(cfg.Endpoint)
 	cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
-	cfg.PodsDir = filepath.Clean(cfg.PodsDir)
+	if real, err := filepath.EvalSymlinks(cfg.KubeletDir); err == nil {
+		cfg.KubeletDir = real // the mount table lists resolved paths
+	}
 	if cfg.RegistrationDir != "" {
 		cfg.RegistrationDir = filepath.Clean(cfg.RegistrationDir)
 	}
@@ -96,13 +103,42 @@ func New(cfg Config) (*Driver, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Driver{
-		cfg: cfg,
-		log: log,
-		// systemd-run scopes only matter for FUSE daemons that mount(8)
-		// forks; podfs only binds, so mount(8) runs directly.
-		mounter: mount.NewWithoutSystemd(""),
-		busy:    newKeyLocks(),
+		cfg:  cfg,
+		log:  log,
+		busy: newKeyLocks(),
+		vols: make(map[string]*published),
 	}, nil
+}
+
+func (d *Driver) lookup(target string) *published {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.vols[target]
+}
+
+func (d *Driver) store(v *published) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.vols[v.target] = v
+}
+
+func (d *Driver) forget(target string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.vols, target)
+}
+
+// closeAll stops offering every held connection (the plugin stops). The
+// mounts stay: the sidecars hold their own copies and keep serving.
+func (d *Driver) closeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for t, v := range d.vols {
+		if err := v.holder.Close(); err != nil {
+			d.log.Warn("close a held FUSE connection", "target", t, "err", err)
+		}
+		delete(d.vols, t)
+	}
 }
 
 // ParseEndpoint turns a CSI endpoint ("unix:///csi/csi.sock", "unix:/csi/csi.sock"

@@ -13,16 +13,19 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/moby/sys/mountinfo"
+	corev1 "k8s.io/api/core/v1"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
 // testEnv is a running plugin over real mounts in a temporary directory laid
-// out like a node: <root>/kubelet, <root>/pods, <root>/reg.
+// out like a node (<root>/kubelet, <root>/reg), reading pods from a real
+// kube-apiserver.
 type testEnv struct {
-	root, kubeletDir, podsDir, regDir, endpoint string
+	root, kubeletDir, regDir, endpoint string
 
+	kube  *Kube
 	drv   *Driver
 	srv   *Server
 	node  csi.NodeClient
@@ -32,8 +35,8 @@ type testEnv struct {
 const testNodeID = "node-under-test"
 
 // newTestEnv starts the plugin. Its cleanup unmounts whatever is left under
-// the temporary directory, and fails the test for anything besides the pods
-// directory's own mount: the plugin must leave nothing behind.
+// the temporary directory, and fails the test for any mount left: the
+// plugin must leave nothing behind.
 func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	return newTestEnvAt(t, t.TempDir())
@@ -42,11 +45,11 @@ func newTestEnv(t testing.TB) *testEnv {
 // newTestEnvAt is newTestEnv in a given directory.
 func newTestEnvAt(t testing.TB, root string) *testEnv {
 	t.Helper()
-	podsDir := watchMounts(t, root)
+	watchMounts(t, root)
 	e := &testEnv{
 		root:       root,
+		kube:       testKube(t),
 		kubeletDir: filepath.Join(root, "kubelet"),
-		podsDir:    podsDir,
 		regDir:     filepath.Join(root, "reg"),
 		endpoint:   filepath.Join(root, "csi.sock"),
 	}
@@ -57,7 +60,8 @@ func newTestEnvAt(t testing.TB, root string) *testEnv {
 		Endpoint:        e.endpoint,
 		NodeID:          testNodeID,
 		KubeletDir:      e.kubeletDir,
-		PodsDir:         e.podsDir,
+		Pods:            e.kube,
+		Events:          e.kube,
 		RegistrationDir: e.regDir,
 		Version:         "test",
 		Log:             slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -77,22 +81,21 @@ func newTestEnvAt(t testing.TB, root string) *testEnv {
 }
 
 // newTestRoot returns a temporary directory whose mounts are all gone when the
-// test ends, and the pods directory in it, the one mount allowed to remain.
-func newTestRoot(t testing.TB) (root, podsDir string) {
+// test ends.
+func newTestRoot(t testing.TB) string {
 	t.Helper()
-	root = t.TempDir()
-	return root, watchMounts(t, root)
+	root := t.TempDir()
+	watchMounts(t, root)
+	return root
 }
 
 // watchMounts makes sure that nothing stays mounted under root when the test
-// ends, and returns root's pods directory, the one mount allowed to remain.
-func watchMounts(t testing.TB, root string) (podsDir string) {
+// ends.
+func watchMounts(t testing.TB, root string) {
 	t.Helper()
 	requireMountPrivileges(t)
-	podsDir = filepath.Join(root, "pods")
 	// Registered after TempDir, so it runs before the directory is removed.
-	t.Cleanup(func() { cleanupMounts(t, root, podsDir) })
-	return podsDir
+	t.Cleanup(func() { cleanupMounts(t, root) })
 }
 
 func requireMountPrivileges(t testing.TB) {
@@ -128,14 +131,7 @@ func (e *testEnv) target(t testing.TB, podUID, name string) string {
 	return filepath.Join(dir, "mount")
 }
 
-// volume returns the target path of a pod's volume (see target) and the
-// per-pod directory that goes with it.
-func (e *testEnv) volume(t testing.TB, podUID, name string) (target, podDir string) {
-	t.Helper()
-	return e.target(t, podUID, name), filepath.Join(e.podsDir, podUID, name)
-}
-
-func publishRequest(podUID, target string, readOnly bool) *csi.NodePublishVolumeRequest {
+func publishRequest(pod *corev1.Pod, target string, readOnly bool) *csi.NodePublishVolumeRequest {
 	return &csi.NodePublishVolumeRequest{
 		VolumeId:   "vol-" + filepath.Base(filepath.Dir(target)),
 		TargetPath: target,
@@ -145,9 +141,9 @@ func publishRequest(podUID, target string, readOnly bool) *csi.NodePublishVolume
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
 		},
 		VolumeContext: map[string]string{
-			ContextPodUID:       podUID,
-			ContextPodName:      "app",
-			ContextPodNamespace: "default",
+			ContextPodUID:       string(pod.UID),
+			ContextPodName:      pod.Name,
+			ContextPodNamespace: pod.Namespace,
 			ContextEphemeral:    "false",
 		},
 	}
@@ -178,14 +174,12 @@ func mountsUnder(t testing.TB, dir string) []*mountinfo.Info {
 	return infos
 }
 
-// assertOnlyPodsDirMounted checks that the plugin left nothing mounted under
-// root but the pods directory itself.
-func (e *testEnv) assertOnlyPodsDirMounted(t testing.TB) {
+// assertNothingMounted checks that the plugin left nothing mounted under
+// root.
+func (e *testEnv) assertNothingMounted(t testing.TB) {
 	t.Helper()
 	for _, m := range mountsUnder(t, e.root) {
-		if m.Mountpoint != e.podsDir {
-			t.Errorf("still mounted: %s (%s)", m.Mountpoint, m.FSType)
-		}
+		t.Errorf("still mounted: %s (%s)", m.Mountpoint, m.FSType)
 	}
 }
 
@@ -199,9 +193,8 @@ func assertGone(t testing.TB, paths ...string) {
 }
 
 // cleanupMounts unmounts everything under root, deepest first and lazily (a
-// dead FUSE mount may refuse a plain unmount), and reports what the plugin
-// left behind besides keep.
-func cleanupMounts(t testing.TB, root, keep string) {
+// dead FUSE mount may refuse a plain unmount), and reports what was left.
+func cleanupMounts(t testing.TB, root string) {
 	for range 32 {
 		infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(root))
 		if err != nil {
@@ -212,9 +205,7 @@ func cleanupMounts(t testing.TB, root, keep string) {
 			return
 		}
 		for _, m := range infos {
-			if m.Mountpoint != keep {
-				t.Errorf("left mounted by the test: %s (%s)", m.Mountpoint, m.FSType)
-			}
+			t.Errorf("left mounted by the test: %s (%s)", m.Mountpoint, m.FSType)
 		}
 		slices.SortFunc(infos, func(a, b *mountinfo.Info) int {
 			if d := strings.Count(b.Mountpoint, "/") - strings.Count(a.Mountpoint, "/"); d != 0 {
@@ -227,7 +218,6 @@ func cleanupMounts(t testing.TB, root, keep string) {
 				t.Errorf("unmount %s: %v", m.Mountpoint, err)
 			}
 		}
-		keep = "" // whatever survives a round is a leak too
 	}
 	t.Errorf("mounts under %s survive 32 rounds of unmounting", root)
 }

@@ -4,50 +4,67 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
+
+	"podfs.io/podfs/pkg/fuseconn"
 )
 
-// fuseHelperEnv makes the test binary serve a FUSE mount at the named
-// directory until it is killed: a stand-in for a sidecar that crashes.
-const fuseHelperEnv = "PODFS_CSINODE_TEST_FUSE_AT"
+// sidecarHelperEnv makes the test binary act as a pod's podfs sidecar for
+// one volume ("<handoff dir>|<volume name>"): it takes the connection the
+// plugin offers and serves a tiny file system on it until killed.
+const sidecarHelperEnv = "PODFS_CSINODE_TEST_SIDECAR"
 
 func TestMain(m *testing.M) {
-	if dir := os.Getenv(fuseHelperEnv); dir != "" {
-		os.Exit(serveFUSEHelper(dir))
+	if arg := os.Getenv(sidecarHelperEnv); arg != "" {
+		os.Exit(sidecarHelper(arg))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	stopSharedKube()
+	os.Exit(code)
 }
 
-func serveFUSEHelper(dir string) int {
-	// Mount from a mount namespace of our own, as the sidecar does from its
-	// container: the mount reaches the node through propagation only. The
-	// namespace belongs to this thread, which mounts and then stays locked.
-	runtime.LockOSThread()
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		fmt.Fprintln(os.Stderr, "unshare the mount namespace:", err)
-		return 1
-	}
-	srv, err := mountTestFS(dir)
+func sidecarHelper(arg string) int {
+	dir, name, _ := strings.Cut(arg, "|")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	h, err := fuseconn.Dial(ctx, dir, name, log)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "dial:", err)
 		return 1
 	}
-	ns, err := os.Readlink("/proc/thread-self/ns/mnt")
+	raw := fs.NewNodeFS(&testRoot{}, &fs.Options{})
+	a, err := fuseconn.Attach(ctx, fuseconn.AttachConfig{
+		Conn:     h.Conn,
+		Init:     h.Init,
+		SaveInit: func(b []byte) error { return h.SaveInit(ctx, b) },
+		NewServer: func(mp string) (*fuse.Server, error) {
+			return fuse.NewServer(raw, mp, &fuse.MountOptions{Name: testFSName, FsName: testFSName})
+		},
+		Log: log,
+	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "attach:", err)
 		return 1
 	}
-	fmt.Println("ready", ns)
-	srv.Wait()
+	h.ServeStats(func(context.Context) (fuseconn.Stats, error) {
+		return fuseconn.Stats{TotalBytes: 4096000, UsedBytes: 1638400, AvailBytes: 2457600, TotalInodes: 100, UsedInodes: 60, FreeInodes: 40}, nil
+	})
+	if err := h.Report(ctx, fuseconn.Status{Served: true}); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		return 1
+	}
+	fmt.Println("ready")
+	a.Server.Serve()
 	return 0
 }
 
@@ -78,22 +95,13 @@ func (r *testRoot) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errn
 	return 0
 }
 
-// mountTestFS mounts the test file system at dir the way the sidecar mounts
-// podfs: a direct mount(2), no fusermount.
-func mountTestFS(dir string) (*fuse.Server, error) {
-	return fs.Mount(dir, &testRoot{}, &fs.Options{MountOptions: fuse.MountOptions{
-		DirectMount: true,
-		FsName:      testFSName,
-		Name:        testFSName,
-	}})
-}
-
-// startFUSEProcess serves the test file system at dir from a child process in
-// its own mount namespace and returns it once the mount is up.
-func startFUSEProcess(t *testing.T, dir string) *exec.Cmd {
+// startSidecar serves the volume called name offered in the handoff dir
+// from a child process, as a pod's sidecar would, and returns it once it
+// serves.
+func startSidecar(t *testing.T, dir, name string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fuseHelperEnv+"="+dir)
+	cmd.Env = append(os.Environ(), sidecarHelperEnv+"="+dir+"|"+name)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -107,12 +115,8 @@ func startFUSEProcess(t *testing.T, dir string) *exec.Cmd {
 		cmd.Wait()
 	})
 	line, err := bufio.NewReader(out).ReadString('\n')
-	ns, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
-	if err != nil || !ok {
-		t.Fatalf("FUSE helper process did not come up: %q, %v", line, err)
-	}
-	if own, err := os.Readlink("/proc/self/ns/mnt"); err != nil || own == ns {
-		t.Fatalf("FUSE helper mounted from the test's mount namespace %s (%v), not a namespace of its own", own, err)
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("sidecar helper process did not come up: %q, %v", line, err)
 	}
 	return cmd
 }

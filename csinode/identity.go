@@ -24,8 +24,7 @@ func (s *identityServer) GetPluginCapabilities(context.Context, *csi.GetPluginCa
 	return &csi.GetPluginCapabilitiesResponse{}, nil
 }
 
-// Probe reports ready: the server only listens once the pods directory is a
-// shared mount point, and it has nothing else to wait for.
+// Probe reports ready: the plugin has nothing to wait for once it listens.
 func (s *identityServer) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, error) {
 	return &csi.ProbeResponse{Ready: wrapperspb.Bool(true)}, nil
 }

@@ -3,6 +3,7 @@ package csinode
 import (
 	"context"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -42,16 +43,11 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	if err != nil {
 		return nil, err
 	}
-	if !s.d.busy.tryLock(p.target, p.podDir) {
-		return nil, status.Errorf(codes.Aborted, "an operation on %s or %s is in progress", p.target, p.podDir)
+	if !s.d.busy.tryLock(p.target) {
+		return nil, status.Errorf(codes.Aborted, "an operation on %s is in progress", p.target)
 	}
-	defer s.d.busy.unlock(p.target, p.podDir)
-	if flags := req.GetVolumeCapability().GetMount().GetMountFlags(); len(flags) > 0 {
-		// They would only reach the bind, never the FUSE mount on top of it.
-		s.d.log.Warn("mount flags ignored: the podfs sidecar mounts the file system, set its options there",
-			"target", p.target, "mount_flags", flags)
-	}
-	if err := s.d.publish(p); err != nil {
+	defer s.d.busy.unlock(p.target)
+	if err := s.d.publish(ctx, p); err != nil {
 		return nil, err
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
@@ -102,31 +98,42 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (publication
 	if err != nil {
 		return publication{}, err
 	}
-	uid := req.GetVolumeContext()[ContextPodUID]
-	if uid == "" {
-		return invalid("the volume context has no %s: set podInfoOnMount: true in the CSIDriver object %s", ContextPodUID, DriverName)
+	vc := req.GetVolumeContext()
+	pod := podRef{namespace: vc[ContextPodNamespace], name: vc[ContextPodName], uid: vc[ContextPodUID]}
+	if pod.uid == "" || pod.name == "" || pod.namespace == "" {
+		return invalid("the volume context lacks the pod's name, namespace or UID (%s, %s, %s): set podInfoOnMount: true in the CSIDriver object %s",
+			ContextPodName, ContextPodNamespace, ContextPodUID, DriverName)
 	}
-	if !validPodUID(uid) {
-		return invalid("pod UID %q from the volume context is not a valid directory name", uid)
+	if !validPodUID(pod.uid) {
+		return invalid("pod UID %q from the volume context is not a valid directory name", pod.uid)
 	}
 	// Kubelet's target paths name the pod: a request whose pod UID disagrees
-	// with its path would publish one pod's directory into another pod.
+	// with its path would hand one pod's volume to another pod's sidecar.
 	if podsRoot := filepath.Join(d.cfg.KubeletDir, "pods"); within(target, podsRoot) && target != podsRoot {
 		rel, _ := filepath.Rel(podsRoot, target)
-		if owner, _, _ := strings.Cut(rel, "/"); owner != uid {
-			return invalid("target path %s belongs to pod %s, but the volume context names pod %s", target, owner, uid)
+		if owner, _, _ := strings.Cut(rel, "/"); owner != pod.uid {
+			return invalid("target path %s belongs to pod %s, but the volume context names pod %s", target, owner, pod.uid)
 		}
 	}
-	podDir, err := PodVolumeDir(d.cfg.PodsDir, uid, target)
-	if err != nil {
-		return invalid("%v", err)
+	name := filepath.Base(filepath.Dir(target))
+	if name == "/" || name == "." {
+		return invalid("target path %q has no parent directory to name the volume by", target)
 	}
-	return publication{
+	p := publication{
 		volumeID: req.GetVolumeId(),
 		target:   target,
-		podDir:   podDir,
+		name:     name,
+		pod:      pod,
 		readOnly: req.GetReadonly() || readOnly,
-	}, nil
+	}
+	kernelOptions(&p, req.GetVolumeCapability().GetMount().GetMountFlags(), vc[AttrMountOptions])
+	return p, nil
+}
+
+var podUIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+
+func validPodUID(uid string) bool {
+	return podUIDRE.MatchString(uid) && !strings.Contains(uid, "..")
 }
 
 // checkTargetPath returns the target path cleaned, or InvalidArgument when it

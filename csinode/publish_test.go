@@ -9,247 +9,238 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
+	"github.com/moby/sys/mountinfo"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"k8s.io/mount-utils"
+	corev1 "k8s.io/api/core/v1"
+
+	"podfs.io/podfs/pkg/fuseconn"
+	"podfs.io/podfs/sidecar/volumeset"
 )
 
-func TestPodVolumeDir(t *testing.T) {
-	const pods = "/var/lib/podfs/pods"
-	for _, tc := range []struct {
-		uid, target, want, err string
-	}{
-		{uid: "0b5d", target: "/var/lib/kubelet/pods/0b5d/volumes/kubernetes.io~csi/pv-data/mount", want: pods + "/0b5d/pv-data"},
-		{uid: "0b5d", target: "/var/lib/kubelet/pods/0b5d/volumes/kubernetes.io~csi/scratch/mount/", want: pods + "/0b5d/scratch"},
-		{uid: "", target: "/k/pods/x/volumes/kubernetes.io~csi/v/mount", err: "pod UID"},
-		{uid: "../etc", target: "/k/pods/x/volumes/kubernetes.io~csi/v/mount", err: "pod UID"},
-		{uid: "a/b", target: "/k/pods/x/volumes/kubernetes.io~csi/v/mount", err: "pod UID"},
-		{uid: "u", target: "relative/v/mount", err: "absolute"},
-		{uid: "u", target: "/k/../v/mount", err: "absolute"},
-		{uid: "u", target: "/mount", err: "no parent"},
-	} {
-		got, err := PodVolumeDir(pods, tc.uid, tc.target)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("PodVolumeDir(%q, %q) = %q, %v; want an error about %q", tc.uid, tc.target, got, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("PodVolumeDir(%q, %q) = %q, %v; want %q", tc.uid, tc.target, got, err, tc.want)
-		}
-	}
+// handoffDir is where the plugin offers pod's connections: the handoff
+// directory of its sidecar's run emptyDir (named podfs-run by createPod).
+func (e *testEnv) handoffDir(pod *corev1.Pod) string {
+	return filepath.Join(e.kubeletDir, "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "podfs-run",
+		strings.TrimPrefix(volumeset.HandoffDir, volumeset.RunDir+"/"))
 }
 
-// TestPublishPropagation mounts a file system on the per-pod directory after
-// publishing, as the sidecar does, and reads it through the target path:
-// a tmpfs and a FUSE mount from this mount namespace, and a FUSE mount from
-// another one.
-func TestPublishPropagation(t *testing.T) {
-	for _, kind := range []string{"tmpfs", "fuse", "fuse-in-own-namespace"} {
-		t.Run(kind, func(t *testing.T) {
-			e := newTestEnv(t)
-			const uid = "4f7c2a1e-0000-4000-8000-00000000000a"
-			target, podDir := e.volume(t, uid, "pv-shared")
-			e.publish(t, publishRequest(uid, target, false))
-
-			mt, err := readMounts()
-			if err != nil {
-				t.Fatal(err)
-			}
-			db, tb := mt.base(podDir), mt.base(target)
-			if db == nil || !isShared(db) {
-				t.Fatalf("per-pod directory %s is not a shared mount point: %+v", podDir, db)
-			}
-			if tb == nil || !sameSource(tb, db) || !isShared(tb) {
-				t.Fatalf("target %s is not a shared bind of %s: %+v", target, podDir, tb)
-			}
-			if peer := func(m string) string { return strings.Fields(m)[0] }; peer(db.Optional) != peer(tb.Optional) {
-				t.Errorf("target (%s) and per-pod directory (%s) are not peers", tb.Optional, db.Optional)
-			}
-			stats := e.stats(t, target)
-			if vc := stats.GetVolumeCondition(); !vc.GetAbnormal() || !strings.Contains(vc.GetMessage(), "not mounted") {
-				t.Errorf("before the sidecar mounts, the condition should say so: %+v", vc)
-			}
-
-			switch kind {
-			case "tmpfs":
-				if err := unix.Mount("tmpfs", podDir, "tmpfs", 0, "size=1m"); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(podDir, testFileName), []byte(testFileContent), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			case "fuse":
-				srv, err := mountTestFS(podDir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					srv.Unmount() // already gone after a good unpublish
-					srv.Wait()
-				})
-			case "fuse-in-own-namespace":
-				// As the sidecar does from its container.
-				startFUSEProcess(t, podDir)
-			}
-			got, err := os.ReadFile(filepath.Join(target, testFileName))
-			if err != nil || string(got) != testFileContent {
-				t.Fatalf("the %s mount on %s does not show at the target: %q, %v", kind, podDir, got, err)
-			}
-
-			stats = e.stats(t, target)
-			if vc := stats.GetVolumeCondition(); vc.GetAbnormal() {
-				t.Errorf("served volume reported abnormal: %s", vc.GetMessage())
-			}
-			if kind != "tmpfs" {
-				want := []*csi.VolumeUsage{
-					{Unit: csi.VolumeUsage_BYTES, Total: 1000 * 4096, Available: 600 * 4096, Used: 400 * 4096},
-					{Unit: csi.VolumeUsage_INODES, Total: 100, Available: 40, Used: 60},
-				}
-				for i, u := range stats.GetUsage() {
-					if u.String() != want[i].String() {
-						t.Errorf("usage[%d] = %v, want %v (statfs of the FUSE mount)", i, u, want[i])
-					}
-				}
-			}
-
-			e.unpublish(t, target)
-			e.assertOnlyPodsDirMounted(t)
-			assertGone(t, target, podDir, filepath.Dir(podDir))
-		})
-	}
-}
-
-// TestReadOnlyPublish checks that the bind is read-only and that a request
-// for the other mode is refused while the volume is published.
-func TestReadOnlyPublish(t *testing.T) {
-	e := newTestEnv(t)
-	const uid = "ro-pod"
-	target := e.target(t, uid, "pv-ro")
-	e.publish(t, publishRequest(uid, target, true))
-	err := os.WriteFile(filepath.Join(target, "x"), nil, 0o644)
-	if !errors.Is(err, syscall.EROFS) {
-		t.Errorf("writing into a read-only publication: %v, want EROFS", err)
-	}
-	e.publish(t, publishRequest(uid, target, true)) // a retry
-	_, err = e.node.NodePublishVolume(context.Background(), publishRequest(uid, target, false))
-	if status.Code(err) != codes.AlreadyExists {
-		t.Errorf("read-write request over a read-only publication: %v, want AlreadyExists", err)
-	}
-	e.unpublish(t, target)
-	e.assertOnlyPodsDirMounted(t)
-}
-
-// TestIdempotent repeats every call, also after the sidecar has mounted (a
-// kubelet restart republishes everything), and unpublishes what is gone.
-func TestIdempotent(t *testing.T) {
-	e := newTestEnv(t)
-	const uid = "idem-pod"
-	target, podDir := e.volume(t, uid, "pv-idem")
-	req := publishRequest(uid, target, false)
-	e.publish(t, req)
-	e.publish(t, req)
-	countMounts := func() int { return len(mountsUnder(t, e.root)) }
-	if n := countMounts(); n != 3 { // pods dir, per-pod dir, target
-		t.Fatalf("%d mounts after publishing twice, want 3", n)
-	}
-	if err := unix.Mount("tmpfs", podDir, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatal(err)
-	}
-	before := countMounts()
-	e.publish(t, req)
-	if n := countMounts(); n != before {
-		t.Errorf("republishing a served volume changed the mount count from %d to %d", before, n)
-	}
-	e.unpublish(t, target)
-	e.unpublish(t, target)
-	e.unpublish(t, e.target(t, uid, "never-published"))
-	e.assertOnlyPodsDirMounted(t)
-	assertGone(t, target, podDir)
-}
-
-// TestUnpublishInterruptedPublish covers a plugin that died after preparing
-// the per-pod directory but before binding the target: kubelet's unpublish
-// still finds and removes the directory through its path layout.
-func TestUnpublishInterruptedPublish(t *testing.T) {
-	e := newTestEnv(t)
-	const uid = "crash-pod"
-	target, podDir := e.volume(t, uid, "pv-crash")
+// fuseAt returns the podfs FUSE mount at path, or nil.
+func fuseAt(t testing.TB, path string) *mountinfo.Info {
+	t.Helper()
 	mt, err := readMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.drv.preparePodDir(mt, podDir); err != nil {
-		t.Fatal(err)
+	m := mt.top(path)
+	if m == nil || m.FSType != FSType {
+		return nil
 	}
-	e.unpublish(t, target)
-	e.assertOnlyPodsDirMounted(t)
-	assertGone(t, podDir)
+	return m
 }
 
-// TestPublishOverServedPodDir loses the target's mounts while the sidecar
-// serves the per-pod directory: a new bind would capture the sidecar's mount
-// instead of following it, so publish refuses, and unpublish still cleans up.
-func TestPublishOverServedPodDir(t *testing.T) {
+// TestPublishServeUnpublish publishes a volume of a pod with a sidecar: the
+// plugin mounts FUSE at the target, a sidecar process takes the connection
+// and serves it, the files and the statistics come from it, and unpublish
+// leaves nothing behind.
+func TestPublishServeUnpublish(t *testing.T) {
 	e := newTestEnv(t)
-	const uid = "lost-pod"
-	target, podDir := e.volume(t, uid, "pv-lost")
-	e.publish(t, publishRequest(uid, target, false))
-	if err := unix.Unmount(target, 0); err != nil {
-		t.Fatal(err)
+	pod := createPod(t, true, nil)
+	target := e.target(t, string(pod.UID), "pv-shared")
+	e.publish(t, publishRequest(pod, target, false))
+	m := fuseAt(t, target)
+	if m == nil {
+		t.Fatalf("no %s mount at %s after publish", FSType, target)
 	}
-	if err := unix.Mount("tmpfs", podDir, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatal(err)
+	for _, o := range []string{"nosuid", "nodev"} {
+		if !strings.Contains(m.Options, o) {
+			t.Errorf("mount options %q lack %s", m.Options, o)
+		}
 	}
-	_, err := e.node.NodePublishVolume(context.Background(), publishRequest(uid, target, false))
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "already served by a tmpfs mount") {
-		t.Errorf("publish over a served per-pod directory: %v, want FailedPrecondition", err)
+	for _, o := range []string{"allow_other", "default_permissions"} {
+		if !strings.Contains(m.VFSOptions, o) {
+			t.Errorf("super options %q lack %s", m.VFSOptions, o)
+		}
 	}
+	dir := e.handoffDir(pod)
+	if _, err := os.Stat(filepath.Join(dir, fuseconn.SocketName("pv-shared"))); err != nil {
+		t.Fatalf("no handoff socket: %v", err)
+	}
+	// Statistics never wait on the mount: without a sidecar the call
+	// answers at once that nobody serves.
+	st := e.stats(t, target)
+	if !st.GetVolumeCondition().GetAbnormal() {
+		t.Errorf("stats before any sidecar: condition %v, want abnormal", st.GetVolumeCondition())
+	}
+
+	startSidecar(t, dir, "pv-shared")
+	b, err := os.ReadFile(filepath.Join(target, testFileName))
+	if err != nil || string(b) != testFileContent {
+		t.Fatalf("read through the target: %q, %v", b, err)
+	}
+	st = e.stats(t, target)
+	if st.GetVolumeCondition().GetAbnormal() {
+		t.Errorf("stats with a sidecar: abnormal: %s", st.GetVolumeCondition().GetMessage())
+	}
+	var bytes, inodes *csi.VolumeUsage
+	for _, u := range st.GetUsage() {
+		switch u.GetUnit() {
+		case csi.VolumeUsage_BYTES:
+			bytes = u
+		case csi.VolumeUsage_INODES:
+			inodes = u
+		}
+	}
+	if bytes.GetTotal() != 4096000 || bytes.GetUsed() != 1638400 || bytes.GetAvailable() != 2457600 {
+		t.Errorf("byte usage %v, want the sidecar's 4096000/1638400/2457600", bytes)
+	}
+	if inodes.GetTotal() != 100 || inodes.GetUsed() != 60 || inodes.GetAvailable() != 40 {
+		t.Errorf("inode usage %v, want the sidecar's 100/60/40", inodes)
+	}
+
 	e.unpublish(t, target)
-	e.assertOnlyPodsDirMounted(t)
-	assertGone(t, target, podDir)
+	if fuseAt(t, target) != nil {
+		t.Errorf("still mounted after unpublish")
+	}
+	assertGone(t, target, filepath.Join(dir, fuseconn.SocketName("pv-shared")))
+	e.unpublish(t, target) // idempotent
+	e.assertNothingMounted(t)
 }
 
-// TestDeadFUSEMount kills the process serving the FUSE mount (a crashed
-// sidecar): stats report it, and unpublish still removes every mount.
-func TestDeadFUSEMount(t *testing.T) {
+// TestRefusedWithoutSidecar: a pod without a podfs sidecar (unlabelled
+// namespace, opted out, gone, recreated) is refused with FailedPrecondition
+// saying what to fix, gets an Event when it exists, and nothing is mounted
+// or created.
+func TestRefusedWithoutSidecar(t *testing.T) {
 	e := newTestEnv(t)
-	const uid = "dead-pod"
-	target, podDir := e.volume(t, uid, "pv-dead")
-	e.publish(t, publishRequest(uid, target, false))
+	plain := createPod(t, false, nil)
+	opted := createPod(t, false, map[string]string{volumeset.InjectLabel: "false"})
+	gone := createPod(t, true, nil)
+	gone.Name = "never-created"
+	recreated := createPod(t, true, nil)
+	for _, tc := range []struct {
+		name  string
+		pod   *corev1.Pod
+		uid   string
+		want  string
+		event bool
+	}{
+		{"unlabelled namespace", plain, string(plain.UID), "label its namespace podfs.io/injection=enabled", true},
+		{"opted out", opted, string(opted.UID), `podfs.io/inject: "false"`, true},
+		{"pod gone", gone, string(gone.UID), "does not exist", false},
+		{"pod recreated", recreated, "0000-other-uid", "was recreated", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := e.target(t, tc.uid, "pv-refused")
+			before := tree(t, e.root)
+			req := publishRequest(tc.pod, target, false)
+			req.VolumeContext[ContextPodUID] = tc.uid
+			_, err := e.node.NodePublishVolume(context.Background(), req)
+			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), tc.want) {
+				t.Fatalf("NodePublishVolume: %v, want FailedPrecondition saying %q", err, tc.want)
+			}
+			if after := tree(t, e.root); strings.Join(after, "\n") != strings.Join(before, "\n") {
+				t.Errorf("a refused publish changed the disk:\nbefore %q\nafter  %q", before, after)
+			}
+			e.assertNothingMounted(t)
+			if !tc.event {
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				evs := podEvents(t, tc.pod)
+				if strings.Contains(strings.Join(evs, "\n"), ReasonNoSidecar+": ") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no %s event on the pod; events: %q", ReasonNoSidecar, evs)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
 
-	helper := startFUSEProcess(t, podDir)
-	if got, err := os.ReadFile(filepath.Join(target, testFileName)); err != nil || string(got) != testFileContent {
-		t.Fatalf("FUSE mount of the helper does not show at the target: %q, %v", got, err)
+// TestReadOnlyPublish: a read-only request or a read-only access mode makes
+// the kernel refuse writes with EROFS, while reads work.
+func TestReadOnlyPublish(t *testing.T) {
+	e := newTestEnv(t)
+	for _, tc := range []struct {
+		name string
+		mod  func(*csi.NodePublishVolumeRequest)
+	}{
+		{"readonly flag", func(r *csi.NodePublishVolumeRequest) { r.Readonly = true }},
+		{"reader-only access mode", func(r *csi.NodePublishVolumeRequest) {
+			r.VolumeCapability.AccessMode.Mode = csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
+		}},
+		{"ro mount option", func(r *csi.NodePublishVolumeRequest) { r.VolumeContext[AttrMountOptions] = "attr_timeout=1s,ro" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := createPod(t, true, nil)
+			target := e.target(t, string(pod.UID), "pv-ro")
+			req := publishRequest(pod, target, false)
+			tc.mod(req)
+			e.publish(t, req)
+			defer e.unpublish(t, target)
+			startSidecar(t, e.handoffDir(pod), "pv-ro")
+			if b, err := os.ReadFile(filepath.Join(target, testFileName)); err != nil || string(b) != testFileContent {
+				t.Errorf("read: %q, %v", b, err)
+			}
+			err := os.WriteFile(filepath.Join(target, "new.txt"), []byte("x"), 0o644)
+			if !errors.Is(err, syscall.EROFS) {
+				t.Errorf("write on a read-only publish: %v, want EROFS", err)
+			}
+		})
 	}
-	if err := helper.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	helper.Wait()
-	if _, err := os.Stat(target); !mount.IsCorruptedMnt(err) {
-		t.Fatalf("stat of the target after the FUSE server died: %v, want a corrupted-mount error", err)
-	}
+	e.assertNothingMounted(t)
+}
 
-	vc := e.stats(t, target).GetVolumeCondition()
-	if !vc.GetAbnormal() || !strings.Contains(vc.GetMessage(), "dead") {
-		t.Errorf("condition of a dead mount: %+v", vc)
+// TestIdempotent: the same publish twice succeeds; a conflicting one is
+// AlreadyExists; unpublish twice succeeds.
+func TestIdempotent(t *testing.T) {
+	e := newTestEnv(t)
+	pod := createPod(t, true, nil)
+	target := e.target(t, string(pod.UID), "pv-idem")
+	req := publishRequest(pod, target, false)
+	e.publish(t, req)
+	e.publish(t, req)
+	ro := publishRequest(pod, target, true)
+	if _, err := e.node.NodePublishVolume(context.Background(), ro); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("publish read-only over a read-write publish: %v, want AlreadyExists", err)
 	}
 	e.unpublish(t, target)
-	e.assertOnlyPodsDirMounted(t)
-	assertGone(t, target, podDir)
+	e.unpublish(t, target)
+	e.assertNothingMounted(t)
+}
+
+// TestUnpublishNeverServed: a volume no sidecar ever served (the pod was
+// deleted before its sidecar started) unpublishes without waiting.
+func TestUnpublishNeverServed(t *testing.T) {
+	e := newTestEnv(t)
+	pod := createPod(t, true, nil)
+	target := e.target(t, string(pod.UID), "pv-unserved")
+	e.publish(t, publishRequest(pod, target, false))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: target}); err != nil {
+		t.Fatalf("unpublish: %v", err)
+	}
+	assertGone(t, target)
+	e.assertNothingMounted(t)
 }
 
 func (e *testEnv) stats(t *testing.T, path string) *csi.NodeGetVolumeStatsResponse {
 	t.Helper()
-	resp, err := e.node.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: "v", VolumePath: path})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := e.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: "v", VolumePath: path})
 	if err != nil {
 		t.Fatalf("NodeGetVolumeStats(%s): %v", path, err)
 	}
-	return resp
+	return r
 }
 
 func TestVolumeStatsNotFound(t *testing.T) {
@@ -271,11 +262,13 @@ func TestVolumeStatsNotFound(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	e := newTestEnv(t)
 	const uid = "bad-pod"
+	pod := &corev1.Pod{}
+	pod.Name, pod.Namespace, pod.UID = "bad", "default", uid
 	target := e.target(t, uid, "pv-bad")
 	before := tree(t, e.root)
 
 	mod := func(f func(r *csi.NodePublishVolumeRequest)) *csi.NodePublishVolumeRequest {
-		r := publishRequest(uid, target, false)
+		r := publishRequest(pod, target, false)
 		f(r)
 		return r
 	}
@@ -309,6 +302,7 @@ func TestBadRequests(t *testing.T) {
 		{"future access mode", mode(csi.VolumeCapability_AccessMode_Mode(42)), "access mode 42"},
 		{"no volume context", mod(func(r *csi.NodePublishVolumeRequest) { r.VolumeContext = nil }), "podInfoOnMount"},
 		{"no pod uid", mod(func(r *csi.NodePublishVolumeRequest) { delete(r.VolumeContext, ContextPodUID) }), "podInfoOnMount"},
+		{"no pod name", mod(func(r *csi.NodePublishVolumeRequest) { delete(r.VolumeContext, ContextPodName) }), "podInfoOnMount"},
 		{"unsafe pod uid", mod(func(r *csi.NodePublishVolumeRequest) { r.VolumeContext[ContextPodUID] = "../../etc" }), "not a valid directory name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -341,20 +335,20 @@ func TestBadRequests(t *testing.T) {
 	if after := tree(t, e.root); strings.Join(after, "\n") != strings.Join(before, "\n") {
 		t.Errorf("rejected requests changed the disk:\nbefore %q\nafter  %q", before, after)
 	}
-	e.assertOnlyPodsDirMounted(t)
+	e.assertNothingMounted(t)
 }
 
 // BenchmarkPublishUnpublish measures one kubelet volume cycle: publish a
 // fresh target, unpublish it.
 func BenchmarkPublishUnpublish(b *testing.B) {
 	e := newTestEnv(b)
+	pod := createPod(b, true, nil)
 	i := 0
 	for b.Loop() {
 		i++
-		uid := fmt.Sprintf("bench-pod-%d", i)
-		target := e.target(b, uid, "pv")
-		e.publish(b, publishRequest(uid, target, false))
+		target := e.target(b, string(pod.UID), fmt.Sprintf("pv-%d", i))
+		e.publish(b, publishRequest(pod, target, false))
 		e.unpublish(b, target)
 	}
-	e.assertOnlyPodsDirMounted(b)
+	e.assertNothingMounted(b)
 }

@@ -50,7 +50,8 @@ func TestSanity(t *testing.T) {
 		return
 	}
 	e := newTestEnvAt(t, root)
-	const uid = "5a0c9d3e-7a41-4bd4-9c64-sanity000001"
+	pod := createPod(t, true, nil)
+	uid := string(pod.UID)
 	volumes := filepath.Join(e.kubeletDir, "pods", uid, "volumes", "kubernetes.io~csi")
 	if err := os.MkdirAll(volumes, 0o750); err != nil {
 		t.Fatal(err)
@@ -80,8 +81,8 @@ func TestSanity(t *testing.T) {
 	cfg.StagingPath = filepath.Join(e.root, "staging")
 	cfg.TestVolumeParameters = map[string]string{
 		ContextPodUID:       uid,
-		ContextPodName:      "sanity",
-		ContextPodNamespace: "default",
+		ContextPodName:      pod.Name,
+		ContextPodNamespace: pod.Namespace,
 	}
 
 	var report types.Report
@@ -121,7 +122,7 @@ func TestSanity(t *testing.T) {
 		}
 	}
 	t.Logf("%d sanity specs passed", len(passed))
-	e.assertOnlyPodsDirMounted(t)
+	e.assertNothingMounted(t)
 }
 
 // sanityChildEnv names the directory a child process runs the suite in.
@@ -131,7 +132,7 @@ const sanityChildEnv = "PODFS_CSINODE_SANITY_IN"
 // per process, and "go test -count=N" runs a test N times. The parent watches
 // the child's directory, so mounts a crashed child leaves are still removed.
 func runSanityChild(t *testing.T) {
-	root, _ := newTestRoot(t)
+	root := newTestRoot(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSanity$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), sanityChildEnv+"="+root)
 	out, err := cmd.CombinedOutput()

@@ -48,12 +48,8 @@ func (d *Driver) Run(ctx context.Context) error {
 	return s.Err()
 }
 
-// Start makes the pods directory an rshared mount point, listens on the CSI
-// endpoint (and on the registration socket) and serves in the background.
+// Start listens on the CSI endpoint (and on the registration socket) and serves in the background.
 func (d *Driver) Start() (*Server, error) {
-	if err := d.preparePodsDir(); err != nil {
-		return nil, err
-	}
 	s := &Server{d: d, done: make(chan struct{})}
 	ok := false
 	defer func() {
@@ -88,7 +84,7 @@ func (d *Driver) Start() (*Server, error) {
 	}
 	ok = true
 	d.log.Info("serving", "driver", DriverName, "endpoint", d.cfg.Endpoint, "node_id", d.cfg.NodeID,
-		"kubelet_dir", d.cfg.KubeletDir, "pods_dir", d.cfg.PodsDir, "registration_dir", d.cfg.RegistrationDir)
+		"kubelet_dir", d.cfg.KubeletDir, "registration_dir", d.cfg.RegistrationDir)
 	return s, nil
 }
 
@@ -117,6 +113,7 @@ func (s *Server) Stop() {
 				s.d.log.Warn("remove socket", "path", p, "err", err)
 			}
 		}
+		s.d.closeAll()
 		s.failOnce.Do(func() { close(s.done) })
 	})
 }
@@ -177,40 +174,4 @@ func stopGracefully(srv *grpc.Server) {
 		srv.Stop()
 		<-done
 	}
-}
-
-// preparePodsDir creates the pods directory and makes it an rshared mount
-// point: a sidecar's Bidirectional hostPath mount of it needs a shared source,
-// and the per-pod mounts made under it must reach the sidecars.
-func (d *Driver) preparePodsDir() error {
-	if err := os.MkdirAll(d.cfg.PodsDir, 0o750); err != nil {
-		return fmt.Errorf("create pods directory: %w", err)
-	}
-	// The mount table lists resolved paths.
-	for _, p := range []*string{&d.cfg.PodsDir, &d.cfg.KubeletDir} {
-		if real, err := filepath.EvalSymlinks(*p); err == nil {
-			*p = real
-		}
-	}
-	dir := d.cfg.PodsDir
-	t, err := readMounts()
-	if err != nil {
-		return err
-	}
-	if t.base(dir) == nil {
-		if err := d.mounter.Mount(dir, dir, "", []string{"bind"}); err != nil {
-			return fmt.Errorf("bind the pods directory %s onto itself: %w", dir, err)
-		}
-		d.log.Info("made the pods directory a mount point", "dir", dir)
-		if t, err = readMounts(); err != nil {
-			return err
-		}
-	}
-	if !isShared(t.top(dir)) {
-		if err := d.setPropagation(dir, "--make-rshared"); err != nil {
-			return err
-		}
-		d.log.Info("made the pods directory rshared", "dir", dir)
-	}
-	return nil
 }

@@ -3,6 +3,7 @@ package csinode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
@@ -73,15 +75,15 @@ func TestRegistration(t *testing.T) {
 
 // TestRun starts the plugin the way "podfs csi-node" does and stops it by
 // cancelling the context, as SIGTERM does. A second start over the state the
-// first left behind (the pods directory's mount, stale sockets) works.
+// first left behind (stale sockets) works.
 func TestRun(t *testing.T) {
-	root, podsDir := newTestRoot(t)
+	root := newTestRoot(t)
 	endpoint := filepath.Join(root, "csi.sock")
 	d, err := New(Config{
 		Endpoint:   endpoint,
 		NodeID:     testNodeID,
 		KubeletDir: filepath.Join(root, "kubelet"),
-		PodsDir:    podsDir,
+		Pods:       testKube(t),
 		Log:        slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err != nil {
@@ -110,9 +112,8 @@ func TestRun(t *testing.T) {
 			t.Fatalf("round %d: Run after cancel: %v", round, err)
 		}
 		assertGone(t, endpoint)
-		mounts := mountsUnder(t, root)
-		if len(mounts) != 1 || mounts[0].Mountpoint != podsDir || !isShared(mounts[0]) {
-			t.Fatalf("round %d: want exactly one rshared mount at the pods directory, got %d: %+v", round, len(mounts), mounts)
+		if mounts := mountsUnder(t, root); len(mounts) != 0 {
+			t.Fatalf("round %d: mounts left: %+v", round, mounts)
 		}
 	}
 }
@@ -120,12 +121,12 @@ func TestRun(t *testing.T) {
 // TestStaleSocket checks that a file at the endpoint that is not a socket is
 // refused rather than deleted (TestRun replaces a stale socket).
 func TestStaleSocket(t *testing.T) {
-	root, podsDir := newTestRoot(t)
+	root := newTestRoot(t)
 	endpoint := filepath.Join(root, "csi.sock")
 	if err := os.WriteFile(endpoint, []byte("not a socket"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Config{Endpoint: endpoint, NodeID: "n", KubeletDir: filepath.Join(root, "kubelet"), PodsDir: podsDir})
+	d, err := New(Config{Endpoint: endpoint, NodeID: "n", KubeletDir: filepath.Join(root, "kubelet"), Pods: noPods{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,11 +143,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Endpoint: "/e.sock", KubeletDir: "/k", PodsDir: "/p"}, "node id is empty"},
-		{Config{Endpoint: "e.sock", NodeID: "n", KubeletDir: "/k", PodsDir: "/p"}, "endpoint"},
-		{Config{Endpoint: "/e.sock", NodeID: "n", KubeletDir: "k", PodsDir: "/p"}, "kubelet directory"},
-		{Config{Endpoint: "/e.sock", NodeID: "n", KubeletDir: "/k", PodsDir: "/p/../q"}, "pods directory"},
-		{Config{Endpoint: "/e.sock", NodeID: "n", KubeletDir: "/k", PodsDir: "/p", RegistrationDir: "r"}, "registration directory"},
+		{Config{Endpoint: "/e.sock", KubeletDir: "/k", Pods: noPods{}}, "node id is empty"},
+		{Config{Endpoint: "e.sock", NodeID: "n", KubeletDir: "/k", Pods: noPods{}}, "endpoint"},
+		{Config{Endpoint: "/e.sock", NodeID: "n", KubeletDir: "k", Pods: noPods{}}, "kubelet directory"},
+		{Config{Endpoint: "/e.sock", NodeID: "n", KubeletDir: "/k/../q", Pods: noPods{}}, "kubelet directory"},
+		{Config{Endpoint: "/e.sock", NodeID: "n", KubeletDir: "/k"}, "no pod source"},
+		{Config{Endpoint: "/e.sock", NodeID: "n", KubeletDir: "/k", Pods: noPods{}, RegistrationDir: "r"}, "registration directory"},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want an error about %q", tc.cfg, err, tc.want)
@@ -229,4 +231,11 @@ func TestIdentity(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("NodeGetCapabilities = %v, want %v", got, want)
 	}
+}
+
+// noPods is a PodSource for tests that publish nothing.
+type noPods struct{}
+
+func (noPods) GetPod(context.Context, string, string) (*corev1.Pod, error) {
+	return nil, errors.New("no pods in this test")
 }

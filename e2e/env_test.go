@@ -9,7 +9,7 @@
 //	PODFS_BIN       the podfs binary on the host (formats volumes)
 //	PODFS_IMAGE     the podfs image the cluster has (apps use its busybox)
 //	PODFS_RELEASE   the Helm release and its namespace, "NAME/NAMESPACE"
-//	PODFS_KUBELET_DIR, PODFS_PODS_DIR  kubelet's root and the sidecars' pods dir
+//	PODFS_KUBELET_DIR  kubelet's root directory
 //
 // A missing setting or component fails the run; nothing is skipped.
 package e2e
@@ -40,7 +40,6 @@ type env struct {
 	releaseNS  string
 	release    string
 	kubeletDir string
-	podsDir    string
 
 	// podfs metadata: an etcd on the host, started by TestE2E.
 	etcdAddr string // 127.0.0.1:PORT
@@ -63,7 +62,6 @@ func newEnv(t *testing.T) *env {
 		podfsBin:   mustEnv(t, "PODFS_BIN", "path of the podfs binary"),
 		image:      mustEnv(t, "PODFS_IMAGE", "the podfs image imported into the cluster"),
 		kubeletDir: mustEnv(t, "PODFS_KUBELET_DIR", "kubelet's --root-dir"),
-		podsDir:    mustEnv(t, "PODFS_PODS_DIR", "the sidecars' pods dir on the host"),
 	}
 	rel := mustEnv(t, "PODFS_RELEASE", "NAME/NAMESPACE of the Helm release")
 	var ok bool
@@ -90,7 +88,6 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("the cluster does not answer (hack/cluster.sh up): %v", err)
 	}
 	e.kubeletDir = filepath.Clean(e.kubeletDir)
-	e.podsDir = filepath.Clean(e.podsDir)
 	return e
 }
 
@@ -110,5 +107,9 @@ func TestE2E(t *testing.T) {
 	t.Run("4-serverless", e.testServerless)
 	t.Run("7-sidecar-kill", e.testSidecarKill)
 	t.Run("8-subpath-readonly", e.testSubPathReadOnly)
+	t.Run("9-hardened-pod", e.testHardened)
+	t.Run("10-restricted-namespace", e.testRestricted)
+	t.Run("11-read-only-modes", e.testReadOnlyModes)
+	t.Run("12-one-volume-fails", e.testOneVolumeFails)
 	t.Run("perf-startup", e.testStartupLatency)
 }

@@ -124,6 +124,17 @@ func (e *env) dumpNamespace(t *testing.T, ns string) {
 // ns, and waits for the claim to be Bound. Returns the claim's name.
 func (e *env) createVolume(t *testing.T, ns string, v volume, attrs map[string]string) (pvName, claim string) {
 	t.Helper()
+	return e.createVolumeWith(t, ns, v, attrs, corev1.ReadWriteMany)
+}
+
+// createVolumeModes is createVolume with another access mode.
+func (e *env) createVolumeModes(t *testing.T, ns string, v volume, mode corev1.PersistentVolumeAccessMode) (pvName, claim string) {
+	t.Helper()
+	return e.createVolumeWith(t, ns, v, nil, mode)
+}
+
+func (e *env) createVolumeWith(t *testing.T, ns string, v volume, attrs map[string]string, mode corev1.PersistentVolumeAccessMode) (pvName, claim string) {
+	t.Helper()
 	ctx := ctxT(t, 60*time.Second)
 	pvName = ns + "-" + v.name
 	va := map[string]string{"metaURL": v.metaURL, "storageURL": v.storageURL}
@@ -135,7 +146,7 @@ func (e *env) createVolume(t *testing.T, ns string, v volume, attrs map[string]s
 		ObjectMeta: metav1.ObjectMeta{Name: pvName},
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: size},
-			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{mode},
 			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
 			StorageClassName:              "",
 			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{
@@ -156,7 +167,7 @@ func (e *env) createVolume(t *testing.T, ns string, v volume, attrs map[string]s
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: claim, Namespace: ns},
 		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
+			AccessModes:      []corev1.PersistentVolumeAccessMode{mode},
 			StorageClassName: &empty,
 			VolumeName:       pvName,
 			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},

@@ -38,16 +38,16 @@ func (e *env) testWriteRead(t *testing.T) {
 		out, err := e.exec(ns, "writer", "app", "cat", "/data/hello.txt")
 		return err == nil && out == "hello-podfs", nil
 	})
-	// On the node the sidecar's FUSE mount shows both in the per-pod
-	// directory and at kubelet's target path (propagation).
+	// On the node the CSI node's FUSE mount is at kubelet's target path,
+	// and nowhere else.
 	fuse := 0
 	for _, m := range hostMounts(t, uid) {
-		if strings.Contains(m, "fuse") {
+		if strings.Contains(m, "fuse.podfs") && strings.Contains(m, "kubernetes.io~csi") {
 			fuse++
 		}
 	}
-	if fuse < 2 {
-		t.Errorf("want the FUSE mount at the per-pod directory and the target path, host has %v", hostMounts(t, uid))
+	if fuse != 1 {
+		t.Errorf("want one FUSE mount, at the target path; host has %v", hostMounts(t, uid))
 	}
 	e.deletePod(t, ns, "writer")
 	e.noMountsLeft(t, uid)
@@ -164,13 +164,16 @@ func (e *env) testServerless(t *testing.T) {
 	e.noMountsLeft(t, uid)
 }
 
-// Scenario 5: an unlabelled namespace and an opted-out pod are untouched.
+// Scenario 5: an unlabelled namespace and an opted-out pod are untouched by
+// the webhook, and the CSI node refuses to publish their podfs volumes: they
+// stay ContainerCreating with an event naming the label to fix, nothing is
+// mounted or written on the node, and deleting them leaves nothing.
 func (e *env) testUntouched(t *testing.T) {
 	// Never formatted nor mounted: nothing serves these pods' volumes.
 	v := volume{name: "untouched", metaURL: "etcd://" + e.etcdAddr + "/untouched", storageURL: "rados://podfs?mon_host=v1:127.0.0.1:1"}
 
 	plain := e.newNamespace(t, "s5plain", "")
-	_, claim := e.createVolume(t, plain, v, nil)
+	plainPV, claim := e.createVolume(t, plain, v, nil)
 	p := e.createPod(t, plain, withClaim(e.appPod("app", "sleep 3600"), claim, "/data"))
 	if hasSidecar(p) || p.Annotations[injectedAnno] != "" || len(p.Spec.InitContainers) != 0 {
 		t.Errorf("pod in an unlabelled namespace was changed: init %v, annotations %v", names(p.Spec.InitContainers), p.Annotations)
@@ -178,16 +181,27 @@ func (e *env) testUntouched(t *testing.T) {
 	opted := e.newNamespace(t, "s5opt", "enabled")
 	v2 := v
 	v2.name = "untouched2"
-	_, claim2 := e.createVolume(t, opted, v2, nil)
+	optedPV, claim2 := e.createVolume(t, opted, v2, nil)
 	q := withClaim(e.appPod("app", "sleep 3600"), claim2, "/data")
 	q.Labels = map[string]string{injectLabel: "false"}
 	q = e.createPod(t, opted, q)
 	if hasSidecar(q) || q.Annotations[injectedAnno] != "" || len(q.Spec.InitContainers) != 0 {
 		t.Errorf("opted-out pod was changed: init %v, annotations %v", names(q.Spec.InitContainers), q.Annotations)
 	}
-	// Both start as written (the CSI node publishes an empty directory).
-	e.waitRunning(t, plain, "app")
-	e.waitRunning(t, opted, "app")
+	e.assertRefused(t, plain, "app", plainPV, "podfs.io/injection=enabled")
+	e.assertRefused(t, opted, "app", optedPV, "podfs.io/inject")
+	e.deletePod(t, plain, "app")
+	e.deletePod(t, opted, "app")
+	e.noMountsLeft(t, string(p.UID))
+	e.noMountsLeft(t, string(q.UID))
+	for _, dir := range []string{string(p.UID), string(q.UID)} {
+		if _, err := os.Stat(filepath.Join(e.kubeletDir, "pods", dir)); err == nil {
+			poll(t, 60*time.Second, "kubelet to remove the pod directory of "+dir, func() (bool, error) {
+				_, err := os.Stat(filepath.Join(e.kubeletDir, "pods", dir))
+				return os.IsNotExist(err), nil
+			})
+		}
+	}
 }
 
 // Scenario 6: with the webhook down, pods in unlabelled namespaces start;

@@ -1,11 +1,17 @@
 // Package sidecar is the runtime of the podfs-sidecar container (`podfs
 // sidecar`): it reads the volume set the webhook wrote (volumeset.EnvVar),
-// mounts every volume in this one process, reports ready through a unix
-// socket the startup probe asks, and stops cleanly: on SIGTERM, when the
+// serves every volume in this one process, reports ready through a unix
+// socket the startup probe asks, and stops cleanly on SIGTERM or when the
 // app containers are done (non-native sidecars learn it from the
-// podfs.io/apps-done annotation) or on a fatal error, it unmounts every
-// mount before it exits — a Bidirectional mount left behind keeps the pod
-// Terminating forever.
+// podfs.io/apps-done annotation).
+//
+// On ordinary nodes (volumeset.ModeNode) it mounts nothing and needs no
+// privilege: the CSI node has mounted FUSE at each volume's target path and
+// hands the connection over a unix socket (pkg/fuseconn); the sidecar
+// serves it, and on stopping flushes and detaches, leaving the mount to the
+// next sidecar. On serverless nodes it mounts FUSE into emptyDirs itself
+// and unmounts every mount before it exits — a Bidirectional mount left
+// behind keeps the pod Terminating forever.
 package sidecar
 
 import (
@@ -56,7 +62,12 @@ type Config struct {
 	StopGrace time.Duration
 	// Poll is how often the apps-done file is read; default 1s.
 	Poll time.Duration
-	Log  *slog.Logger
+	// HandoffDir is where the CSI node offers the FUSE connections on
+	// ordinary nodes; "" = volumeset.HandoffDir.
+	HandoffDir string
+	// HandoffWait bounds the wait for a volume's connection; default 2m.
+	HandoffWait time.Duration
+	Log         *slog.Logger
 }
 
 // Resolve expands mount points and reads secrets from the environment.
@@ -66,11 +77,13 @@ func Resolve(set *volumeset.VolumeSet, getenv func(string) string) ([]Volume, er
 	out := make([]Volume, 0, len(set.Volumes))
 	for _, v := range set.Volumes {
 		r := Volume{Volume: v, MetaURL: v.MetaURL, StorageURL: v.StorageURL}
-		mp, err := volumeset.ExpandMountPoint(v.MountPoint, uid)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("volume %q: %w", v.Name, err))
+		if v.MountPoint != "" { // ordinary nodes: the CSI node mounts
+			mp, err := volumeset.ExpandMountPoint(v.MountPoint, uid)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: %w", v.Name, err))
+			}
+			r.MountPoint = mp
 		}
-		r.MountPoint = mp
 		if v.MetaURLEnv != "" {
 			if r.MetaURL = getenv(v.MetaURLEnv); r.MetaURL == "" {
 				errs = append(errs, fmt.Errorf("volume %q: the metadata URL comes from $%s, which is empty: check the key in the PV's nodePublishSecretRef Secret", v.Name, v.MetaURLEnv))
@@ -122,6 +135,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	vols, err := Resolve(cfg.Set, cfg.Getenv)
 	if err != nil {
 		return err
+	}
+	if cfg.Set.Mode == volumeset.ModeNode {
+		handoffDefaults(&cfg)
+		return runNode(ctx, cfg, vols, st)
 	}
 	var mounts []*served
 	unmountAll := func() error {

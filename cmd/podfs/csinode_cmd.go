@@ -14,12 +14,12 @@ import (
 func runCSINode(ctx context.Context, log *slog.Logger, args []string) error {
 	fs := newFlags("csi-node", "[options]", `
 Serve the CSI node plugin `+csinode.DriverName+` on a unix socket and register it
-with kubelet. The plugin publishes the mountpoint each pod's podfs sidecar
-serves (`+csinode.DefaultPodsDir+`/<pod-uid>/<volume>) into the pod's volume.`)
+with kubelet. NodePublishVolume mounts FUSE at kubelet's target path and offers
+the connection to the pod's podfs sidecar; pods without one are refused.`)
 	endpoint := fs.String("endpoint", "", "CSI endpoint, a unix socket (default unix://<kubelet-dir>/plugins/"+csinode.DriverName+"/csi.sock)")
 	nodeID := fs.String("node-id", "", "node ID reported to kubelet, the node's name (default the host name)")
 	kubeletDir := fs.String("kubelet-dir", csinode.DefaultKubeletDir, "kubelet's root directory (its --root-dir)")
-	podsDir := fs.String("pods-dir", csinode.DefaultPodsDir, "directory of the per-pod directories the sidecars mount on")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file to reach the API server (default: the pod's service account)")
 	regDir := fs.String("registration-dir", "", "kubelet's plugin registration directory (default <kubelet-dir>/plugins_registry); \"none\" to leave registration to node-driver-registrar")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -51,11 +51,21 @@ serves (`+csinode.DefaultPodsDir+`/<pod-uid>/<volume>) into the pod's volume.`)
 
 	// mount-utils logs through klog; send it to the same place.
 	klog.SetSlogLogger(log)
+	rc, err := restConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := csinode.NewKube(rc, *nodeID)
+	if err != nil {
+		return err
+	}
+	defer kube.Stop()
 	d, err := csinode.New(csinode.Config{
 		Endpoint:        socket,
 		NodeID:          *nodeID,
 		KubeletDir:      *kubeletDir,
-		PodsDir:         *podsDir,
+		Pods:            kube,
+		Events:          kube,
 		RegistrationDir: *regDir,
 		Version:         version,
 		Log:             log,

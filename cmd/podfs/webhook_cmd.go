@@ -58,15 +58,9 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 	if fs.NArg() > 0 {
 		return usagef("webhook takes no arguments, got %q", fs.Args())
 	}
-	var cfg *rest.Config
-	var err error
-	if *kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
-		return fmt.Errorf("kubernetes client configuration (--kubeconfig): %w", err)
+		return err
 	}
 	opts := webhook.Options{
 		RestConfig: cfg, Namespace: *namespace, ConfigMapName: *configMap, DefaultImage: *image,
@@ -109,4 +103,20 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// restConfig reaches the API server through kubeconfig, or through the pod's
+// service account when it is "".
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration (--kubeconfig): %w", err)
+	}
+	return cfg, nil
 }

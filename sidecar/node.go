@@ -1,0 +1,159 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"podfs.io/podfs/pkg/fuseconn"
+	"podfs.io/podfs/sidecar/volumeset"
+)
+
+// ConnServer serves FUSE connections the CSI node hands over (ordinary
+// nodes); the real one is pkg/fs (FSMounter).
+type ConnServer interface {
+	// ServeConn serves v on the connection h carries.
+	ServeConn(ctx context.Context, v Volume, h *fuseconn.Handoff) (ConnMount, error)
+	// ServeFailed answers every request on h's connection with EIO, so the
+	// app sees an error instead of a hang when v cannot be served.
+	ServeFailed(v Volume, h *fuseconn.Handoff) (Mount, error)
+}
+
+// ConnMount is a served handed-over connection. Its Unmount detaches: the
+// CSI node keeps the mount and the connection for the next server.
+type ConnMount interface {
+	Mount
+	StatFS(ctx context.Context) (fuseconn.Stats, error)
+}
+
+// nodeVolume is one volume of an ordinary node's sidecar.
+type nodeVolume struct {
+	v      Volume
+	h      *fuseconn.Handoff
+	m      Mount
+	failed error // why v answers EIO; nil when served
+}
+
+// runNode serves the volumes of a sidecar on an ordinary node. Each volume
+// is independent: one whose backend cannot be reached answers EIO and is
+// reported to the CSI node (which makes it a pod Event), the others serve.
+// The sidecar is ready once every volume is served or has failed.
+func runNode(ctx context.Context, cfg Config, vols []Volume, st *state) error {
+	log := cfg.Log
+	srv, ok := cfg.Mounter.(ConnServer)
+	if !ok {
+		return errors.New("this sidecar's mounter cannot serve FUSE connections handed over by the CSI node")
+	}
+	done := make(chan *nodeVolume, len(vols))
+	for _, v := range vols {
+		go func() { done <- serveNodeVolume(ctx, cfg, srv, v) }()
+	}
+	var served []*nodeVolume
+	failed := 0
+	for range vols {
+		nv := <-done
+		if nv.h == nil {
+			// No connection at all: the pod cannot have started without
+			// the CSI node's mount, so this is the CSI node's failure.
+			failed++
+			log.Error("volume has no FUSE connection", "volume", nv.v.Name, "pv", nv.v.Handoff, "err", nv.failed)
+			continue
+		}
+		served = append(served, nv)
+		if nv.failed != nil {
+			failed++
+		}
+	}
+	detachAll := func() error {
+		var errs []error
+		for _, nv := range served {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if nv.m != nil {
+				if err := nv.m.Unmount(dctx); err != nil {
+					errs = append(errs, fmt.Errorf("stop serving volume %q: %w", nv.v.Name, err))
+				}
+			}
+			cancel()
+			if err := nv.h.Close(); err != nil {
+				log.Warn("close the connection to the CSI node", "volume", nv.v.Name, "err", err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	if ctx.Err() != nil {
+		log.Info("asked to stop while connecting")
+		return detachAll()
+	}
+	st.ready()
+	log.Info("all volumes settled", "volumes", len(vols), "failed", failed, "native", cfg.Set.Native)
+
+	var appsDone <-chan struct{}
+	if !cfg.Set.Native && cfg.Set.AppsDoneFile != "" {
+		appsDone = watchAppsDone(ctx, cfg.Set.AppsDoneFile, cfg.Poll)
+	}
+	select {
+	case <-appsDone:
+		log.Info("the app containers are done; stopping")
+	case <-ctx.Done():
+		// No grace period here, unlike serverless mode: stopping only
+		// detaches, and the mounts stay (the CSI node holds them), so the
+		// apps keep their files and a new sidecar continues the work.
+		log.Info("stopping: flushing and detaching every volume")
+	}
+	st.stopping()
+	return detachAll()
+}
+
+// serveNodeVolume connects to the CSI node's socket for v and serves the
+// connection it gets, or EIO when v cannot be served.
+func serveNodeVolume(ctx context.Context, cfg Config, srv ConnServer, v Volume) *nodeVolume {
+	log := cfg.Log.With("volume", v.Name, "pv", v.Handoff)
+	nv := &nodeVolume{v: v}
+	dctx, cancel := context.WithTimeout(ctx, cfg.HandoffWait)
+	h, err := fuseconn.Dial(dctx, cfg.HandoffDir, v.Handoff, log)
+	cancel()
+	if err != nil {
+		nv.failed = fmt.Errorf("volume %q: no FUSE connection from the podfs CSI node in %s within %s (is the CSI node running on this node?): %w",
+			v.Name, cfg.HandoffDir, cfg.HandoffWait, err)
+		return nv
+	}
+	nv.h = h
+	start := time.Now()
+	m, err := srv.ServeConn(ctx, v, h)
+	if err == nil {
+		nv.m = m
+		h.ServeStats(m.StatFS)
+		report(ctx, h, fuseconn.Status{Served: true}, log)
+		log.Info("serving", "took", time.Since(start), "continued", h.Init != nil)
+		return nv
+	}
+	nv.failed = err
+	log.Error("volume cannot be served; it answers EIO", "err", err)
+	report(ctx, h, fuseconn.Status{Error: err.Error()}, log)
+	if fm, ferr := srv.ServeFailed(v, h); ferr != nil {
+		log.Error("cannot answer EIO either", "err", ferr)
+	} else {
+		nv.m = fm
+	}
+	return nv
+}
+
+func report(ctx context.Context, h *fuseconn.Handoff, s fuseconn.Status, log *slog.Logger) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := h.Report(rctx, s); err != nil {
+		log.Warn("could not tell the CSI node how the volume is served", "err", err)
+	}
+}
+
+// handoffDefaults fills what Config leaves zero for ordinary nodes.
+func handoffDefaults(cfg *Config) {
+	if cfg.HandoffDir == "" {
+		cfg.HandoffDir = volumeset.HandoffDir
+	}
+	if cfg.HandoffWait == 0 {
+		cfg.HandoffWait = 2 * time.Minute
+	}
+}
