@@ -3,9 +3,11 @@ package sidecar
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fs"
+	"podfs.io/podfs/pkg/fuseconn"
 )
 
 // FSMounter mounts volumes with pkg/fs, all in this process.
@@ -14,20 +16,65 @@ type FSMounter struct {
 	// MetricsAddr, when set, serves the first mount's metrics (one
 	// listener per process).
 	MetricsAddr string
-	mounted     int
+
+	mu      sync.Mutex
+	mounted int
 }
 
 // Mount implements Mounter.
 func (f *FSMounter) Mount(ctx context.Context, v Volume) (Mount, error) {
+	m, err := fs.New(ctx, f.config(v))
+	if err != nil {
+		return nil, err
+	}
+	f.mounted++
+	return m, nil
+}
+
+// ServeConn implements ConnServer: it serves v with pkg/fs on the
+// connection the CSI node handed over.
+func (f *FSMounter) ServeConn(ctx context.Context, v Volume, h *fuseconn.Handoff) (ConnMount, error) {
+	cfg := f.config(v)
+	cfg.MountPoint = "" // the CSI node mounted; logs name the connection
+	cfg.StackOnDeadMount = false
+	cfg.Conn = &fs.Conn{
+		File:        h.Conn,
+		Init:        h.Init,
+		SaveInit:    func(b []byte) error { return h.SaveInit(ctx, b) },
+		PrevCrashed: !h.Clean,
+	}
+	m, err := fs.New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.mounted++
+	f.mu.Unlock()
+	return m, nil
+}
+
+// ServeFailed implements ConnServer.
+func (f *FSMounter) ServeFailed(v Volume, h *fuseconn.Handoff) (Mount, error) {
+	return serveFailed(context.Background(), h, f.logger().With("volume", v.Name))
+}
+
+func (f *FSMounter) logger() *slog.Logger {
+	if f.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return f.Log
+}
+
+// config is pkg/fs's configuration of v.
+func (f *FSMounter) config(v Volume) fs.Config {
+	f.mu.Lock()
 	metrics := ""
 	if f.mounted == 0 {
 		metrics = f.MetricsAddr
 	}
-	log := f.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	m, err := fs.New(ctx, fs.Config{
+	f.mu.Unlock()
+	log := f.logger()
+	return fs.Config{
 		MetaURL:    v.MetaURL,
 		StorageURL: v.StorageURL,
 		MountPoint: v.MountPoint,
@@ -47,10 +94,5 @@ func (f *FSMounter) Mount(ctx context.Context, v Volume) (Mount, error) {
 		},
 		MetricsAddr: metrics,
 		Logger:      log.With("volume", v.Name),
-	})
-	if err != nil {
-		return nil, err
 	}
-	f.mounted++
-	return m, nil
 }
