@@ -81,7 +81,7 @@ func testSet(t *testing.T, native bool, names ...string) (*volumeset.VolumeSet, 
 	t.Helper()
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
-	set := &volumeset.VolumeSet{Mode: volumeset.ModeNode, Native: native}
+	set := &volumeset.VolumeSet{Mode: volumeset.ModeServerless, Native: native}
 	for _, n := range names {
 		set.Volumes = append(set.Volumes, volumeset.Volume{Name: n, MountPoint: dir + "/pods/" + volumeset.PodUIDRef + "/" + n, MetaURL: "bolt:///x.db"})
 	}
@@ -268,7 +268,7 @@ func child(mode string) int {
 		mounter = &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	}
 	err = Run(ctx, Config{Set: set, Mounter: mounter, ProbeSocket: os.Getenv("SOCKET"), TerminationLog: os.Getenv("TERMLOG"),
-		StopGrace: time.Second, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+		StopGrace: time.Second, HandoffDir: os.Getenv("HANDOFF"), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podfs sidecar:", err)
 		return 1
