@@ -50,6 +50,9 @@ type Config struct {
 	Pods PodSource
 	// Events records refusals and volume failures on pods; nil = none.
 	Events EventSink
+	// StateDir keeps a record of each publication, so that a restarted
+	// plugin offers the mounts again; "" = <KubeletDir>/plugins/<driver>/state.
+	StateDir string
 	// RegistrationDir is kubelet's plugins_registry directory. Empty means
 	// do not register (an upstream node-driver-registrar does it instead).
 	RegistrationDir string
@@ -92,6 +95,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	cfg.Endpoint = filepath.Clean(cfg.Endpoint)
 	cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(cfg.KubeletDir, "plugins", DriverName, "state")
+	}
 	if real, err := filepath.EvalSymlinks(cfg.KubeletDir); err == nil {
 		cfg.KubeletDir = real // the mount table lists resolved paths
 	}

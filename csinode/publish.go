@@ -28,7 +28,6 @@ type publication struct {
 	name     string // kubelet's name for the volume: the PV name, or the inline volume's name
 	pod      podRef
 	readOnly bool
-	noExec   bool
 	// defaultPermissions lets the kernel check permissions (the default;
 	// the mount option no_default_permissions leaves it to podfs).
 	defaultPermissions bool
@@ -80,7 +79,6 @@ func (d *Driver) publish(ctx context.Context, p publication) (err error) {
 		FsName:             "podfs:" + p.volumeID,
 		Subtype:            "podfs",
 		ReadOnly:           p.readOnly,
-		NoExec:             p.noExec,
 		AllowOther:         true,
 		DefaultPermissions: p.defaultPermissions,
 	})
@@ -104,7 +102,12 @@ func (d *Driver) publish(ctx context.Context, p publication) (err error) {
 	if err != nil {
 		return status.Errorf(codes.Internal, "offer the FUSE connection of %s to pod %s: %v", p.target, p.pod, err)
 	}
+	conn.Close() // the holder keeps its own copy
 	v.holder = h
+	if err := d.saveRecord(v); err != nil {
+		h.Close()
+		return status.Errorf(codes.Internal, "record the publication of %s: %v", p.target, err)
+	}
 	d.store(v)
 	d.log.Debug("published", "volume_id", p.volumeID, "target", p.target, "pod", p.pod.String(), "handoff", dir, "read_only", p.readOnly)
 	return nil
@@ -147,6 +150,7 @@ func (d *Driver) unpublish(target string) error {
 		}
 		d.forget(target)
 	}
+	d.removeRecord(target)
 	if err := d.unmount(target); err != nil {
 		return status.Errorf(codes.Internal, "unpublish %s: %v", target, err)
 	}
@@ -192,7 +196,8 @@ func (d *Driver) removeTarget(path string) error {
 
 // kernelOptions reads the mount options that belong to the kernel mount from
 // the PV's mountOptions (mount_flags) and the volume's mountOptions
-// attribute. The others (attr_timeout, ...) are the sidecar's business.
+// attribute: ro and no_default_permissions. The others (attr_timeout, ...)
+// are the sidecar's business; nosuid and nodev are always set.
 func kernelOptions(p *publication, flags []string, attr string) {
 	p.defaultPermissions = true
 	all := slices.Clone(flags)
@@ -203,8 +208,6 @@ func kernelOptions(p *publication, flags []string, attr string) {
 		switch o {
 		case "ro":
 			p.readOnly = true
-		case "noexec":
-			p.noExec = true
 		case "no_default_permissions":
 			p.defaultPermissions = false
 		}

@@ -352,3 +352,41 @@ func BenchmarkPublishUnpublish(b *testing.B) {
 	}
 	e.assertNothingMounted(b)
 }
+
+// TestPluginRestart: the plugin's process is replaced while a sidecar
+// serves a volume (the DaemonSet recreated its pod). The mount keeps
+// working, the new plugin recovers the publication from its records, the
+// sidecar gives the connection back, and a sidecar started after that
+// (the old one crashed) gets it and serves.
+func TestPluginRestart(t *testing.T) {
+	e := newTestEnv(t)
+	pod := createPod(t, true, nil)
+	target := e.target(t, string(pod.UID), "pv-restart")
+	e.publish(t, publishRequest(pod, target, false))
+	first := startSidecar(t, e.handoffDir(pod), "pv-restart")
+
+	e.srv.Stop()
+	if b, err := os.ReadFile(filepath.Join(target, testFileName)); err != nil || string(b) != testFileContent {
+		t.Fatalf("read while the plugin is down: %q, %v", b, err)
+	}
+	e2 := newTestEnvAt(t, e.root)
+	v := e2.drv.lookup(target)
+	if v == nil {
+		t.Fatalf("the restarted plugin did not recover the publication of %s", target)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !v.holder.HasConn() {
+		if time.Now().After(deadline) {
+			t.Fatal("the sidecar never gave the connection back to the restarted plugin")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	first.Process.Kill()
+	first.Wait()
+	startSidecar(t, e.handoffDir(pod), "pv-restart")
+	if b, err := os.ReadFile(filepath.Join(target, testFileName)); err != nil || string(b) != testFileContent {
+		t.Fatalf("read after the plugin and then the sidecar restarted: %q, %v", b, err)
+	}
+	e2.unpublish(t, target)
+	e2.assertNothingMounted(t)
+}

@@ -50,6 +50,9 @@ func (d *Driver) Run(ctx context.Context) error {
 
 // Start listens on the CSI endpoint (and on the registration socket) and serves in the background.
 func (d *Driver) Start() (*Server, error) {
+	if err := d.recover(context.Background()); err != nil {
+		return nil, err
+	}
 	s := &Server{d: d, done: make(chan struct{})}
 	ok := false
 	defer func() {
