@@ -25,8 +25,8 @@ const DriverName = "csi.podfs.io"
 const DefaultKubeletDir = "/var/lib/kubelet"
 
 // AttrMountOptions is the volume attribute with mount options (as the
-// webhook reads it too); the kernel's ones (ro, noexec,
-// no_default_permissions) apply to the mount this plugin makes.
+// webhook reads it too); the kernel's ones (ro, no_default_permissions)
+// apply to the mount this plugin makes.
 const AttrMountOptions = "mountOptions"
 
 // Keys kubelet puts into the volume context when the CSIDriver object has

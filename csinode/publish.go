@@ -132,6 +132,10 @@ func (d *Driver) checkPublished(v *published, p publication) error {
 func (d *Driver) sidecarStatus(pod *corev1.Pod, p publication, s fuseconn.Status) {
 	if s.Served {
 		d.log.Info("sidecar serves the volume", "volume_id", p.volumeID, "pod", p.pod.String())
+		if d.cfg.Events != nil {
+			d.cfg.Events.PodEvent(pod, corev1.EventTypeNormal, ReasonVolumeServed,
+				fmt.Sprintf("podfs volume %q (%s) is served by the pod's sidecar", p.name, p.volumeID))
+		}
 		return
 	}
 	msg := fmt.Sprintf("podfs volume %q (%s) cannot be served, it answers EIO until the pod is recreated: %s", p.name, p.volumeID, s.Error)

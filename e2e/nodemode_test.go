@@ -73,26 +73,6 @@ func (e *env) assertRefused(t *testing.T, ns, name, pvName string, want ...strin
 	}
 }
 
-// chmodRoot makes the root of v writable by every UID (what an
-// administrator does once for a volume shared by non-root pods), through a
-// podfs mount on the host.
-func (e *env) chmodRoot(t *testing.T, v volume) {
-	t.Helper()
-	mp := t.TempDir()
-	ctx := ctxT(t, 60*time.Second)
-	if out, err := exec.CommandContext(ctx, e.podfsBin, "mount", v.metaURL, mp, "-d").CombinedOutput(); err != nil {
-		t.Fatalf("podfs mount %s: %v\n%s", v.metaURL, err, out)
-	}
-	defer func() {
-		if out, err := exec.Command(e.podfsBin, "umount", mp).CombinedOutput(); err != nil {
-			t.Errorf("podfs umount %s: %v\n%s", mp, err, out)
-		}
-	}()
-	if err := os.Chmod(mp, 0o1777); err != nil {
-		t.Fatalf("chmod the volume's root: %v", err)
-	}
-}
-
 // hardened makes p's app run as a non-root UID with nothing extra, as most
 // charts ship it (and as Pod Security "restricted" demands).
 func hardened(p *corev1.Pod) *corev1.Pod {
@@ -114,11 +94,11 @@ func ptrTo[T any](v T) *T { return &v }
 
 // Scenario 9: a hardened pod (pod-level runAsNonRoot, UID 1000, every
 // capability dropped) in an ordinary labelled namespace runs, writes and
-// reads; its sidecar runs unprivileged and gets no service-account token.
+// reads (a volume's root is mode 0777 when formatted); its sidecar runs
+// unprivileged and gets no service-account token.
 func (e *env) testHardened(t *testing.T) {
 	ns := e.newNamespace(t, "s9", "enabled")
 	v := e.formatVolume(t, "s9-"+strings.TrimPrefix(ns, "e2e-s9-"))
-	e.chmodRoot(t, v)
 	_, claim := e.createVolume(t, ns, v, nil)
 	p := e.createPod(t, ns, hardened(withClaim(e.appPod("app", "echo hardened > /data/h.txt && sleep 3600"), claim, "/data")))
 	e.checkUnprivilegedSidecar(t, p)

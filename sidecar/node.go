@@ -51,14 +51,16 @@ func runNode(ctx context.Context, cfg Config, vols []Volume, st *state) error {
 		go func() { done <- serveNodeVolume(ctx, cfg, srv, v) }()
 	}
 	var served []*nodeVolume
+	var unconnected []error
 	failed := 0
 	for range vols {
 		nv := <-done
 		if nv.h == nil {
-			// No connection at all: the pod cannot have started without
-			// the CSI node's mount, so this is the CSI node's failure.
-			failed++
-			log.Error("volume has no FUSE connection", "volume", nv.v.Name, "pv", nv.v.Handoff, "err", nv.failed)
+			// No connection at all (the CSI node is down or restarting):
+			// the mount exists but nobody could serve it, so the app must
+			// not start. Exiting lets the kubelet restart the sidecar,
+			// which tries again.
+			unconnected = append(unconnected, nv.failed)
 			continue
 		}
 		served = append(served, nv)
@@ -85,6 +87,9 @@ func runNode(ctx context.Context, cfg Config, vols []Volume, st *state) error {
 	if ctx.Err() != nil {
 		log.Info("asked to stop while connecting")
 		return detachAll()
+	}
+	if len(unconnected) > 0 {
+		return errors.Join(append(unconnected, detachAll())...)
 	}
 	st.ready()
 	log.Info("all volumes settled", "volumes", len(vols), "failed", failed, "native", cfg.Set.Native)
