@@ -70,9 +70,7 @@ func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *
 }
 
 func (fs *fileSystem) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
-	fs.mu.Lock()
-	dh := fs.dirs[in.Fh]
-	fs.mu.Unlock()
+	dh := fs.useDirHandle(in.Fh, in.NodeId)
 	if dh == nil {
 		return fuse.EBADF
 	}

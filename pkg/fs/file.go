@@ -129,7 +129,7 @@ func (fs *fileSystem) handle(fh uint64) *handle {
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	defer fs.met.op(opRead)()
-	h := fs.handle(in.Fh)
+	h := fs.useHandle(in.Fh, in.NodeId, in.Flags)
 	if h == nil {
 		return nil, fuse.EBADF
 	}
@@ -146,7 +146,7 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) 
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, p []byte) (uint32, fuse.Status) {
 	defer fs.met.op(opWrite)()
-	h := fs.handle(in.Fh)
+	h := fs.useHandle(in.Fh, in.NodeId, in.Flags)
 	if h == nil {
 		return 0, fuse.EBADF
 	}
@@ -175,6 +175,9 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, p []byte) 
 func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	defer fs.met.op(opFlush)()
 	h := fs.handle(in.Fh)
+	if h == nil && fs.inherited(in.Fh) {
+		return fs.status("flush", fs.toMeta(in.NodeId), fs.flushInherited(&in.InHeader))
+	}
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -191,11 +194,22 @@ func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Statu
 
 func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	defer fs.met.op(opFsync)()
+	ctx := context.Background()
+	if fs.owesLoss(in.Fh) {
+		fs.log.Warn("fsync through a file handle of a server that died: writes it acknowledged may be lost", "ino", fs.toMeta(in.NodeId), "fh", in.Fh)
+		return fuse.EIO
+	}
 	h := fs.handle(in.Fh)
+	if h == nil && fs.inherited(in.Fh) {
+		err := fs.flushInherited(&in.InHeader)
+		if err == nil {
+			err = fs.m.Sync(ctx)
+		}
+		return fs.status("fsync", fs.toMeta(in.NodeId), err)
+	}
 	if h == nil {
 		return fuse.EBADF
 	}
-	ctx := context.Background()
 	err := h.of.f.Flush(ctx)
 	if err == nil {
 		err = fs.m.Sync(ctx)

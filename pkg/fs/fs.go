@@ -54,6 +54,8 @@ type fileSystem struct {
 	// committed write, ours or another client's, changes the mtime; our
 	// own writes went through the page cache anyway.
 	seen map[meta.Ino]stamp
+
+	inherit inheritState // handles of a previous server (handed-off connections)
 }
 
 type stamp struct {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"podfs.io/podfs/pkg/data"
+	"podfs.io/podfs/pkg/fuseconn"
 	"podfs.io/podfs/pkg/meta"
 	"podfs.io/podfs/pkg/storage"
 )
@@ -59,6 +60,11 @@ type Config struct {
 	Data        data.Config
 	MetricsAddr string // serve Prometheus metrics here; "" = none
 	Logger      *slog.Logger
+	// Conn, when set, is a FUSE connection mounted by another process to
+	// serve instead of mounting: no mount(2) here, and Unmount detaches
+	// (the mount stays, for the next server). MountPoint is then only the
+	// name logs and the metadata session show.
+	Conn *Conn
 }
 
 // Mount is a served podfs mount.
@@ -72,6 +78,8 @@ type Mount struct {
 	fs     *fileSystem
 	server *fuse.Server
 	format *meta.Format
+	// attached is set when serving a handed-off connection (Config.Conn).
+	attached *fuseconn.Attached
 
 	served       chan struct{} // closed when the FUSE serve loop ends
 	stopMetrics  func()
@@ -103,14 +111,7 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if cfg.MetaURL == "" {
 		return nil, errors.New("no metadata URL: give one, e.g. bolt:///var/lib/podfs/meta.db")
 	}
-	if cfg.MountPoint == "" {
-		return nil, errors.New("no mount point: give the directory to mount on")
-	}
-	mp, err := filepath.Abs(cfg.MountPoint)
-	if err != nil {
-		return nil, fmt.Errorf("mount point %s: %w", cfg.MountPoint, err)
-	}
-	state, err := checkMountPoint(mp)
+	mp, state, err := mountTarget(&cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -212,9 +213,13 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	}
 	mnt.fs = fsys
 
-	if state == mpStale && cfg.StackOnDeadMount {
+	fsys.initHandles(cfg.Conn != nil && cfg.Conn.PrevCrashed)
+	switch {
+	case cfg.Conn != nil:
+		// Mounted by the connection's holder.
+	case state == mpStale && cfg.StackOnDeadMount:
 		log.Warn("mounting on top of a dead mount left at the mount point", "mountpoint", mp)
-	} else {
+	default:
 		if err := prepareMountPoint(mp, state); err != nil {
 			return nil, err
 		}
@@ -225,7 +230,12 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if err := m.NewSession(ctx, mp); err != nil {
 		return nil, fmt.Errorf("register this mount's session: %w", err)
 	}
-	server, err := newServer(fsys, mp, &mo.fuse)
+	var server *fuse.Server
+	if cfg.Conn != nil {
+		server, mnt.attached, err = attachServer(ctx, fsys, cfg.Conn, &mo.fuse, log)
+	} else {
+		server, err = newServer(fsys, mp, &mo.fuse)
+	}
 	if err != nil {
 		_ = m.CloseSession(context.Background())
 		return nil, err
@@ -235,6 +245,13 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 		server.Serve()
 		close(mnt.served)
 	}()
+	if cfg.Conn != nil {
+		go mnt.refresh()
+		ok = true
+		log.Info("serving a handed-off FUSE connection", "volume", format.Name, "name", mp, "subdir", cfg.SubDir,
+			"readonly", mo.readOnly, "continued", mnt.attached.Continued)
+		return mnt, nil
+	}
 	if err := server.WaitMount(); err != nil {
 		_ = Unmount(mp, true)
 		<-mnt.served
@@ -330,6 +347,10 @@ func setReadahead(mp string, log *slog.Logger) {
 
 // Unmount flushes buffered data, commits slices, closes the metadata session
 // and unmounts (lazily when busy). It is safe to call more than once.
+//
+// A handed-off connection (Config.Conn) is not unmounted but detached: no
+// new requests are taken, the ones read are answered (until ctx ends: the
+// rest are left to the next server), then the same flush and commit.
 func (m *Mount) Unmount(ctx context.Context) error {
 	m.unmountOnce.Do(func() {
 		if ctx.Err() != nil {
@@ -338,6 +359,10 @@ func (m *Mount) Unmount(ctx context.Context) error {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
+		}
+		if m.attached != nil {
+			m.unmountErr = m.detach(ctx)
+			return
 		}
 		// Make written data durable first: if the unmount below has to be
 		// lazy, processes may keep the mount for a while.
@@ -465,4 +490,30 @@ func (m *Mount) Status(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	return &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}, nil
+}
+
+// mountTarget resolves where the mount goes and what is there now. A
+// handed-off connection is mounted already: its MountPoint is only a name.
+func mountTarget(cfg *Config) (string, mpState, error) {
+	if cfg.Conn != nil {
+		if cfg.Conn.File == nil {
+			return "", 0, errors.New("a handed-off FUSE connection without its descriptor")
+		}
+		if cfg.MountPoint == "" {
+			return connLabel(cfg.Conn), mpDir, nil
+		}
+		return cfg.MountPoint, mpDir, nil
+	}
+	if cfg.MountPoint == "" {
+		return "", 0, errors.New("no mount point: give the directory to mount on")
+	}
+	mp, err := filepath.Abs(cfg.MountPoint)
+	if err != nil {
+		return "", 0, fmt.Errorf("mount point %s: %w", cfg.MountPoint, err)
+	}
+	state, err := checkMountPoint(mp)
+	if err != nil {
+		return "", 0, err
+	}
+	return mp, state, nil
 }
