@@ -25,7 +25,8 @@ const ConfigKey = "config.yaml"
 //	resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {memory: 1Gi}}
 //	mountOptions: [allow_other]
 //	env: [{name: PODFS_LOG, value: info}]
-//	cache: {cacheSize: 256Mi, bufferSize: 300Mi, readahead: 16Mi}
+//	cache: {cacheSize: 256Mi, bufferSize: 300Mi, readahead: 16Mi, cacheDir: /var/cache/podfs, cacheDirSize: 20Gi}
+//	cacheVolumeSizeLimit: 30Gi
 //	patches:
 //	- name: seqread
 //	  pvcSelector: {matchLabels: {podfs.io/profile: seqread}}
@@ -63,6 +64,13 @@ type Config struct {
 	MountOptions    []string                    `json:"mountOptions,omitempty"`
 	Env             []corev1.EnvVar             `json:"env,omitempty"`
 	Cache           CacheConfig                 `json:"cache,omitzero"`
+	// CacheVolumeSizeLimit is the sizeLimit of the emptyDir the sidecar's
+	// disk caches live in (added when a volume has a cacheDir: the
+	// sidecar's root file system is read-only). It is raised per pod to
+	// what the caches may fill, the sum of their cacheDirSize (10Gi when
+	// unset) plus an eighth, so the kubelet never evicts a pod for its
+	// cache. Empty: that sum.
+	CacheVolumeSizeLimit *resource.Quantity `json:"cacheVolumeSizeLimit,omitempty"`
 	// TerminationGracePeriod is not set: the pod's own applies.
 	Patches []Patch `json:"patches,omitempty"`
 }
@@ -140,6 +148,9 @@ func (c *Config) compile() error {
 	errs = append(errs, checkEnv("env", c.Env))
 	errs = append(errs, checkCache("cache", &c.Cache))
 	errs = append(errs, checkResources("resources", c.Resources))
+	if q := c.CacheVolumeSizeLimit; q != nil && q.Sign() <= 0 {
+		errs = append(errs, fmt.Errorf("cacheVolumeSizeLimit %s must be positive (leave it out for the sum of the caches' cacheDirSize)", q))
+	}
 	names := map[string]bool{}
 	for i := range c.Patches {
 		p := &c.Patches[i]

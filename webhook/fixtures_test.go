@@ -98,6 +98,10 @@ func fixtureLookup() *memLookup {
 	ebs.Spec.CSI.Driver = "ebs.csi.aws.com"
 	add(testPVC("apps", "ebs", "pv-ebs", "gp3", nil), ebs)
 	add(testPVC("apps", "dangling", "pv-gone", "", nil), nil)
+	for _, c := range []string{"cached", "cached-b", "bad-cache"} {
+		class := map[string]string{"cached": "podfs-cached", "cached-b": "podfs-cached-b", "bad-cache": "podfs-badcache"}[c]
+		add(testPVC("apps", c, "pv-"+c, class, nil), testPV("pv-"+c, map[string]string{AttrMetaURL: "tikv://pd:2379/" + c}, nil))
+	}
 	for i := range 3 {
 		n := "data-web-" + string(rune('0'+i))
 		add(testPVC("apps", n, "pv-"+n, "", nil), testPV("pv-"+n, map[string]string{AttrMetaURL: "bolt:///var/lib/podfs/" + n + ".db"}, nil))
@@ -125,6 +129,16 @@ patches:
   mountOptions: [attr_timeout=60s, max_readahead=256Mi]
   resources: {limits: {memory: 4Gi}}
   cache: {readahead: 256Mi}
+- name: cached
+  storageClassNames: [podfs-cached]
+  cache: {cacheDir: /var/cache/podfs, cacheDirSize: 2Gi}
+- name: cached-b
+  storageClassNames: [podfs-cached-b]
+  cache: {cacheDir: /var/cache/podfs-b}
+- name: bad-cache
+  storageClassNames: [podfs-badcache]
+  cache: {cacheDir: /run/podfs/cache}
+cacheVolumeSizeLimit: 3Gi
 `), "unused")
 	if err != nil {
 		t.Fatal(err)

@@ -42,7 +42,7 @@ func randomPod(seed uint64) *corev1.Pod {
 	nvol := r.IntN(5)
 	var names []string
 	for i := range nvol {
-		name := pick("data", "models", "cfg", "scratch", "podfs-host", "podfs-podinfo", "x") + strings.Repeat("1", i%2)
+		name := pick("data", "models", "cfg", "scratch", "podfs-run", "podfs-cache", "podfs-podinfo", "x") + strings.Repeat("1", i%2)
 		names = append(names, name)
 		v := corev1.Volume{Name: name}
 		switch r.IntN(5) {

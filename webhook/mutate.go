@@ -38,12 +38,18 @@ const (
 	PlacementContainer = "container"
 )
 
-// Names of the volumes the webhook adds for the sidecar.
+// Names of the volumes the webhook adds for the sidecar ("-N" appended when
+// the pod already has a volume so named).
 const (
-	hostVolumeName    = "podfs-host"
+	runVolumeName     = "podfs-run"
+	cacheVolumeName   = "podfs-cache"
 	podInfoVolumeName = "podfs-podinfo"
 	istioProxy        = "istio-proxy"
 )
+
+// defaultCacheDirSize is pkg/data's bound of a disk cache whose size is not
+// given (Cache.CacheDirSize 0).
+const defaultCacheDirSize = 10 << 30
 
 // Op is one RFC 6902 JSON patch operation.
 type Op struct {
@@ -153,21 +159,22 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		env = mergeEnv(env, p.Env)
 	}
 
-	hostVol := uniqueName(hostVolumeName, pod)
-	infoVol := uniqueName(podInfoVolumeName, pod)
+	runVol := uniqueName(runVolumeName, pod)
+	infoVol := uniqueName(podInfoVolumeName, pod, runVol)
+	cacheVol := uniqueName(cacheVolumeName, pod, runVol, infoVol)
 	set := volumeset.VolumeSet{Mode: volumeset.ModeNode, Native: native}
 	if serverless {
 		set.Mode = volumeset.ModeServerless
 	}
-	mounts := make([]corev1.VolumeMount, 0, len(vols)+1)
+	// The run-time emptyDir (probe socket; on ordinary nodes the CSI node's
+	// handoff sockets, found by this mount path) in both modes: the root
+	// file system may be read-only.
+	mounts := []corev1.VolumeMount{{Name: runVol, MountPath: volumeset.RunDir}}
 	bidi := corev1.MountPropagationBidirectional
-	if !serverless {
-		mounts = append(mounts, corev1.VolumeMount{Name: hostVol, MountPath: volumeset.PodsDir, MountPropagation: &bidi})
-	}
 	var secretEnv []corev1.EnvVar
 	for i := range vols {
 		v := &vols[i]
-		mp := volumeset.PodsDir + "/" + volumeset.PodUIDRef + "/" + v.dirName
+		mp := ""
 		if serverless {
 			mp = volumeset.ServerlessDir + "/" + v.name
 			mounts = append(mounts, corev1.VolumeMount{Name: v.name, MountPath: mp, MountPropagation: &bidi})
@@ -176,9 +183,17 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !serverless {
+			e.Handoff = v.handoff
+		}
 		set.Volumes = append(set.Volumes, e)
 		secretEnv = append(secretEnv, senv...)
 	}
+	cacheMounts, cacheLimit, err := cacheVolumeMounts(cacheVol, set.Volumes, cfg)
+	if err != nil {
+		return nil, err
+	}
+	mounts = append(mounts, cacheMounts...)
 	if !native {
 		set.AppsDoneFile = volumeset.PodInfoDir + "/annotations"
 		mounts = append(mounts, corev1.VolumeMount{Name: infoVol, MountPath: volumeset.PodInfoDir, ReadOnly: true})
@@ -198,12 +213,9 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			{Name: volumeset.PodUIDEnv, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.uid"}}},
 			{Name: volumeset.EnvVar, Value: js},
 		}, secretEnv, env),
-		Resources:    res,
-		VolumeMounts: mounts,
-		SecurityContext: &corev1.SecurityContext{
-			Privileged: ptr(true),
-			RunAsUser:  ptr(int64(0)),
-		},
+		Resources:                res,
+		VolumeMounts:             mounts,
+		SecurityContext:          sidecarSecurityContext(serverless),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 	// A postStart hook that returns once every mount is served holds back the
@@ -226,30 +238,35 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	}
 
 	ops := make([]Op, 0, 8)
-	// Propagation first: these paths use the original container indices.
-	hostToContainer := corev1.MountPropagationHostToContainer
-	for _, k := range []struct {
-		kind string
-		cs   []corev1.Container
-	}{{"initContainers", pod.Spec.InitContainers}, {"containers", pod.Spec.Containers}} {
-		kind, cs := k.kind, k.cs
-		for ci := range cs {
-			for mi, m := range cs[ci].VolumeMounts {
-				if isPodfs[m.Name] && (m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone) {
-					ops = append(ops, Op{"add", "/spec/" + kind + "/" + strconv.Itoa(ci) + "/volumeMounts/" + strconv.Itoa(mi) + "/mountPropagation", hostToContainer})
+	if serverless {
+		// Propagation first: these paths use the original container indices.
+		// The sidecar mounts FUSE into the emptyDir after the kubelet bound it
+		// into the app containers (and again after a restart): only
+		// HostToContainer lets them see it. On ordinary nodes the mount exists
+		// before any container starts and outlives sidecar restarts (the CSI
+		// node keeps the kernel connection), so the app's mounts stay as
+		// written.
+		hostToContainer := corev1.MountPropagationHostToContainer
+		for _, k := range []struct {
+			kind string
+			cs   []corev1.Container
+		}{{"initContainers", pod.Spec.InitContainers}, {"containers", pod.Spec.Containers}} {
+			kind, cs := k.kind, k.cs
+			for ci := range cs {
+				for mi, m := range cs[ci].VolumeMounts {
+					if isPodfs[m.Name] && (m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone) {
+						ops = append(ops, Op{"add", "/spec/" + kind + "/" + strconv.Itoa(ci) + "/volumeMounts/" + strconv.Itoa(mi) + "/mountPropagation", hostToContainer})
+					}
 				}
 			}
 		}
-	}
-	if serverless {
 		for _, v := range vols {
 			ops = append(ops, Op{"replace", "/spec/volumes/" + strconv.Itoa(v.index), corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}})
 		}
 	}
-	var newVols []corev1.Volume
-	if !serverless {
-		dirOrCreate := corev1.HostPathDirectoryOrCreate
-		newVols = append(newVols, corev1.Volume{Name: hostVol, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: volumeset.PodsDir, Type: &dirOrCreate}}})
+	newVols := []corev1.Volume{{Name: runVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	if len(cacheMounts) > 0 {
+		newVols = append(newVols, corev1.Volume{Name: cacheVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: cacheLimit}}})
 	}
 	if !native {
 		newVols = append(newVols, corev1.Volume{Name: infoVol, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
@@ -358,13 +375,90 @@ func usesAny(c *corev1.Container, names map[string]bool) bool {
 	return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return names[m.Name] })
 }
 
-// uniqueName returns base, or base-N when the pod already has a volume so named.
-func uniqueName(base string, pod *corev1.Pod) string {
+// uniqueName returns base, or base-N when the pod already has a volume so
+// named or it is one of taken.
+func uniqueName(base string, pod *corev1.Pod, taken ...string) string {
 	name := base
-	for n := 1; slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == name }); n++ {
+	for n := 1; slices.Contains(taken, name) || slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == name }); n++ {
 		name = base + "-" + strconv.Itoa(n)
 	}
 	return name
+}
+
+// sidecarSecurityContext is the sidecar's: on ordinary nodes it only serves
+// FUSE descriptors the CSI node hands over, so it runs as an unprivileged
+// user with nothing more than Pod Security "restricted" allows. On
+// serverless nodes (no CSI node) it mounts FUSE itself, which needs
+// CAP_SYS_ADMIN and a Bidirectional mount, i.e. privileged as root; it says
+// so explicitly so a pod-level runAsNonRoot or runAsUser does not stop it.
+func sidecarSecurityContext(serverless bool) *corev1.SecurityContext {
+	if serverless {
+		return &corev1.SecurityContext{
+			Privileged:   ptr(true),
+			RunAsUser:    ptr(int64(0)),
+			RunAsNonRoot: ptr(false),
+		}
+	}
+	return &corev1.SecurityContext{
+		Privileged:               ptr(false),
+		RunAsUser:                ptr(int64(volumeset.SidecarUID)),
+		RunAsGroup:               ptr(int64(volumeset.SidecarGID)),
+		RunAsNonRoot:             ptr(true),
+		AllowPrivilegeEscalation: ptr(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		ReadOnlyRootFilesystem:   ptr(true),
+	}
+}
+
+// cacheVolumeMounts mounts the cache emptyDir at every disk cache directory
+// the volumes use (the sidecar's root file system is read-only), one
+// sub-directory per distinct directory. The emptyDir's sizeLimit is the
+// configured cacheVolumeSizeLimit, raised when needed to what the caches
+// may fill (the sum of their cacheDirSize plus an eighth for files in
+// flight): the kubelet evicts a pod whose emptyDir exceeds its limit.
+func cacheVolumeMounts(name string, vols []volumeset.Volume, cfg *Config) ([]corev1.VolumeMount, *resource.Quantity, error) {
+	var dirs []string
+	var sum int64
+	for _, v := range vols {
+		d := v.Cache.CacheDir
+		if d == "" {
+			continue
+		}
+		for _, reserved := range []string{volumeset.RunDir, volumeset.PodInfoDir, volumeset.ServerlessDir} {
+			if within(d, reserved) || within(reserved, d) {
+				return nil, nil, refusef("volume %q: cacheDir %q overlaps %s, which the sidecar uses for itself; choose another cacheDir in the webhook configuration", v.Name, d, reserved)
+			}
+		}
+		size := v.Cache.CacheDirSize
+		if size <= 0 {
+			size = defaultCacheDirSize
+		}
+		sum += size
+		if !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	if len(dirs) == 0 {
+		return nil, nil, nil
+	}
+	mounts := make([]corev1.VolumeMount, len(dirs))
+	for i, d := range dirs {
+		mounts[i] = corev1.VolumeMount{Name: name, MountPath: d}
+		if len(dirs) > 1 {
+			mounts[i].SubPath = strconv.Itoa(i)
+		}
+	}
+	limit := resource.NewQuantity(sum+sum/8, resource.BinarySI)
+	if l := cfg.CacheVolumeSizeLimit; l != nil && l.Cmp(*limit) > 0 {
+		limit = ptr(l.DeepCopy())
+	}
+	return mounts, limit, nil
+}
+
+// within reports whether path p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
 
 // escapePointer escapes a JSON pointer token (RFC 6901).

@@ -47,6 +47,21 @@ func pod(edit func(p *corev1.Pod)) *corev1.Pod {
 	return p
 }
 
+// restrictedPod is a pod that meets Pod Security "restricted" by itself,
+// with a pod-level runAsNonRoot.
+func restrictedPod() *corev1.Pod {
+	return pod(func(p *corev1.Pod) {
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{
+			RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(1000)), RunAsGroup: ptr(int64(1000)), FSGroup: ptr(int64(1000)),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		}
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		}
+	})
+}
+
 type mutateCase struct {
 	name       string
 	pod        *corev1.Pod
@@ -193,6 +208,32 @@ func mutateCases() []mutateCase {
 		{name: "malformed-placement", native: true, refuse: `annotation podfs.io/sidecar-placement="sidecar": want "native"`, pod: pod(func(p *corev1.Pod) {
 			p.Annotations = map[string]string{AnnPlacement: "sidecar"}
 		})},
+		{name: "cache-dir", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "cached"
+		})},
+		{name: "cache-dirs-two", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{pvcVol("data", "cached"), pvcVol("more", "cached-b")}
+			p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, mount("more", "/more"))
+		})},
+		{name: "cache-dir-serverless", native: true, serverless: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "cached"
+		})},
+		{name: "cache-dir-overlaps-run", native: true, refuse: `volume "data": cacheDir "/run/podfs/cache" overlaps /run/podfs`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "bad-cache"
+		})},
+		{name: "pod-run-as-non-root", native: true, pod: restrictedPod()},
+		{name: "pod-run-as-non-root-no-native", pod: restrictedPod()},
+		{name: "pod-run-as-non-root-serverless", native: true, serverless: true, pod: restrictedPod()},
+		{name: "app-propagation-kept", native: true, pod: pod(func(p *corev1.Pod) {
+			htc := corev1.MountPropagationHostToContainer
+			p.Spec.Containers[0].VolumeMounts[0].MountPropagation = &htc
+			p.Spec.Containers = append(p.Spec.Containers, app("second", mount("data", "/data")))
+		})},
+		{name: "own-volume-names-taken", pod: pod(func(p *corev1.Pod) {
+			for _, n := range []string{"podfs-run", "podfs-podinfo"} {
+				p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: n, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+			}
+		})},
 		{name: "name-clash", native: true, refuse: `already has a container named "podfs-sidecar"`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, app(volumeset.ContainerName))
 		})},
@@ -279,9 +320,6 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 		!slices.Contains(h.PostStart.Exec.Command, "--wait=5m") {
 		t.Fatalf("sidecar without a postStart hook waiting for the mounts: %+v", sc.Lifecycle)
 	}
-	if sc.SecurityContext == nil || sc.SecurityContext.Privileged == nil || !*sc.SecurityContext.Privileged {
-		t.Fatal("sidecar not privileged")
-	}
 	var js string
 	for _, e := range sc.Env {
 		if e.Name == volumeset.EnvVar {
@@ -298,21 +336,139 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 	if vs.Native != native {
 		t.Fatalf("volume set says native=%v, placement says %v", vs.Native, native)
 	}
+	podVols := map[string]corev1.Volume{}
+	for _, v := range after.Spec.Volumes {
+		podVols[v.Name] = v
+	}
 	podfs := map[string]bool{}
 	for _, v := range vs.Volumes {
 		podfs[v.Name] = true
+	}
+	checkSidecarSecurity(t, after, sc, vs.Mode)
+
+	// The run-time emptyDir at RunDir, writable (the CSI node finds it by
+	// this mount path); the cache emptyDir with a size limit; nothing from
+	// the host; no service-account token.
+	runDirs := 0
+	for _, m := range sc.VolumeMounts {
+		v, ok := podVols[m.Name]
+		if !ok {
+			t.Fatalf("sidecar mounts %q, which is no volume of the pod", m.Name)
+		}
+		switch {
+		case m.MountPath == volumeset.RunDir:
+			runDirs++
+			if v.EmptyDir == nil || m.ReadOnly || m.SubPath != "" {
+				t.Fatalf("%s is not a writable emptyDir: %+v %+v", volumeset.RunDir, m, v)
+			}
+		case strings.HasPrefix(m.MountPath, "/var/run/secrets/"):
+			t.Fatalf("sidecar mounts %s: it needs no API access", m.MountPath)
+		case v.EmptyDir != nil && !podfs[m.Name]:
+			if !slices.ContainsFunc(vs.Volumes, func(pv volumeset.Volume) bool { return pv.Cache.CacheDir == m.MountPath }) {
+				t.Fatalf("sidecar mounts emptyDir %q at %s, which is neither %s nor a cache dir", m.Name, m.MountPath, volumeset.RunDir)
+			}
+			if v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.Sign() <= 0 {
+				t.Fatalf("cache emptyDir %q without a sizeLimit", m.Name)
+			}
+		}
+		if m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional && (vs.Mode != volumeset.ModeServerless || !podfs[m.Name]) {
+			t.Fatalf("sidecar mount %q is Bidirectional in mode %s", m.Name, vs.Mode)
+		}
+	}
+	if runDirs != 1 {
+		t.Fatalf("sidecar mounts %s %d times, want once", volumeset.RunDir, runDirs)
+	}
+	for _, v := range after.Spec.Volumes {
+		if v.HostPath != nil {
+			t.Fatalf("volume %q is a hostPath", v.Name)
+		}
+	}
+	for _, v := range vs.Volumes {
+		if vs.Mode == volumeset.ModeNode && (v.Handoff == "" || v.MountPoint != "") {
+			t.Fatalf("node-mode volume %q: handoff %q, mountPoint %q", v.Name, v.Handoff, v.MountPoint)
+		}
+	}
+
+	// App mounts of podfs volumes: HostToContainer on serverless nodes (the
+	// sidecar mounts after they start), left as written on ordinary nodes.
+	orig := map[string]*corev1.MountPropagationMode{}
+	for _, c := range slices.Concat(before.Spec.InitContainers, before.Spec.Containers) {
+		for _, m := range c.VolumeMounts {
+			orig[c.Name+"/"+m.MountPath] = m.MountPropagation
+		}
 	}
 	for _, c := range slices.Concat(after.Spec.InitContainers, after.Spec.Containers) {
 		if c.Name == volumeset.ContainerName {
 			continue
 		}
 		for _, m := range c.VolumeMounts {
-			if podfs[m.Name] && (m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone) {
-				t.Fatalf("container %q mounts podfs volume %q without HostToContainer", c.Name, m.Name)
+			if !podfs[m.Name] {
+				continue
+			}
+			unset := m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone
+			switch vs.Mode {
+			case volumeset.ModeServerless:
+				if unset {
+					t.Fatalf("container %q mounts podfs volume %q without HostToContainer", c.Name, m.Name)
+				}
+			case volumeset.ModeNode:
+				if o := orig[c.Name+"/"+m.MountPath]; (o == nil) != (m.MountPropagation == nil) || o != nil && *o != *m.MountPropagation {
+					t.Fatalf("container %q: the webhook changed the propagation of podfs volume %q on an ordinary node", c.Name, m.Name)
+				}
 			}
 		}
 	}
 	if len(after.Spec.Containers) < len(before.Spec.Containers) || len(after.Spec.InitContainers) < len(before.Spec.InitContainers) {
 		t.Fatal("containers lost")
+	}
+}
+
+// checkSidecarSecurity: on ordinary nodes the sidecar meets Pod Security
+// "restricted" by itself; on serverless nodes it is privileged as root, said
+// explicitly. In both, the kubelet's runAsNonRoot check (container fields
+// over the pod's) passes.
+func checkSidecarSecurity(t testing.TB, pod *corev1.Pod, sc *corev1.Container, mode volumeset.Mode) {
+	t.Helper()
+	s := sc.SecurityContext
+	if s == nil {
+		t.Fatal("sidecar without a securityContext")
+	}
+	switch mode {
+	case volumeset.ModeNode:
+		switch {
+		case s.Privileged != nil && *s.Privileged:
+			t.Fatal("sidecar privileged on an ordinary node")
+		case s.RunAsNonRoot == nil || !*s.RunAsNonRoot:
+			t.Fatal("sidecar without runAsNonRoot: true")
+		case s.RunAsUser == nil || *s.RunAsUser != volumeset.SidecarUID || s.RunAsGroup == nil || *s.RunAsGroup != volumeset.SidecarGID:
+			t.Fatalf("sidecar runs as %v:%v, want %d:%d", s.RunAsUser, s.RunAsGroup, volumeset.SidecarUID, volumeset.SidecarGID)
+		case s.AllowPrivilegeEscalation == nil || *s.AllowPrivilegeEscalation:
+			t.Fatal("sidecar may escalate privileges")
+		case s.Capabilities == nil || !slices.Equal(s.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(s.Capabilities.Add) > 0:
+			t.Fatalf("sidecar capabilities %+v, want drop [ALL]", s.Capabilities)
+		case s.SeccompProfile == nil || s.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
+			t.Fatalf("sidecar seccomp %+v, want RuntimeDefault", s.SeccompProfile)
+		case s.ReadOnlyRootFilesystem == nil || !*s.ReadOnlyRootFilesystem:
+			t.Fatal("sidecar root file system writable")
+		}
+	case volumeset.ModeServerless:
+		if s.Privileged == nil || !*s.Privileged || s.RunAsUser == nil || *s.RunAsUser != 0 || s.RunAsNonRoot == nil || *s.RunAsNonRoot {
+			t.Fatalf("serverless sidecar securityContext %+v: want privileged, runAsUser 0, runAsNonRoot false", s)
+		}
+	default:
+		t.Fatalf("mode %q", mode)
+	}
+	// What the kubelet checks before starting the container.
+	nonRoot, uid := s.RunAsNonRoot, s.RunAsUser
+	if ps := pod.Spec.SecurityContext; ps != nil {
+		if nonRoot == nil {
+			nonRoot = ps.RunAsNonRoot
+		}
+		if uid == nil {
+			uid = ps.RunAsUser
+		}
+	}
+	if nonRoot != nil && *nonRoot && (uid == nil || *uid == 0) {
+		t.Fatalf("the kubelet would refuse the sidecar: runAsNonRoot with user %v", uid)
 	}
 }

@@ -43,7 +43,7 @@ const (
 type podfsVolume struct {
 	index    int    // in pod.spec.volumes
 	name     string // pod volume name
-	dirName  string // per-pod directory name on ordinary nodes (PV name or volume name)
+	handoff  string // kubelet's name for the volume: PV name, or the pod's volume name for inline volumes
 	pvc      *corev1.PersistentVolumeClaim
 	class    string
 	attrs    map[string]string
@@ -62,7 +62,7 @@ func findVolumes(ctx context.Context, lk Lookup, ns string, pod *corev1.Pod) ([]
 			if v.CSI.Driver != volumeset.DriverName {
 				continue
 			}
-			pv := podfsVolume{index: i, name: v.Name, dirName: v.Name, attrs: v.CSI.VolumeAttributes,
+			pv := podfsVolume{index: i, name: v.Name, handoff: v.Name, attrs: v.CSI.VolumeAttributes,
 				readOnly: v.CSI.ReadOnly != nil && *v.CSI.ReadOnly}
 			if v.CSI.NodePublishSecretRef != nil {
 				pv.secret = v.CSI.NodePublishSecretRef.Name
@@ -124,7 +124,7 @@ func pvcVolume(ctx context.Context, lk Lookup, ns string, i int, v *corev1.Volum
 	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != volumeset.DriverName {
 		return podfsVolume{}, false, nil
 	}
-	out := podfsVolume{index: i, name: v.Name, dirName: pv.Name, pvc: pvc, class: class,
+	out := podfsVolume{index: i, name: v.Name, handoff: pv.Name, pvc: pvc, class: class,
 		attrs: pv.Spec.CSI.VolumeAttributes, readOnly: v.PersistentVolumeClaim.ReadOnly || pv.Spec.CSI.ReadOnly,
 		pvOpts: pv.Spec.MountOptions}
 	if ref := pv.Spec.CSI.NodePublishSecretRef; ref != nil {

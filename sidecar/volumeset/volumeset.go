@@ -1,8 +1,38 @@
-// Package volumeset is the contract between the admission webhook and the
-// sidecar runtime: the set of podfs volumes one sidecar serves, passed to the
-// sidecar container as JSON in the environment variable EnvVar. The webhook
-// builds it, the sidecar decodes and validates it at start. It lives apart
-// from the sidecar runtime so the webhook need not import the runtime.
+// Package volumeset is the contract between the admission webhook, the
+// sidecar runtime and the CSI node: the set of podfs volumes one sidecar
+// serves, passed to the sidecar container as JSON in the environment
+// variable EnvVar, and the paths they share. The webhook builds the set, the
+// sidecar decodes and validates it at start. It lives apart from the sidecar
+// runtime so the webhook and the CSI node need not import the runtime.
+//
+// # Ordinary nodes (ModeNode): the descriptor handoff
+//
+// The CSI node mounts FUSE itself at kubelet's target path in
+// NodePublishVolume and hands a copy of the /dev/fuse descriptor to the
+// pod's sidecar, which only serves it:
+//
+//   - The webhook gives the sidecar one emptyDir volume mounted writable at
+//     RunDir (its name is "podfs-run", or "podfs-run-N" when the pod already
+//     has a volume so named). It holds the sidecar's readiness socket
+//     ProbeSocket and the directory HandoffDir.
+//   - The CSI node finds that emptyDir on the host at
+//     <kubelet-dir>/pods/<pod-uid>/volumes/kubernetes.io~empty-dir/<name>/:
+//     it reads the pod (pod info on mount gives its name, namespace and UID),
+//     takes the ContainerName container (an init container when it is a
+//     native sidecar, else an ordinary one) and the name of its volumeMount
+//     whose mountPath is RunDir. A pod without that container is refused.
+//   - For each volume it listens on HandoffSocket(v.Handoff) (one socket per
+//     volume, created under HandoffDir) and passes the descriptor with
+//     SCM_RIGHTS to the sidecar that connects. Volume.Handoff is kubelet's
+//     name for the volume: the PV name for a PVC volume, the pod's volume
+//     name for an inline CSI ephemeral volume.
+//   - The sidecar runs as SidecarUID:SidecarGID, unprivileged, with a
+//     read-only root file system: HandoffDir and its sockets must be
+//     usable by that user.
+//
+// In ModeNode Volume.MountPoint is empty (the sidecar mounts nothing) and
+// Volume.Handoff is required. In ModeServerless (no CSI node) the sidecar
+// is privileged and mounts FUSE at Volume.MountPoint itself.
 //
 // Secrets never appear in the JSON: a metadata or storage URL that comes
 // from a Secret is named by an environment variable (MetaURLEnv,
@@ -37,16 +67,26 @@ const (
 	// with $POD_UID (the webhook runs before the API server assigns the UID).
 	PodUIDRef = "$(POD_UID)"
 
-	// PodsDir holds the per-pod directories on ordinary nodes:
-	// PodsDir/<pod-uid>/<name>, where <name> is the PV name for a PVC volume
-	// and the pod's volume name for an inline CSI volume (what the CSI node
-	// publishes, see csinode.PodVolumeDir).
-	PodsDir = "/var/lib/podfs/pods"
+	// RunDir is where the sidecar sees its writable run-time emptyDir (in
+	// both modes): the probe socket and, on ordinary nodes, the handoff
+	// sockets the CSI node creates. The CSI node finds the emptyDir by this
+	// mount path.
+	RunDir = "/run/podfs"
+	// ProbeSocket is the unix socket the sidecar answers readiness on.
+	ProbeSocket = RunDir + "/sidecar.sock"
+	// HandoffDir holds one unix socket per volume, HandoffSocket(handoff),
+	// on which the CSI node hands the volume's /dev/fuse descriptor to the
+	// sidecar (ModeNode only). The CSI node creates it.
+	HandoffDir = RunDir + "/handoff"
 	// ServerlessDir is where the sidecar sees the emptyDir volumes that
 	// replace podfs PVC volumes on serverless nodes.
 	ServerlessDir = "/podfs"
-	// ProbeSocket is the unix socket the sidecar answers readiness on.
-	ProbeSocket = "/run/podfs/sidecar.sock"
+
+	// SidecarUID and SidecarGID are the user and group the sidecar runs as
+	// on ordinary nodes (the distroless "nonroot" ids): the CSI node makes
+	// the handoff sockets usable by them.
+	SidecarUID = 65532
+	SidecarGID = 65532
 	// PodInfoDir is where the sidecar sees its pod's annotations (downward
 	// API volume) when it is not a native sidecar.
 	PodInfoDir = "/etc/podfs/podinfo"
@@ -56,11 +96,12 @@ const (
 type Mode string
 
 const (
-	// ModeNode: ordinary nodes; the CSI node publishes the per-pod
-	// hostPath directory into the pod's volume.
+	// ModeNode: ordinary nodes; the CSI node mounts FUSE at kubelet's
+	// target path and hands the descriptor to the unprivileged sidecar
+	// (see the package documentation).
 	ModeNode Mode = "node"
-	// ModeServerless: virtual-kubelet nodes; each podfs volume is an
-	// emptyDir the sidecar mounts into.
+	// ModeServerless: virtual-kubelet nodes (no CSI node); each podfs volume
+	// is an emptyDir the privileged sidecar mounts FUSE into.
 	ModeServerless Mode = "serverless"
 )
 
@@ -81,9 +122,14 @@ type VolumeSet struct {
 type Volume struct {
 	// Name is the pod's volume name (spec.volumes[].name).
 	Name string `json:"name"`
-	// MountPoint is where the sidecar mounts FUSE, inside its container. It
-	// may contain $(POD_UID).
-	MountPoint    string   `json:"mountPoint"`
+	// MountPoint is where the sidecar mounts FUSE, inside its container
+	// (ModeServerless only; empty in ModeNode). It may contain $(POD_UID).
+	MountPoint string `json:"mountPoint,omitempty"`
+	// Handoff is kubelet's name for the volume: the PV name for a PVC
+	// volume, the pod's volume name for an inline CSI ephemeral volume. In
+	// ModeNode (required there) the sidecar receives the volume's FUSE
+	// descriptor on HandoffSocket(Handoff); empty in ModeServerless.
+	Handoff       string   `json:"handoff,omitempty"`
 	MetaURL       string   `json:"metaURL,omitempty"`
 	MetaURLEnv    string   `json:"metaURLEnv,omitempty"`
 	StorageURL    string   `json:"storageURL,omitempty"`
@@ -146,6 +192,31 @@ func isLabel(s string) bool {
 	return true
 }
 
+// isHandoffName reports whether s is a DNS-1123 subdomain, what
+// Kubernetes allows as a PV name (and, being a label, a volume name): safe
+// as one file name.
+func isHandoffName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if !isLabel(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// HandoffSocket is the unix socket, inside the sidecar, on which the CSI
+// node hands over the FUSE descriptor of the volume kubelet calls handoff.
+// On the host it is the same name under the RunDir emptyDir's directory.
+// A path longer than a sockaddr_un holds (108 bytes: PV names may have up to
+// 253) must be reached relative to an open directory (e.g. through
+// /proc/self/fd/N/<name>) by both sides.
+func HandoffSocket(handoff string) string {
+	return HandoffDir + "/" + handoff + ".sock"
+}
+
 // isEnvName reports whether s is a C identifier, what an environment
 // variable name should be.
 func isEnvName(s string) bool {
@@ -176,6 +247,7 @@ func (s *VolumeSet) Validate() error {
 	}
 	names := map[string]bool{}
 	mps := map[string]string{}
+	handoffs := map[string]string{}
 	for i, v := range s.Volumes {
 		e := func(format string, a ...any) {
 			errs = append(errs, fmt.Errorf("volume %d (%q): %s", i, v.Name, fmt.Sprintf(format, a...)))
@@ -187,17 +259,37 @@ func (s *VolumeSet) Validate() error {
 			e("name used twice")
 		}
 		names[v.Name] = true
-		mp := strings.ReplaceAll(v.MountPoint, PodUIDRef, "uid")
-		switch {
-		case !path.IsAbs(mp) || path.Clean(mp) != mp || mp == "/":
-			e("mountPoint %q must be a clean absolute path below /", v.MountPoint)
-		case strings.Contains(mp, "$("):
-			e("mountPoint %q may reference only %s", v.MountPoint, PodUIDRef)
+		switch s.Mode {
+		case ModeNode:
+			if v.MountPoint != "" {
+				e("mountPoint %q: in mode %q the CSI node mounts, the sidecar only serves the descriptor it receives; leave mountPoint empty", v.MountPoint, ModeNode)
+			}
+			switch {
+			case v.Handoff == "":
+				e("no handoff name: in mode %q the sidecar receives the volume on %s/<handoff>.sock (the PV name, or the pod's volume name for an inline volume)", ModeNode, HandoffDir)
+			case !isHandoffName(v.Handoff):
+				e("handoff %q is not a PV or volume name (lower-case letters, digits, '-' and '.', at most 253)", v.Handoff)
+			}
+			if other, ok := handoffs[v.Handoff]; ok && v.Handoff != "" {
+				e("handoff %q is also volume %q's", v.Handoff, other)
+			}
+			handoffs[v.Handoff] = v.Name
+		case ModeServerless:
+			if v.Handoff != "" {
+				e("handoff %q: mode %q has no CSI node to hand a descriptor over; leave it empty", v.Handoff, ModeServerless)
+			}
+			mp := strings.ReplaceAll(v.MountPoint, PodUIDRef, "uid")
+			switch {
+			case !path.IsAbs(mp) || path.Clean(mp) != mp || mp == "/":
+				e("mountPoint %q must be a clean absolute path below /", v.MountPoint)
+			case strings.Contains(mp, "$("):
+				e("mountPoint %q may reference only %s", v.MountPoint, PodUIDRef)
+			}
+			if other, ok := mps[v.MountPoint]; ok {
+				e("mountPoint %q is also volume %q's", v.MountPoint, other)
+			}
+			mps[v.MountPoint] = v.Name
 		}
-		if other, ok := mps[v.MountPoint]; ok {
-			e("mountPoint %q is also volume %q's", v.MountPoint, other)
-		}
-		mps[v.MountPoint] = v.Name
 		switch {
 		case v.MetaURL == "" && v.MetaURLEnv == "":
 			e("no metadata URL: set the PV's volumeAttributes metaURL or metaURLSecretKey")

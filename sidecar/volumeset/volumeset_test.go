@@ -7,9 +7,45 @@ import (
 
 func valid() VolumeSet {
 	return VolumeSet{Mode: ModeNode, Native: true, Volumes: []Volume{
-		{Name: "data", MountPoint: PodsDir + "/" + PodUIDRef + "/pv-1", MetaURL: "bolt:///m.db"},
-		{Name: "models", MountPoint: PodsDir + "/" + PodUIDRef + "/pv-2", MetaURLEnv: "PODFS_VOL1_META_URL", StorageURLEnv: "PODFS_VOL1_STORAGE_URL", SubDir: "a/b", Options: []string{"allow_other"}},
+		{Name: "data", Handoff: "pv-1", MetaURL: "bolt:///m.db"},
+		{Name: "models", Handoff: "pvc-0b6c.models", MetaURLEnv: "PODFS_VOL1_META_URL", StorageURLEnv: "PODFS_VOL1_STORAGE_URL", SubDir: "a/b", Options: []string{"allow_other"}},
 	}}
+}
+
+func validServerless() VolumeSet {
+	return VolumeSet{Mode: ModeServerless, Native: true, Volumes: []Volume{
+		{Name: "data", MountPoint: ServerlessDir + "/data", MetaURL: "bolt:///m.db"},
+		{Name: "models", MountPoint: ServerlessDir + "/models", MetaURLEnv: "PODFS_VOL1_META_URL"},
+	}}
+}
+
+// TestContract pins the paths and ids the webhook, the sidecar and the CSI
+// node agree on: changing one breaks pods injected by an older webhook.
+func TestContract(t *testing.T) {
+	for got, want := range map[string]string{
+		RunDir:                 "/run/podfs",
+		ProbeSocket:            "/run/podfs/sidecar.sock",
+		HandoffDir:             "/run/podfs/handoff",
+		HandoffSocket("pv-1"):  "/run/podfs/handoff/pv-1.sock",
+		ServerlessDir:          "/podfs",
+		PodInfoDir:             "/etc/podfs/podinfo",
+		DriverName:             "csi.podfs.io",
+		ContainerName:          "podfs-sidecar",
+		InjectedAnnotation:     "podfs.io/injected",
+		string(ModeNode):       "node",
+		string(ModeServerless): "serverless",
+	} {
+		if got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	if SidecarUID != 65532 || SidecarGID != 65532 {
+		t.Errorf("sidecar ids %d:%d, want 65532:65532", SidecarUID, SidecarGID)
+	}
+	js, err := (&VolumeSet{Mode: ModeNode, Volumes: []Volume{{Name: "data", Handoff: "pv-1", MetaURL: "m"}}}).Encode()
+	if want := `{"mode":"node","volumes":[{"name":"data","handoff":"pv-1","metaURL":"m"}],"native":false}`; err != nil || js != want {
+		t.Errorf("encoded node set %s, %v; want %s", js, err, want)
+	}
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -22,8 +58,16 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Volumes) != 2 || got.Volumes[1].MetaURLEnv != "PODFS_VOL1_META_URL" || got.Volumes[1].SubDir != "a/b" {
+	if len(got.Volumes) != 2 || got.Volumes[1].MetaURLEnv != "PODFS_VOL1_META_URL" || got.Volumes[1].SubDir != "a/b" || got.Volumes[1].Handoff != "pvc-0b6c.models" {
 		t.Fatalf("round trip lost data: %+v", got)
+	}
+	sl := validServerless()
+	js, err = sl.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = Decode(js); err != nil || got.Volumes[0].MountPoint != "/podfs/data" || got.Mode != ModeServerless {
+		t.Fatalf("serverless round trip: %+v, %v", got, err)
 	}
 }
 
@@ -32,14 +76,22 @@ func TestInvalid(t *testing.T) {
 		name, want string
 		edit       func(s *VolumeSet)
 	}{
+		{"node-mountpoint", "leave mountPoint empty", func(s *VolumeSet) { s.Volumes[0].MountPoint = "/var/lib/podfs/pods/$(POD_UID)/pv-1" }},
+		{"node-no-handoff", "no handoff name", func(s *VolumeSet) { s.Volumes[0].Handoff = "" }},
+		{"node-handoff-slash", `handoff "../pv" is not`, func(s *VolumeSet) { s.Volumes[0].Handoff = "../pv" }},
+		{"node-handoff-upper", `handoff "PV-1" is not`, func(s *VolumeSet) { s.Volumes[0].Handoff = "PV-1" }},
+		{"node-handoff-long", "is not a PV", func(s *VolumeSet) { s.Volumes[0].Handoff = strings.Repeat("a.", 127) + "a" }},
+		{"node-dup-handoff", `handoff "pv-1" is also volume "data"'s`, func(s *VolumeSet) { s.Volumes[1].Handoff = "pv-1" }},
+		{"serverless-handoff", "has no CSI node", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].Handoff = "pv-1" }},
 		{"mode", `mode "x"`, func(s *VolumeSet) { s.Mode = "x" }},
 		{"empty", "no volumes", func(s *VolumeSet) { s.Volumes = nil }},
 		{"bad-name", "DNS-1123", func(s *VolumeSet) { s.Volumes[0].Name = "Data_1" }},
 		{"dup-name", "name used twice", func(s *VolumeSet) { s.Volumes[1].Name = "data" }},
-		{"relative-mp", "clean absolute path", func(s *VolumeSet) { s.Volumes[0].MountPoint = "data" }},
-		{"dotdot-mp", "clean absolute path", func(s *VolumeSet) { s.Volumes[0].MountPoint = "/a/../b" }},
-		{"other-var", "may reference only", func(s *VolumeSet) { s.Volumes[0].MountPoint = "/a/$(HOME)" }},
-		{"dup-mp", "is also volume", func(s *VolumeSet) { s.Volumes[1].MountPoint = s.Volumes[0].MountPoint }},
+		{"relative-mp", "clean absolute path", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MountPoint = "data" }},
+		{"dotdot-mp", "clean absolute path", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MountPoint = "/a/../b" }},
+		{"other-var", "may reference only", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MountPoint = "/a/$(HOME)" }},
+		{"no-mp", "clean absolute path", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MountPoint = "" }},
+		{"dup-mp", "is also volume", func(s *VolumeSet) { *s = validServerless(); s.Volumes[1].MountPoint = s.Volumes[0].MountPoint }},
 		{"no-meta", "no metadata URL", func(s *VolumeSet) { s.Volumes[0].MetaURL = "" }},
 		{"both-meta", "both metaURL and metaURLEnv", func(s *VolumeSet) { s.Volumes[0].MetaURLEnv = "X" }},
 		{"bad-env", "not an environment variable name", func(s *VolumeSet) { s.Volumes[1].MetaURLEnv = "A-B" }},
