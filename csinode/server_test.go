@@ -177,7 +177,9 @@ func TestParseEndpoint(t *testing.T) {
 func TestLogRedactsSecrets(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	req := publishRequest("uid-1", "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~csi/pv/mount", false)
+	pod := &corev1.Pod{}
+	pod.Name, pod.Namespace, pod.UID = "app", "default", "uid-1"
+	req := publishRequest(pod, "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~csi/pv/mount", false)
 	req.Secrets = map[string]string{"metaurl": "tikv://admin:hunter2@pd:2379/vol"}
 	_, err := logCalls(log)(context.Background(), req, &grpc.UnaryServerInfo{FullMethod: "/csi.v1.Node/NodePublishVolume"},
 		func(context.Context, any) (any, error) { return &csi.NodePublishVolumeResponse{}, nil })

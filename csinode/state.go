@@ -17,11 +17,11 @@ import (
 	"podfs.io/podfs/pkg/fuseconn"
 )
 
-// record is what the plugin remembers of a publication on disk, so that a
+// pubRecord is what the plugin remembers of a publication on disk, so that a
 // restarted plugin (its pod deleted and recreated by the DaemonSet) offers
 // the mounts it made again. The connections themselves died with the old
 // process; the sidecars still hold theirs and give them back (adoption).
-type record struct {
+type pubRecord struct {
 	VolumeID           string `json:"volumeID"`
 	Target             string `json:"target"`
 	Name               string `json:"name"`
@@ -40,7 +40,7 @@ func (d *Driver) recordPath(target string) string {
 
 // saveRecord writes v's record atomically.
 func (d *Driver) saveRecord(v *published) error {
-	r := record{VolumeID: v.volumeID, Target: v.target, Name: v.name, PodNamespace: v.pod.namespace, PodName: v.pod.name,
+	r := pubRecord{VolumeID: v.volumeID, Target: v.target, Name: v.name, PodNamespace: v.pod.namespace, PodName: v.pod.name,
 		PodUID: v.pod.uid, HandoffDir: v.handoffDir, ReadOnly: v.readOnly, DefaultPermissions: v.defaultPermissions}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -86,7 +86,7 @@ func (d *Driver) recover(ctx context.Context) error {
 		}
 		p := filepath.Join(d.cfg.StateDir, e.Name())
 		b, err := os.ReadFile(p)
-		var r record
+		var r pubRecord
 		if err == nil {
 			err = json.Unmarshal(b, &r)
 		}
