@@ -2,6 +2,7 @@ package csinode
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -11,11 +12,15 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/ginkgo/v2/types"
 	"github.com/onsi/gomega"
 	"google.golang.org/grpc"
+
+	"podfs.io/podfs/pkg/fuseconn"
 )
 
 // sanitySkips lists the specs that do not apply to podfs, with the reason.
@@ -84,6 +89,12 @@ func TestSanity(t *testing.T) {
 		ContextPodName:      pod.Name,
 		ContextPodNamespace: pod.Namespace,
 	}
+
+	// Sanity stats the target after publishing; a mount nobody serves
+	// would keep it waiting. Serve every volume published for the pod, as
+	// its sidecar would.
+	stop := serveAll(t, e.handoffDir(pod), "sanity-pv")
+	defer stop()
 
 	var report types.Report
 	ginkgo.ReportAfterSuite("collect", func(r ginkgo.Report) { report = r })
@@ -248,4 +259,40 @@ func (staticController) ControllerGetCapabilities(context.Context, *csi.Controll
 			Type: csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		}},
 	}}}, nil
+}
+
+// serveAll serves, in this process, every connection the plugin offers for
+// the volume called name in dir, one after the other, until stop is
+// called.
+func serveAll(t *testing.T, dir, name string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			h, err := fuseconn.Dial(ctx, dir, name, slog.New(slog.DiscardHandler))
+			if err != nil {
+				continue // ctx ended
+			}
+			raw := fs.NewNodeFS(&testRoot{}, &fs.Options{})
+			a, err := fuseconn.Attach(ctx, fuseconn.AttachConfig{
+				Conn: h.Conn, Init: h.Init,
+				SaveInit: func(b []byte) error { return h.SaveInit(ctx, b) },
+				NewServer: func(mp string) (*fuse.Server, error) {
+					return fuse.NewServer(raw, mp, &fuse.MountOptions{Name: testFSName})
+				},
+			})
+			if err != nil {
+				t.Logf("serve a sanity volume: %v", err)
+				h.Close()
+				continue
+			}
+			a.Server.Serve() // until unpublish unmounts
+			h.Close()
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

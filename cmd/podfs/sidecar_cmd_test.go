@@ -41,7 +41,7 @@ func TestSidecarCommand(t *testing.T) {
 	if out, err := exec.Command(bin, "format", metaURL, "vol", "--storage", "file://"+dir+"/data").CombinedOutput(); err != nil {
 		t.Fatalf("podfs format: %v\n%s", err, out)
 	}
-	set := volumeset.VolumeSet{Mode: volumeset.ModeNode, Native: true, Volumes: []volumeset.Volume{
+	set := volumeset.VolumeSet{Mode: volumeset.ModeServerless, Native: true, Volumes: []volumeset.Volume{
 		{Name: "data", MountPoint: dir + "/pods/" + volumeset.PodUIDRef + "/pv-1", MetaURLEnv: "PODFS_VOL0_META_URL"}}}
 	js, err := json.Marshal(set)
 	if err != nil {

@@ -21,9 +21,10 @@
 //     takes the ContainerName container (an init container when it is a
 //     native sidecar, else an ordinary one) and the name of its volumeMount
 //     whose mountPath is RunDir. A pod without that container is refused.
-//   - For each volume it listens on HandoffSocket(v.Handoff) (one socket per
-//     volume, created under HandoffDir) and passes the descriptor with
-//     SCM_RIGHTS to the sidecar that connects. Volume.Handoff is kubelet's
+//   - For each volume it listens on a socket under HandoffDir named by
+//     pkg/fuseconn's SocketName(v.Handoff) (short and fixed-length: kubelet
+//     paths and PV names are too long for a unix socket's 108 bytes) and
+//     passes the descriptor with SCM_RIGHTS to the sidecar that connects. Volume.Handoff is kubelet's
 //     name for the volume: the PV name for a PVC volume, the pod's volume
 //     name for an inline CSI ephemeral volume.
 //   - The sidecar runs as SidecarUID:SidecarGID, unprivileged, with a
@@ -74,7 +75,7 @@ const (
 	RunDir = "/run/podfs"
 	// ProbeSocket is the unix socket the sidecar answers readiness on.
 	ProbeSocket = RunDir + "/sidecar.sock"
-	// HandoffDir holds one unix socket per volume, HandoffSocket(handoff),
+	// HandoffDir holds one unix socket per volume (fuseconn.SocketName),
 	// on which the CSI node hands the volume's /dev/fuse descriptor to the
 	// sidecar (ModeNode only). The CSI node creates it.
 	HandoffDir = RunDir + "/handoff"
@@ -128,7 +129,7 @@ type Volume struct {
 	// Handoff is kubelet's name for the volume: the PV name for a PVC
 	// volume, the pod's volume name for an inline CSI ephemeral volume. In
 	// ModeNode (required there) the sidecar receives the volume's FUSE
-	// descriptor on HandoffSocket(Handoff); empty in ModeServerless.
+	// descriptor on its socket in HandoffDir; empty in ModeServerless.
 	Handoff       string   `json:"handoff,omitempty"`
 	MetaURL       string   `json:"metaURL,omitempty"`
 	MetaURLEnv    string   `json:"metaURLEnv,omitempty"`
@@ -207,16 +208,6 @@ func isHandoffName(s string) bool {
 	return true
 }
 
-// HandoffSocket is the unix socket, inside the sidecar, on which the CSI
-// node hands over the FUSE descriptor of the volume kubelet calls handoff.
-// On the host it is the same name under the RunDir emptyDir's directory.
-// A path longer than a sockaddr_un holds (108 bytes: PV names may have up to
-// 253) must be reached relative to an open directory (e.g. through
-// /proc/self/fd/N/<name>) by both sides.
-func HandoffSocket(handoff string) string {
-	return HandoffDir + "/" + handoff + ".sock"
-}
-
 // isEnvName reports whether s is a C identifier, what an environment
 // variable name should be.
 func isEnvName(s string) bool {
@@ -266,7 +257,7 @@ func (s *VolumeSet) Validate() error {
 			}
 			switch {
 			case v.Handoff == "":
-				e("no handoff name: in mode %q the sidecar receives the volume on %s/<handoff>.sock (the PV name, or the pod's volume name for an inline volume)", ModeNode, HandoffDir)
+				e("no handoff name: in mode %q the sidecar receives the volume from the CSI node on a socket in %s named after it (the PV name, or the pod's volume name for an inline volume)", ModeNode, HandoffDir)
 			case !isHandoffName(v.Handoff):
 				e("handoff %q is not a PV or volume name (lower-case letters, digits, '-' and '.', at most 253)", v.Handoff)
 			}

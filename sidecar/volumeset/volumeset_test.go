@@ -26,7 +26,6 @@ func TestContract(t *testing.T) {
 		RunDir:                 "/run/podfs",
 		ProbeSocket:            "/run/podfs/sidecar.sock",
 		HandoffDir:             "/run/podfs/handoff",
-		HandoffSocket("pv-1"):  "/run/podfs/handoff/pv-1.sock",
 		ServerlessDir:          "/podfs",
 		PodInfoDir:             "/etc/podfs/podinfo",
 		DriverName:             "csi.podfs.io",
