@@ -26,6 +26,10 @@ etcd_port=${PODFS_E2E_ETCD_PORT:-12379}
 api_port=6443
 bridge=podfs0
 pod_subnet=10.244.0.0/24
+# Pods get .2-.239; .240-.254 are kept out of IPAM for fixed addresses on the
+# bridge, such as hack/backends.sh's network namespace (10.244.0.250).
+pod_range_start=10.244.0.2
+pod_range_end=10.244.0.239
 node=$(hostname | tr '[:upper:]' '[:lower:]')
 pause_image=${PAUSE_IMAGE:-podfs.io/pause:dev}
 containerd_sock=$run/containerd.sock
@@ -216,7 +220,7 @@ EOF
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$pod_subnet"}]],
+        "ranges": [[{"subnet": "$pod_subnet", "rangeStart": "$pod_range_start", "rangeEnd": "$pod_range_end"}]],
         "dataDir": "$state/cni/ipam"
       }
     }
