@@ -175,12 +175,16 @@ up() {
 	fi
 	load_config
 	[[ $addr =~ ^[0-9]+(\.[0-9]+){3}/[0-9]+$ ]] || die "PODFS_BACKENDS_ADDR must be IPv4/PREFIX, got $addr"
-	local tool
-	for tool in ip nsenter curl etcd ceph-mon; do
-		command -v "$tool" >/dev/null || "$root/hack/deps.sh" ||
-			die "$tool is missing and hack/deps.sh could not install it"
+	local tool tools=(ip nsenter curl etcd ceph-mon ceph-osd)
+	for tool in "${tools[@]}"; do
+		command -v "$tool" >/dev/null || {
+			"$root/hack/deps.sh" || die "$tool is missing and hack/deps.sh could not install it"
+			break
+		}
 	done
-	command -v etcd >/dev/null || die "etcd not found on PATH (Debian etcd-server; hack/deps.sh installs it)"
+	for tool in "${tools[@]}"; do
+		command -v "$tool" >/dev/null || die "$tool not found on PATH (etcd-server, ceph-*, iproute2, util-linux, curl)"
+	done
 
 	# The bridge belongs to the cluster (hack/cluster.sh up creates it); making
 	# one here by accident would leave the backends on a bridge no pod uses.

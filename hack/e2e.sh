@@ -25,8 +25,11 @@ t0=$SECONDS
 # down before it; with PODFS_E2E_KEEP=1 both stay up and hack/cluster.sh down
 # stops the backends too. `env` prints the PODFS_PODNET_* exports the tests read.
 backends_up() {
+	local exports
 	PODFS_E2E_STATE=$state hack/backends.sh up
-	eval "$(PODFS_E2E_STATE=$state hack/backends.sh env)"
+	# Assigned first: a failing env inside eval "$(...)" would go unnoticed.
+	exports=$(PODFS_E2E_STATE=$state hack/backends.sh env)
+	eval "$exports"
 }
 backends_down() { PODFS_E2E_STATE=$state hack/backends.sh down; }
 # ------------------------------------------------------------------------------

@@ -117,7 +117,8 @@ trap 'exit 130' INT TERM
 t=$(now)
 hack/backends.sh up
 up_time=$(since "$t")
-eval "$(hack/backends.sh env)"
+exports=$(hack/backends.sh env)
+eval "$exports"
 log "backends up in $up_time"
 
 # The fake pod: what the CNI bridge plugin makes for a pod, by hand.
