@@ -49,6 +49,8 @@ ceph_port=6789
 ceph_pool=podfs
 # The veth end inside the namespace; its name only has to be unique there.
 inner_if=bk0
+# Set by up while it clears a partial set: down then leaves the bridge.
+keep_bridge=0
 
 # load_config sets netns, bridge, addr, veth and the made_* flags: from what
 # up recorded when there is a record, else from the environment.
@@ -141,7 +143,7 @@ down() {
 	if ip link show "$veth" >/dev/null 2>&1; then
 		ip link delete "$veth" || log "cannot delete $veth"
 	fi
-	if ((made_bridge)) && [[ -d /sys/class/net/$bridge/brif ]]; then
+	if ((made_bridge && !keep_bridge)) && [[ -d /sys/class/net/$bridge/brif ]]; then
 		if [[ -z $(ls -A "/sys/class/net/$bridge/brif") ]]; then
 			ip link delete "$bridge" && log "deleted bridge $bridge"
 		else
@@ -169,11 +171,15 @@ up() {
 	# Anything half made (an earlier up that failed, a daemon that died) goes
 	# first: a fresh set takes seconds and memstore data does not survive a
 	# restart anyway.
+	local remade_bridge=0
 	if [[ -d $dir ]] || netns_exists; then
 		log "tearing down a partial set first"
-		down
+		# A bridge an earlier up made stays, and stays ours to delete.
+		remade_bridge=$made_bridge
+		keep_bridge=1 down
 	fi
 	load_config
+	[[ -e /sys/class/net/$bridge ]] && made_bridge=$remade_bridge
 	[[ $addr =~ ^[0-9]+(\.[0-9]+){3}/[0-9]+$ ]] || die "PODFS_BACKENDS_ADDR must be IPv4/PREFIX, got $addr"
 	local tool tools=(ip nsenter curl etcd ceph-mon ceph-osd)
 	for tool in "${tools[@]}"; do
