@@ -98,7 +98,8 @@ leftovers() {
 	# Every process of the check names $work (etcd's data dir, Ceph's config,
 	# podfs's mount point) on its command line.
 	for p in /proc/[0-9]*; do
-		cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+		# (A process may exit between the listing and the read.)
+		cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
 		if [[ $cmd == *"$work"* ]]; then
 			log "left behind: process ${p#/proc/}: $cmd"
 			bad=1
