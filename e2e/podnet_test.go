@@ -94,7 +94,16 @@ func (e *env) podNetVolume(t *testing.T, name string) volume {
 func (e *env) podNetMount(t *testing.T, v volume, opts ...string) string {
 	t.Helper()
 	p := loadPodNet(t)
-	dir := t.TempDir()
+	// Not t.TempDir: its directories are 0700, which users other than root
+	// (those the volume is prepared for) cannot pass through.
+	dir, err := os.MkdirTemp("", "podfs-podnet-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	mp := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {
 		t.Fatal(err)
@@ -110,7 +119,7 @@ func (e *env) podNetMount(t *testing.T, v volume, opts ...string) string {
 		log, _ := os.ReadFile(logFile)
 		t.Fatalf("podfs %s (in network namespace %s): %v\n%s\nlog:\n%s", strings.Join(args, " "), p.netns, err, out, log)
 	}
-	// Registered after t.TempDir's removal, so it runs before it.
+	// Registered after the directory's removal, so it runs before it.
 	t.Cleanup(func() { e.podNetUnmount(t, mp) })
 	return mp
 }
