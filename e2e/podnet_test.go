@@ -167,6 +167,8 @@ func (e *env) podNetChown(t *testing.T, v volume, dir string, uid, gid int) {
 //
 //	eval "$(hack/backends.sh env)"
 //	PODFS_BIN=$PWD/bin/podfs go test -tags e2e -run TestPodNetBackends ./e2e/
+//
+// hack/podnet-check.sh --go runs it against backends of its own.
 func TestPodNetBackends(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (network namespaces, FUSE mounts)")
