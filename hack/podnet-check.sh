@@ -98,8 +98,9 @@ leftovers() {
 	# Every process of the check names $work (etcd's data dir, Ceph's config,
 	# podfs's mount point) on its command line.
 	for p in /proc/[0-9]*; do
-		# (A process may exit between the listing and the read.)
-		cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+		# A process may exit between the listing and the read; reading the
+		# command line of one stuck on a dead FUSE mount (anyone's) can hang.
+		cmd=$(timeout -s KILL 2 cat "$p/cmdline" 2>/dev/null | tr '\0' ' ') || continue
 		if [[ $cmd == *"$work"* ]]; then
 			log "left behind: process ${p#/proc/}: $cmd"
 			bad=1
