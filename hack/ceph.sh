@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway one-node Ceph cluster on 127.0.0.1: one monitor and one OSD
+# A throwaway one-node Ceph cluster on 127.0.0.1 (or CEPH_ADDR): one monitor and one OSD
 # (memstore: data in RAM, fast to start), no auth, pools of size 1. Every file
 # it makes (config, data, logs, pid files, admin sockets) lives in DIR.
 #
@@ -11,7 +11,10 @@
 # Tests pick a free PORT so several clusters can run side by side. Clients:
 #   rados://POOL?conf=DIR/ceph.conf            or
 #   rados://POOL?mon_host=127.0.0.1:PORT
-# Environment: CEPH_MEMSTORE_BYTES (OSD capacity, default 8 GiB of RAM at most).
+# Environment: CEPH_MEMSTORE_BYTES (OSD capacity, default 8 GiB of RAM at most);
+# CEPH_ADDR (the IPv4 address the monitor and OSD bind and advertise, default
+# 127.0.0.1; it must be local to the network namespace the script runs in,
+# as for hack/backends.sh, which runs it inside a namespace of its own).
 set -euo pipefail
 
 die() { echo "hack/ceph.sh: $*" >&2; exit 1; }
@@ -58,7 +61,9 @@ esac
 
 port=${3:-6789}
 pool=${4:-podfs}
+addr=${CEPH_ADDR:-127.0.0.1}
 [[ $port =~ ^[0-9]+$ ]] || die "PORT must be a number, got $port"
+[[ $addr =~ ^[0-9]+(\.[0-9]+){3}$ ]] || die "CEPH_ADDR must be an IPv4 address, got $addr"
 
 cd "$(dirname "$0")/.."
 if ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v ceph >/dev/null; then
@@ -77,9 +82,9 @@ conf=$dir/ceph.conf
 cat >"$conf" <<CONF
 [global]
 fsid = $fsid
-mon host = v1:127.0.0.1:$port
-public addr = 127.0.0.1
-cluster addr = 127.0.0.1
+mon host = v1:$addr:$port
+public addr = $addr
+cluster addr = $addr
 ms bind msgr2 = false
 auth cluster required = none
 auth service required = none
@@ -112,7 +117,7 @@ mon data avail warn = 2
 CONF
 
 ceph-authtool --create-keyring "$dir/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
-monmaptool --create --fsid "$fsid" --addv a "[v1:127.0.0.1:$port]" "$dir/monmap" >/dev/null
+monmaptool --create --fsid "$fsid" --addv a "[v1:$addr:$port]" "$dir/monmap" >/dev/null
 # With PODFS_CEPH_OWNER=PID the cluster stops itself once that process is gone
 # (a test binary that crashed or was killed cannot run its cleanup).
 if [[ -n ${PODFS_CEPH_OWNER:-} ]]; then

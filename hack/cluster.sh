@@ -26,6 +26,10 @@ etcd_port=${PODFS_E2E_ETCD_PORT:-12379}
 api_port=6443
 bridge=podfs0
 pod_subnet=10.244.0.0/24
+# Pods get .2-.239; .240-.254 are kept out of IPAM for fixed addresses on the
+# bridge, such as hack/backends.sh's network namespace (10.244.0.250).
+pod_range_start=10.244.0.2
+pod_range_end=10.244.0.239
 node=$(hostname | tr '[:upper:]' '[:lower:]')
 pause_image=${PAUSE_IMAGE:-podfs.io/pause:dev}
 containerd_sock=$run/containerd.sock
@@ -216,7 +220,7 @@ EOF
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$pod_subnet"}]],
+        "ranges": [[{"subnet": "$pod_subnet", "rangeStart": "$pod_range_start", "rangeEnd": "$pod_range_end"}]],
         "dataDir": "$state/cni/ipam"
       }
     }
@@ -336,6 +340,17 @@ unmount_under() {
 	done < <(mounts_under "$@")
 }
 
+# make_bridge creates the pod bridge now rather than at the first pod the CNI
+# sets up (host-network pods never make it), so hack/backends.sh can join it
+# before any test pod runs. The CNI plugin adopts an existing bridge as is.
+make_bridge() {
+	if ! ip link show "$bridge" >/dev/null 2>&1; then
+		ip link add name "$bridge" type bridge
+		log "created bridge $bridge"
+	fi
+	ip link set "$bridge" up
+}
+
 # --- up / down / status -----------------------------------------------------
 
 up() {
@@ -393,6 +408,7 @@ up() {
 	fi
 
 	share_pods_dir
+	make_bridge
 	start kubelet "$bins/kubelet" --config="$etc/kubelet.yaml" \
 		--kubeconfig="$etc/kubelet.kubeconfig" --root-dir="$kubelet_dir" \
 		--hostname-override="$node" --v=1
@@ -483,6 +499,9 @@ down() {
 	# Per-pod mounts the CSI node and sidecars made, and the shared bind up() made.
 	unmount_under "$pods_dir"
 	find "$pods_dir" -mindepth 1 -depth -type d -empty -delete 2>/dev/null || true
+	# The pod-network backends (hack/backends.sh) sit on the bridge and keep
+	# their state under $state: stop them first (a no-op when none run).
+	PODFS_E2E_STATE=$state "$root/hack/backends.sh" down || log "hack/backends.sh down failed"
 	if ip link show "$bridge" >/dev/null 2>&1; then
 		ip link delete "$bridge"
 		log "deleted bridge $bridge"

@@ -19,12 +19,28 @@ release_ns=podfs-system
 image=${PODFS_IMAGE:-podfs.io/podfs:dev}
 t0=$SECONDS
 
+# --- pod-network backends (hack/backends.sh) ---------------------------------
+# etcd and Ceph in a network namespace on the pod bridge, for test pods that
+# may not use the host network. Up after the cluster (which makes the bridge),
+# down before it; with PODFS_E2E_KEEP=1 both stay up and hack/cluster.sh down
+# stops the backends too. `env` prints the PODFS_PODNET_* exports the tests read.
+backends_up() {
+	local exports
+	PODFS_E2E_STATE=$state hack/backends.sh up
+	# Assigned first: a failing env inside eval "$(...)" would go unnoticed.
+	exports=$(PODFS_E2E_STATE=$state hack/backends.sh env)
+	eval "$exports"
+}
+backends_down() { PODFS_E2E_STATE=$state hack/backends.sh down; }
+# ------------------------------------------------------------------------------
+
 finish() {
 	local rc=$?
 	trap - EXIT INT TERM
 	if [[ ${PODFS_E2E_KEEP:-0} == 1 ]]; then
 		echo "e2e: leaving the cluster up (PODFS_E2E_KEEP=1); hack/cluster.sh down removes it" >&2
 	else
+		backends_down || rc=1
 		hack/cluster.sh down || rc=1
 	fi
 	echo "e2e: total $((SECONDS - t0)) s, exit $rc" >&2
@@ -39,6 +55,7 @@ trap 'exit 130' INT TERM
 }
 
 hack/cluster.sh up
+backends_up
 PODFS_IMAGE=$image hack/image.sh podfs
 helm=$(hack/helm.sh)
 eval "$(hack/cluster.sh env)"
