@@ -21,7 +21,6 @@ etc=$state/etc
 run=$state/run
 logs=$state/log
 kubelet_dir=$state/kubelet
-pods_dir=${PODFS_PODS_DIR:-/var/lib/podfs/pods}
 etcd_port=${PODFS_E2E_ETCD_PORT:-12379}
 api_port=6443
 bridge=podfs0
@@ -283,17 +282,6 @@ restore_sysctls() {
 	log "restored sysctls"
 }
 
-# The podfs sidecar mounts the pods dir with Bidirectional propagation, which
-# containerd allows only on a shared mount.
-share_pods_dir() {
-	mkdir -p "$pods_dir"
-	if ! mountpoint -q "$pods_dir"; then
-		mount --bind "$pods_dir" "$pods_dir"
-		echo "$pods_dir" >"$state/pods-dir.mounted"
-	fi
-	mount --make-rshared "$pods_dir"
-}
-
 # mounts_under DIR...: mount points at or below the given dirs, deepest first.
 mounts_under() {
 	local d m
@@ -306,8 +294,7 @@ mounts_under() {
 
 # Host paths the node components create outside the state dir. up records
 # those that did not exist yet; down removes exactly those.
-host_paths=(/var/log/pods /var/log/containers /var/lib/cni /run/containerd /run/netns
-	"$(dirname "$pods_dir")" "$pods_dir")
+host_paths=(/var/log/pods /var/log/containers /var/lib/cni /run/containerd /run/netns)
 
 record_host_paths() {
 	local p
@@ -407,7 +394,6 @@ up() {
 		PAUSE_IMAGE=$pause_image CONTAINERD_ADDRESS=$containerd_sock PODFS_E2E_STATE=$state "$root/hack/image.sh" pause
 	fi
 
-	share_pods_dir
 	make_bridge
 	start kubelet "$bins/kubelet" --config="$etc/kubelet.yaml" \
 		--kubeconfig="$etc/kubelet.kubeconfig" --root-dir="$kubelet_dir" \
@@ -496,9 +482,6 @@ down() {
 	stop kube-apiserver
 	stop etcd
 	unmount_under "$kubelet_dir" "$state"
-	# Per-pod mounts the CSI node and sidecars made, and the shared bind up() made.
-	unmount_under "$pods_dir"
-	find "$pods_dir" -mindepth 1 -depth -type d -empty -delete 2>/dev/null || true
 	# The pod-network backends (hack/backends.sh) sit on the bridge and keep
 	# their state under $state: stop them first (a no-op when none run).
 	PODFS_E2E_STATE=$state "$root/hack/backends.sh" down || log "hack/backends.sh down failed"
@@ -510,7 +493,7 @@ down() {
 	restore_sysctls
 	remove_host_paths
 	local left
-	left=$(mounts_under "$state" "$pods_dir")
+	left=$(mounts_under "$state")
 	[[ -z $left ]] || die "mounts left behind: $left"
 	rm -rf "$state"
 	log "down"
@@ -530,7 +513,7 @@ status() {
 		"$bins/kubectl" --kubeconfig "$etc/admin.kubeconfig" get nodes -o wide || true
 	fi
 	local m
-	m=$(mounts_under "$state" "$pods_dir")
+	m=$(mounts_under "$state")
 	[[ -z $m ]] || printf 'mounts:\n%s\n' "$m"
 }
 

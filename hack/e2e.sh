@@ -13,7 +13,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 state=${PODFS_E2E_STATE:-/var/lib/podfs-e2e}
-pods_dir=${PODFS_PODS_DIR:-/var/lib/podfs/pods}
 release=podfs
 release_ns=podfs-system
 image=${PODFS_IMAGE:-podfs.io/podfs:dev}
@@ -65,7 +64,7 @@ echo "e2e: installing the chart" >&2
 if ! "$helm" upgrade --install "$release" charts/podfs -n "$release_ns" --create-namespace \
 	-f charts/podfs/values-single-node.yaml \
 	--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" \
-	--set "kubeletDir=$state/kubelet" --set "podsDir=$pods_dir" \
+	--set "kubeletDir=$state/kubelet" \
 	--wait --timeout 3m; then
 	"$KUBECTL" -n "$release_ns" get pods -o wide >&2 || true
 	for p in $("$KUBECTL" -n "$release_ns" get pods -o name); do
@@ -77,7 +76,7 @@ fi
 echo "e2e: chart ready after $((SECONDS - t0)) s" >&2
 
 export PODFS_BIN=$root/bin/podfs PODFS_IMAGE=$image PODFS_RELEASE=$release/$release_ns
-export PODFS_KUBELET_DIR=$state/kubelet PODFS_PODS_DIR=$pods_dir
+export PODFS_KUBELET_DIR=$state/kubelet
 set +e
 go test -tags e2e -count=1 -v -timeout 45m ./e2e/ "$@" 2>&1 | tee bin/e2e.log
 rc=${PIPESTATUS[0]}
