@@ -10,6 +10,8 @@
 //	PODFS_IMAGE     the podfs image the cluster has (apps use its busybox)
 //	PODFS_RELEASE   the Helm release and its namespace, "NAME/NAMESPACE"
 //	PODFS_KUBELET_DIR  kubelet's root directory
+//	PODFS_IMAGE_UPGRADE  a second tag of the podfs image (in-place upgrade)
+//	PODFS_PODNET_*  the backends on the pod network (hack/backends.sh env)
 //
 // A missing setting or component fails the run; nothing is skipped.
 package e2e
@@ -111,5 +113,6 @@ func TestE2E(t *testing.T) {
 	t.Run("10-restricted-namespace", e.testRestricted)
 	t.Run("11-read-only-modes", e.testReadOnlyModes)
 	t.Run("12-one-volume-fails", e.testOneVolumeFails)
+	t.Run("13-sidecar-replaced", e.testSidecarReplaced)
 	t.Run("perf-startup", e.testStartupLatency)
 }

@@ -56,6 +56,10 @@ trap 'exit 130' INT TERM
 hack/cluster.sh up
 backends_up
 PODFS_IMAGE=$image hack/image.sh podfs
+# A second tag of the same image: the in-place sidecar upgrade scenario
+# changes a running pod's sidecar to it.
+upgrade_image=${image%:*}:upgrade
+ctr --address "$state/run/containerd.sock" -n k8s.io images tag --force "$image" "$upgrade_image" >/dev/null
 helm=$(hack/helm.sh)
 eval "$(hack/cluster.sh env)"
 export KUBECONFIG KUBECTL
@@ -75,7 +79,7 @@ if ! "$helm" upgrade --install "$release" charts/podfs -n "$release_ns" --create
 fi
 echo "e2e: chart ready after $((SECONDS - t0)) s" >&2
 
-export PODFS_BIN=$root/bin/podfs PODFS_IMAGE=$image PODFS_RELEASE=$release/$release_ns
+export PODFS_BIN=$root/bin/podfs PODFS_IMAGE=$image PODFS_IMAGE_UPGRADE=$upgrade_image PODFS_RELEASE=$release/$release_ns
 export PODFS_KUBELET_DIR=$state/kubelet
 set +e
 go test -tags e2e -count=1 -v -timeout 45m ./e2e/ "$@" 2>&1 | tee bin/e2e.log
