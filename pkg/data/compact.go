@@ -178,7 +178,7 @@ func (s *Store) DeletePending(ctx context.Context) (int, error) {
 				}); err != nil {
 					return done, err
 				}
-				s.mem.Remove(k)
+				s.mem.Remove(s.ck(k))
 			}
 			ids = append(ids, x.ID)
 		}

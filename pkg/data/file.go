@@ -198,20 +198,10 @@ func (s *Store) growBuf(b []byte, need int) []byte {
 }
 
 // blockBuf returns a buffer of capacity BlockSize, reused when possible.
-func (s *Store) blockBuf() []byte {
-	if p, ok := s.bufPool.Get().(*[]byte); ok {
-		return (*p)[:0]
-	}
-	return make([]byte, 0, s.bs)
-}
+func (s *Store) blockBuf() []byte { return s.budget.blockBuf(s.bs) }
 
 // recycle returns a block buffer nobody references any more to the pool.
-func (s *Store) recycle(b []byte) {
-	if cap(b) == s.bs {
-		b = b[:0]
-		s.bufPool.Put(&b)
-	}
-}
+func (s *Store) recycle(b []byte) { s.budget.recycle(b) }
 
 func (f *File) freezeLocked(ws *wslice) {
 	if ws.frozen {
@@ -246,7 +236,7 @@ func (f *File) beginUploadLocked(ws *wslice, i int) *wblock {
 	b := ws.blocks[i]
 	b.busy = true
 	ws.flight++
-	f.s.uploading.Add(1)
+	f.s.budget.uploading.Add(1)
 	return b
 }
 
@@ -257,7 +247,7 @@ func (f *File) beginUploadLocked(ws *wslice, i int) *wblock {
 // hand-offs per small file).
 func (f *File) upload(ws *wslice, i int, b *wblock, inline bool) (commitHere bool) {
 	s := f.s
-	defer s.uploading.Add(-1)
+	defer s.budget.uploading.Add(-1)
 	// b.buf changes only under f.mu and not while b is busy.
 	f.mu.Lock()
 	data := b.buf
@@ -291,7 +281,7 @@ func (f *File) upload(ws *wslice, i int, b *wblock, inline bool) (commitHere boo
 			f.startCommitterLocked()
 		}
 	}
-	// Freed before anyone waiting on this file wakes (bufMu is a leaf lock).
+	// Freed before anyone waiting on this file wakes (the budget's lock is a leaf lock).
 	s.release(int64(len(data)))
 	f.notifyLocked()
 	f.mu.Unlock()

@@ -147,7 +147,7 @@ func (s *Store) run(ctx context.Context, tasks []blockTask, direct bool) error {
 }
 
 func (s *Store) readTask(ctx context.Context, t blockTask, direct bool) error {
-	if s.mem.CopyOut(t.key, t.boff, t.dst) {
+	if s.cached(t.key, t.boff, t.dst) {
 		return nil
 	}
 	if direct {
@@ -316,7 +316,7 @@ func (f *File) prefetch(idx, pos, n uint32) {
 				continue
 			}
 			seen[t.key] = true
-			if f.s.mem.Has(t.key) {
+			if f.s.mem.Has(f.s.ck(t.key)) {
 				continue
 			}
 			f.s.bg.Add(1)
