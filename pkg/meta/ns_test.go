@@ -80,6 +80,7 @@ var conformance = []struct {
 	{"create-open-unlinked", testCreateOpenUnlinked},
 	{"unlink-releases-chunks", testUnlinkReleasesChunks},
 	{"release-many", testReleaseMany},
+	{"acl", testACL},
 }
 
 func testFormat(t *testing.T, c *Client) {
