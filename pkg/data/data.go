@@ -49,8 +49,8 @@ type Config struct {
 	// volume keeps its blocks in CacheDir/<volume UUID>. "" = none.
 	CacheDir     string
 	CacheDirSize int64 // bound of one volume's disk cache; default 10 GiB
-	Readahead    int64  // sequential readahead window in bytes; default 16 MiB
-	MaxRetries   int    // retries of a failing object request before EIO; default 10
+	Readahead    int64 // sequential readahead window in bytes; default 16 MiB
+	MaxRetries   int   // retries of a failing object request before EIO; default 10
 	Logger       *slog.Logger
 
 	RetryBackoff   time.Duration // first retry's delay, doubling up to 5 s; default 100 ms
