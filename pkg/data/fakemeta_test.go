@@ -89,7 +89,7 @@ func (m *fakeMeta) WriteChunk(ctx context.Context, ino meta.Ino, index uint32, s
 	return nil
 }
 
-func (m *fakeMeta) CompactChunk(ctx context.Context, ino meta.Ino, index uint32, old []meta.Slice, s meta.Slice) error {
+func (m *fakeMeta) CompactChunk(ctx context.Context, ino meta.Ino, index uint32, old, repl []meta.Slice) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f := m.file(ino)
@@ -97,8 +97,10 @@ func (m *fakeMeta) CompactChunk(ctx context.Context, ino meta.Ino, index uint32,
 	if len(cur) < len(old) || !slices.Equal(cur[:len(old)], old) {
 		return fmt.Errorf("chunk %d of %d changed: %w", index, ino, syscall.EAGAIN)
 	}
-	f.chunks[index] = append([]meta.Slice{s}, cur[len(old):]...)
-	m.incref(s)
+	f.chunks[index] = append(slices.Clone(repl), cur[len(old):]...)
+	for _, s := range repl {
+		m.incref(s)
+	}
 	for _, o := range old {
 		m.decref(o)
 	}

@@ -36,6 +36,9 @@ type File struct {
 	committing bool                    // a committer goroutine runs
 	changed    chan struct{}           // closed and replaced on every state change
 	err        error                   // first write failure not yet reported by Flush
+	// commits counts slices committed per chunk whose list was not loaded,
+	// so their waste is checked now and then (in the background).
+	commits map[uint32]int
 
 	lastEnd int64 // where the previous read ended (readahead)
 	seq     int   // sequential reads in a row
@@ -65,7 +68,8 @@ type wblock struct {
 }
 
 func newFile(s *Store, ino meta.Ino) *File {
-	return &File{s: s, ino: ino, slices: map[uint32][]meta.Slice{}, pending: map[uint32][]*wslice{}, changed: make(chan struct{})}
+	return &File{s: s, ino: ino, slices: map[uint32][]meta.Slice{}, pending: map[uint32][]*wslice{}, changed: make(chan struct{}),
+		commits: map[uint32]int{}}
 }
 
 func (f *File) notifyLocked() {
@@ -356,8 +360,19 @@ func (f *File) commitLoop() {
 					f.slices[ws.index] = append(l[:len(l):len(l)], sl)
 				}
 				f.gen++
-				if n := len(f.slices[ws.index]); f.s.cfg.CompactSlices > 0 && n >= f.s.cfg.CompactSlices {
-					f.s.scheduleCompact(f.ino, ws.index)
+				if f.s.cfg.CompactSlices > 0 {
+					if l, ok := f.slices[ws.index]; ok {
+						if f.s.wasteful(l) {
+							f.s.scheduleCompact(f.ino, ws.index)
+						}
+					} else if n := f.commits[ws.index] + 1; n%8 == 2 {
+						// The second commit into a chunk may overwrite the
+						// first: look (a file written once never is).
+						f.commits[ws.index] = n
+						f.s.scheduleCompact(f.ino, ws.index)
+					} else {
+						f.commits[ws.index] = n
+					}
 				}
 			} else {
 				ws.failed = eio(fmt.Errorf("inode %d chunk %d: %w", f.ino, ws.index, err))

@@ -51,6 +51,9 @@ func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name st
 		fs.met.xattrFastPath.Inc()
 		return 0, fuse.ENOTSUP
 	}
+	if name == CompactXattr {
+		return fs.compactCounters(dest)
+	}
 	if name == secMarker || (isSecurityXattr(name) && !fs.secXattrs.Load()) {
 		fs.met.xattrFastPath.Inc()
 		return 0, fuse.ENODATA
@@ -103,6 +106,9 @@ func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name
 	}
 	if name == selinuxXattr {
 		return fuse.ENOTSUP
+	}
+	if name == CompactXattr {
+		return fs.compactControl(in)
 	}
 	ctx := context.Background()
 	ino := fs.toMeta(in.NodeId)
