@@ -10,8 +10,9 @@
 set -euo pipefail
 
 base=(ca-certificates gcc libc6-dev librados-dev pkg-config)
-# busybox-static: hack/imagebuild's test builds an image with it.
-full=(etcd-server ceph-mon ceph-osd ceph-mgr ceph-common fio e2fsprogs util-linux busybox-static)
+# busybox-static: hack/imagebuild's test builds an image with it. acl: setfacl and
+# getfacl for pkg/fs's permission tests.
+full=(etcd-server ceph-mon ceph-osd ceph-mgr ceph-common fio e2fsprogs util-linux busybox-static acl)
 e2e=(containerd runc containernetworking-plugins iproute2 conntrack)
 
 want=("${base[@]}")

@@ -283,7 +283,10 @@ func (b *bencher) removeFiles(dir, name string, n int) (benchResult, error) {
 	return benchResult{name: name, count: done.Load(), elapsed: time.Since(start)}, nil
 }
 
-// listLong is ls -l: read the directory, then stat every entry.
+// listLong is GNU ls -l (coreutils 9): read the directory, then for every
+// entry lstat it, ask for its SELinux label and whether it has an ACL. Like
+// ls, it stops asking a question once the file system answered that it does
+// not support it (ENOTSUP), since that costs a FUSE request per file.
 func (b *bencher) listLong(dir string, n int) (benchResult, error) {
 	b.dropCaches()
 	var done atomic.Int64
@@ -295,9 +298,22 @@ func (b *bencher) listLong(dir string, n int) (benchResult, error) {
 		return benchResult{}, err
 	}
 	var st unix.Stat_t
+	label := make([]byte, 255)
+	askLabel, askACL := true, true
 	for _, e := range ents {
-		if err := unix.Lstat(filepath.Join(dir, e.Name()), &st); err != nil {
+		p := filepath.Join(dir, e.Name())
+		if err := unix.Lstat(p, &st); err != nil {
 			return benchResult{}, err
+		}
+		if askLabel {
+			if _, err := unix.Lgetxattr(p, "security.selinux", label); err == unix.ENOTSUP {
+				askLabel = false
+			}
+		}
+		if askACL {
+			if _, err := unix.Getxattr(p, "system.posix_acl_access", nil); err == unix.ENOTSUP {
+				askACL = false
+			}
 		}
 		done.Add(1)
 	}

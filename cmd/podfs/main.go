@@ -30,6 +30,7 @@ func commands() []command {
 		{"status", "show a volume's settings, sessions and usage: status META-URL", runStatus},
 		{"fsck", "check a volume's metadata and objects: fsck META-URL", runFsck},
 		{"gc", "delete objects no file references: gc META-URL [--delete]", runGC},
+		{"compact", "compact fragmented files of a mounted podfs: compact PATH...", runCompact},
 		{"bench", "benchmark a mounted podfs: bench PATH", runBench},
 		{"webhook", "serve the mutating admission webhook", runWebhook},
 		{"sidecar", "serve a pod's podfs volumes (the injected sidecar)", runSidecar},

@@ -43,8 +43,10 @@ With -d podfs runs in the background and returns once the mount is served.
 A dead mount left at MOUNTPOINT by a crashed podfs is cleared first.
 
 Mount options (-o, comma separated, repeatable): allow_other,
-default_permissions (on by default; no_default_permissions turns it off), ro,
-attr_timeout=1s, entry_timeout=1s, fsname=NAME, debug, nodev, nosuid, noexec.
+default_permissions (always on: the kernel checks permissions and POSIX ACLs;
+no_default_permissions is refused), ro, attr_timeout=1s, entry_timeout=1s,
+fsname=NAME, debug, nodev, nosuid, noexec. POSIX ACLs (setfacl, getfacl,
+default ACLs inherited by new files) are supported.
 
 A create, unlink, rename or link in a directory updates the directory's mtime
 and ctime only when they are older than --dir-mtime-skip (default 100ms), so a

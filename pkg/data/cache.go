@@ -11,20 +11,26 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// memCache is a size-bounded LRU of whole blocks keyed by object key,
-// sharded to keep readers of different blocks off each other's lock. Blocks
+// memCache is a size-bounded LRU of whole blocks keyed by volume and object
+// key, sharded to keep readers of different blocks off each other's lock. Blocks
 // are immutable once written (a key is never rewritten with other bytes), so
 // cached copies never go stale. Callers never hold a cached buffer: they copy
 // out under the shard's lock, which lets evicted buffers be reused at once
 // (fresh memory costs page faults that halve RADOS read speed).
 type memCache struct {
 	shards  [16]memShard
+	limit   int64
 	recycle func([]byte)
-	hits    atomic.Int64 // CopyOut calls the cache answered
+}
+
+// ckey names a cached block: slice ids are counted per volume, so an object
+// key alone is ambiguous in a cache that several volumes share.
+type ckey struct {
+	vol string // the volume's UUID
+	key string // the block's object key
 }
 
 type memShard struct {
@@ -32,32 +38,37 @@ type memShard struct {
 	limit int64
 	used  int64
 	ll    *list.List // front = most recent
-	items map[string]*list.Element
+	items map[ckey]*list.Element
 }
 
 type memEntry struct {
-	key  string
+	key  ckey
 	data []byte
 }
 
 func newMemCache(limit int64, recycle func([]byte)) *memCache {
-	c := &memCache{recycle: recycle}
+	c := &memCache{limit: limit, recycle: recycle}
 	for i := range c.shards {
-		c.shards[i] = memShard{limit: limit / int64(len(c.shards)), ll: list.New(), items: map[string]*list.Element{}}
+		c.shards[i] = memShard{limit: limit / int64(len(c.shards)), ll: list.New(), items: map[ckey]*list.Element{}}
 	}
 	return c
 }
 
-func (c *memCache) shard(key string) *memShard {
+func (c *memCache) shard(k ckey) *memShard {
 	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h = (h ^ uint32(key[i])) * 16777619
+	for _, s := range [2]string{k.vol, k.key} {
+		for i := 0; i < len(s); i++ {
+			h = (h ^ uint32(s[i])) * 16777619
+		}
 	}
 	return &c.shards[h%uint32(len(c.shards))]
 }
 
+// Limit is the cache's bound in bytes.
+func (c *memCache) Limit() int64 { return c.limit }
+
 // Has reports whether key is cached.
-func (c *memCache) Has(key string) bool {
+func (c *memCache) Has(key ckey) bool {
 	sh := c.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -66,7 +77,7 @@ func (c *memCache) Has(key string) bool {
 }
 
 // CopyOut copies the cached block's bytes from off into dst.
-func (c *memCache) CopyOut(key string, off int, dst []byte) bool {
+func (c *memCache) CopyOut(key ckey, off int, dst []byte) bool {
 	sh := c.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -76,7 +87,6 @@ func (c *memCache) CopyOut(key string, off int, dst []byte) bool {
 	}
 	sh.ll.MoveToFront(e)
 	copy(dst, e.Value.(*memEntry).data[off:])
-	c.hits.Add(1)
 	return true
 }
 
@@ -93,7 +103,7 @@ func (c *memCache) Used() int64 {
 }
 
 // Add takes ownership of data: it is cached or recycled.
-func (c *memCache) Add(key string, data []byte) {
+func (c *memCache) Add(key ckey, data []byte) {
 	sh := c.shard(key)
 	size := int64(cap(data))
 	sh.mu.Lock()
@@ -119,7 +129,7 @@ func (c *memCache) Add(key string, data []byte) {
 	}
 }
 
-func (c *memCache) Remove(key string) {
+func (c *memCache) Remove(key ckey) {
 	sh := c.shard(key)
 	sh.mu.Lock()
 	e, ok := sh.items[key]
@@ -133,6 +143,34 @@ func (c *memCache) Remove(key string) {
 		c.recycle(e.Value.(*memEntry).data)
 	}
 }
+
+// RemoveVolume drops the blocks of one volume (vol "" = all), so a mount
+// that ends leaves its share of a shared cache to the others.
+func (c *memCache) RemoveVolume(vol string) {
+	for i := range c.shards {
+		sh := &c.shards[i]
+		var freed [][]byte
+		sh.mu.Lock()
+		for e := sh.ll.Front(); e != nil; {
+			next := e.Next()
+			me := e.Value.(*memEntry)
+			if vol == "" || me.key.vol == vol {
+				sh.ll.Remove(e)
+				delete(sh.items, me.key)
+				sh.used -= int64(cap(me.data))
+				freed = append(freed, me.data)
+			}
+			e = next
+		}
+		sh.mu.Unlock()
+		for _, b := range freed {
+			c.recycle(b)
+		}
+	}
+}
+
+// Clear drops every block.
+func (c *memCache) Clear() { c.RemoveVolume("") }
 
 // diskCache keeps blocks as files under a directory, bounded in bytes, and
 // finds what it cached before a restart by scanning the directory at start.
@@ -152,6 +190,22 @@ type diskCache struct {
 type diskEntry struct {
 	key  string
 	size int64
+}
+
+// openDiskCache opens volume vol's disk cache in CacheDir root: the
+// directory root/vol. Blocks an older podfs kept in root/blocks carry no
+// volume identity and cannot be trusted with several volumes: they go.
+func openDiskCache(root, vol string, limit int64, log *slog.Logger) (*diskCache, error) {
+	for _, legacy := range []string{"blocks", "tmp"} {
+		p := filepath.Join(root, legacy)
+		if _, err := os.Lstat(p); err == nil {
+			log.Info("removing a disk cache of blocks without volume identity", "dir", p)
+			if err := os.RemoveAll(p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return newDiskCache(filepath.Join(root, vol), limit, log)
 }
 
 func newDiskCache(dir string, limit int64, log *slog.Logger) (*diskCache, error) {

@@ -2,6 +2,7 @@ package data
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -40,84 +41,134 @@ func (s *Store) compactLoop() {
 			if !found || s.ctx.Err() != nil {
 				break
 			}
-			if err := s.CompactChunk(s.ctx, ref.ino, ref.index); err != nil {
+			if err := s.compactIfWasteful(s.ctx, ref.ino, ref.index); err != nil {
 				s.log.Info("compaction skipped", "ino", ref.ino, "chunk", ref.index, "err", err)
 			}
 		}
 	}
 }
 
-// CompactChunk rewrites the slices of chunk index of ino as one slice
-// covering the same range with the same visible bytes, so reads touch fewer
-// objects and the replaced slices' objects can be deleted. When the chunk
-// changes meanwhile (a write, a truncate), metadata refuses the swap and the
-// new objects are deleted again: compaction never loses a concurrent write.
+// compactGap is the shortest hole that compaction keeps as a hole between
+// written ranges; shorter ones are stored as zeros, so a chunk of many
+// small writes with small gaps becomes a few slices, not one per write.
+const compactGap = 64 << 10
+
+// chunkUsage is what a chunk's slice list costs and holds.
+type chunkUsage struct {
+	stored  int64 // bytes of the distinct slices' objects
+	visible int64 // bytes the slices show (holes excluded)
+	runs    []seg // written ranges to keep, holes of compactGap or more between them
+}
+
+func usageOf(list []meta.Slice) chunkUsage {
+	var u chunkUsage
+	seen := map[uint64]bool{}
+	for _, sl := range list {
+		if sl.ID != 0 && !seen[sl.ID] {
+			seen[sl.ID] = true
+			u.stored += int64(sl.Size)
+		}
+	}
+	for _, g := range resolve(list, 0, meta.ChunkSize) {
+		if g.id == 0 {
+			continue
+		}
+		u.visible += int64(g.end - g.start)
+		if n := len(u.runs); n > 0 && g.start-u.runs[n-1].end < compactGap {
+			u.runs[n-1].end = g.end
+		} else {
+			u.runs = append(u.runs, seg{start: g.start, end: g.end})
+		}
+	}
+	return u
+}
+
+// wasteful reports whether a chunk's objects cost enough more than its
+// visible bytes for a background compaction to pay: a quarter more, and at
+// least a block, so small files are not rewritten after every overwrite.
+func (s *Store) wasteful(list []meta.Slice) bool {
+	if len(list) < 2 {
+		return false
+	}
+	if s.cfg.CompactSlices > 0 && len(list) >= s.cfg.CompactSlices {
+		return true
+	}
+	u := usageOf(list)
+	waste := u.stored - u.visible
+	return waste >= int64(s.bs) && waste > u.visible/4
+}
+
+// compactIfWasteful compacts a chunk the background was told of, if its
+// objects cost enough more than its data.
+func (s *Store) compactIfWasteful(ctx context.Context, ino meta.Ino, index uint32) error {
+	list, err := s.m.ReadChunk(ctx, ino, index)
+	if err != nil || !s.wasteful(list) {
+		return err
+	}
+	return s.CompactChunk(ctx, ino, index)
+}
+
+// CompactChunk rewrites the slices of chunk index of ino as one new slice
+// per written range (holes of compactGap or more stay holes, so a sparse
+// file keeps costing its written bytes), so reads touch fewer objects and
+// the replaced slices' objects can be deleted. It holds one block in
+// memory at a time. When the chunk changes meanwhile (a write, a
+// truncate), metadata refuses the swap and the new objects are deleted
+// again: compaction never loses a concurrent write. A chunk with nothing to
+// gain is left alone.
 func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) error {
 	old, err := s.m.ReadChunk(ctx, ino, index)
 	if err != nil {
 		return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, err)
 	}
-	if len(old) < 2 {
+	if len(old) == 0 {
 		return nil
 	}
-	start, end := uint32(meta.ChunkSize), uint32(0)
-	for _, sl := range old {
-		if sl.Len == 0 {
-			continue
-		}
-		start = min(start, sl.Pos)
-		end = max(end, sl.Pos+sl.Len)
+	u := usageOf(old)
+	if len(old) == len(u.runs) && u.stored == u.visible {
+		return nil // one slice per range, nothing hidden: compact already
 	}
-	if end <= start {
-		return nil
-	}
-	// A sparse chunk (writes far apart) would turn into one slice full of
-	// zeros: leave it fragmented, reads stay correct.
-	covered := uint32(0)
-	for _, g := range resolve(old, start, end) {
-		if g.id != 0 {
-			covered += g.end - g.start
-		}
-	}
-	if covered < (end-start)/2 {
-		return nil
-	}
-	var id uint64
-	err = retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "new slice id", func() error {
-		id, err = s.m.NewSliceID(ctx)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, err)
-	}
-	size := end - start
 	var keys []string
 	cleanup := func() {
 		for _, k := range keys {
 			_ = s.obj.Delete(context.Background(), k)
 		}
 	}
-	buf := make([]byte, s.bs)
-	for i := 0; i < numBlocks(size, s.bs); i++ {
-		blen := blockLen(size, i, s.bs)
-		a := start + uint32(i*s.bs)
-		tasks, err := s.plan(resolve(old, a, a+uint32(blen)), a, buf[:blen], nil)
-		if err == nil {
-			err = s.run(ctx, tasks, false)
-		}
+	buf := s.blockBuf()[:s.bs]
+	defer s.recycle(buf)
+	repl := make([]meta.Slice, 0, len(u.runs))
+	for _, r := range u.runs {
+		var id uint64
+		err = retry(ctx, s.cfg.MaxRetries, s.cfg.RetryBackoff, "new slice id", func() error {
+			id, err = s.m.NewSliceID(ctx)
+			return err
+		})
 		if err != nil {
-			cleanup()
-			return fmt.Errorf("compact inode %d chunk %d: read: %w", ino, index, err)
-		}
-		key := BlockKey(id, i, blen)
-		keys = append(keys, key)
-		if err := s.put(ctx, key, buf[:blen]); err != nil {
 			cleanup()
 			return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, err)
 		}
+		size := r.end - r.start
+		for i := 0; i < numBlocks(size, s.bs); i++ {
+			blen := blockLen(size, i, s.bs)
+			a := r.start + uint32(i*s.bs)
+			tasks, err := s.plan(resolve(old, a, a+uint32(blen)), a, buf[:blen], nil)
+			if err == nil {
+				err = s.run(ctx, tasks, false)
+			}
+			if err != nil {
+				cleanup()
+				return fmt.Errorf("compact inode %d chunk %d: read: %w", ino, index, err)
+			}
+			key := BlockKey(id, i, blen)
+			keys = append(keys, key)
+			if err := s.put(ctx, key, buf[:blen]); err != nil {
+				cleanup()
+				return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, err)
+			}
+		}
+		repl = append(repl, meta.Slice{ID: id, Size: size, Off: 0, Len: size, Pos: r.start})
 	}
-	ns := meta.Slice{ID: id, Size: size, Off: 0, Len: size, Pos: start}
-	if err := s.m.CompactChunk(ctx, ino, index, old, ns); err != nil {
+	if err := s.m.CompactChunk(ctx, ino, index, old, repl); err != nil {
 		cleanup()
 		return fmt.Errorf("compact inode %d chunk %d: chunk changed or metadata refused: %w", ino, index, err)
 	}
@@ -125,6 +176,27 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 	s.forget(ino, index)
 	s.wakeDeleter()
 	return nil
+}
+
+// CompactFile compacts every chunk of a file of size bytes and returns how
+// many it rewrote. A chunk that changes meanwhile is skipped (its writer's
+// own compaction takes over).
+func (s *Store) CompactFile(ctx context.Context, ino meta.Ino, size uint64) (int, error) {
+	n := 0
+	for idx := uint32(0); uint64(idx)*meta.ChunkSize < size; idx++ {
+		before := s.stats.compactions.Load()
+		err := s.CompactChunk(ctx, ino, idx)
+		if errors.Is(err, meta.ErrChunkChanged) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if s.stats.compactions.Load() > before {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (s *Store) wakeDeleter() {
@@ -178,7 +250,7 @@ func (s *Store) DeletePending(ctx context.Context) (int, error) {
 				}); err != nil {
 					return done, err
 				}
-				s.mem.Remove(k)
+				s.mem.Remove(s.ck(k))
 			}
 			ids = append(ids, x.ID)
 		}

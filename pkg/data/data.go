@@ -10,6 +10,16 @@
 // 0..ceil(Size/BlockSize)-1, block i holding slice bytes [i*BlockSize,
 // min((i+1)*BlockSize, Size)) under BlockKey(id, i, len). Objects are written
 // once and never modified, which is what makes caching them safe.
+//
+// Caches: slice ids are counted per volume, so every cache is keyed by the
+// volume's UUID as well (decided here, in New, from the volume's Format): the
+// memory cache (shared by the mounts of a process through a Budget) keys
+// blocks by (UUID, object key), and the disk cache of a volume lives in
+// CacheDir/<UUID>/, holding blocks/<object key> files. A cached block never
+// goes stale, across restarts too: a slice id is handed out once per volume
+// (the counter only grows; ids a crashed client reserved are skipped, never
+// reused), a rewrite or compaction writes new slices with new ids, and the
+// key also carries the block's length, so a wrong-sized file is detected.
 package data
 
 import (
@@ -17,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,14 +38,19 @@ import (
 
 // Config tunes the data layer. Zero values take defaults.
 type Config struct {
-	BlockSize    int    // bytes per block object; default 4 MiB (from the volume's Format)
-	BufferSize   int64  // memory for all write buffers together; default 300 MiB
-	MaxUploads   int    // concurrent block uploads; default 20
-	CacheSize    int64  // in-memory block cache; default 256 MiB
-	CacheDir     string // optional local disk cache; "" = none
-	CacheDirSize int64  // bound of the disk cache; default 10 GiB
-	Readahead    int64  // sequential readahead window in bytes; default 16 MiB
-	MaxRetries   int    // retries of a failing object request before EIO; default 10
+	BlockSize  int   // bytes per block object; default 4 MiB (from the volume's Format)
+	BufferSize int64 // memory for all write buffers together; default 300 MiB
+	MaxUploads int   // concurrent block uploads; default 20
+	CacheSize  int64 // in-memory block cache; default 256 MiB
+	// Budget, if set, is memory shared with other stores of the process (it
+	// replaces BufferSize and CacheSize); nil = a budget for this store alone.
+	Budget *Budget
+	// CacheDir is an optional local disk cache, shared by volumes: each
+	// volume keeps its blocks in CacheDir/<volume UUID>. "" = none.
+	CacheDir     string
+	CacheDirSize int64 // bound of one volume's disk cache; default 10 GiB
+	Readahead    int64 // sequential readahead window in bytes; default 16 MiB
+	MaxRetries   int   // retries of a failing object request before EIO; default 10
 	Logger       *slog.Logger
 
 	RetryBackoff   time.Duration // first retry's delay, doubling up to 5 s; default 100 ms
@@ -48,13 +64,13 @@ func (c *Config) defaults() {
 		c.BlockSize = 4 << 20
 	}
 	if c.BufferSize <= 0 {
-		c.BufferSize = 300 << 20
+		c.BufferSize = DefaultBufferSize
 	}
 	if c.MaxUploads <= 0 {
 		c.MaxUploads = 20
 	}
 	if c.CacheSize <= 0 {
-		c.CacheSize = 256 << 20
+		c.CacheSize = DefaultCacheSize
 	}
 	if c.CacheDirSize <= 0 {
 		c.CacheDirSize = 10 << 30
@@ -95,18 +111,13 @@ type Store struct {
 	// pre takes readahead hints for a local store (nil: none).
 	pre storage.Prefetcher
 
-	mem  *memCache
-	disk *diskCache
+	vol    string // the volume's UUID: part of every cache key
+	budget *Budget
+	mem    *memCache // budget.cache
+	disk   *diskCache
 
 	uploads chan struct{} // semaphore of MaxUploads
 	fetches chan struct{} // semaphore of MaxFetches
-
-	// Write buffer accounting: bytes held by all files' unuploaded blocks.
-	bufMu      sync.Mutex
-	bufUsed    int64
-	bufChanged chan struct{} // closed and replaced whenever bufUsed drops
-	uploading  atomic.Int64  // blocks being uploaded now
-	bufPool    sync.Pool     // *[]byte of capacity BlockSize
 
 	flightMu sync.Mutex
 	flight   map[string]*fetchCall
@@ -124,12 +135,11 @@ type Store struct {
 	bg     sync.WaitGroup
 	work   sync.WaitGroup // uploads and commits, waited for by Close
 
-	peakBuf atomic.Int64
-	stats   counters
+	stats counters
 }
 
 type counters struct {
-	uploads, fetches, compactions, relieves, deleted atomic.Int64
+	uploads, fetches, compactions, relieves, deleted, hits atomic.Int64
 }
 
 // Stats counts what the store did since New.
@@ -139,10 +149,11 @@ type Stats struct {
 	Compactions int64 // chunks compacted
 	Relieves    int64 // times full write buffers forced partial blocks out
 	Deleted     int64 // slices whose objects were deleted
-	PeakBuffer  int64 // most write-buffer bytes held at once
-	Buffer      int64 // write-buffer bytes held now
 	CacheHits   int64 // block reads the memory cache answered
-	CacheBytes  int64 // memory the cached blocks take now
+	// The budget's figures (of every store sharing it).
+	PeakBuffer int64 // most write-buffer bytes held at once
+	Buffer     int64 // write-buffer bytes held now
+	CacheBytes int64 // memory the cached blocks take now
 }
 
 // Stats returns the store's counters.
@@ -150,8 +161,8 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		Uploads: s.stats.uploads.Load(), Fetches: s.stats.fetches.Load(),
 		Compactions: s.stats.compactions.Load(), Relieves: s.stats.relieves.Load(),
-		Deleted: s.stats.deleted.Load(), PeakBuffer: s.peakBuf.Load(),
-		Buffer: s.bufferUsed(), CacheHits: s.mem.hits.Load(), CacheBytes: s.mem.Used(),
+		Deleted: s.stats.deleted.Load(), CacheHits: s.stats.hits.Load(),
+		PeakBuffer: s.budget.peak.Load(), Buffer: s.budget.bufferUsed(), CacheBytes: s.mem.Used(),
 	}
 }
 
@@ -174,14 +185,26 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 	if cfg.BlockSize > meta.ChunkSize || meta.ChunkSize%cfg.BlockSize != 0 {
 		return nil, fmt.Errorf("data: block size %d must divide the chunk size %d", cfg.BlockSize, meta.ChunkSize)
 	}
-	if cfg.BufferSize < int64(cfg.BlockSize) {
-		return nil, fmt.Errorf("data: buffer size %d is smaller than one block (%d); raise it", cfg.BufferSize, cfg.BlockSize)
+	budget := cfg.Budget
+	if budget == nil {
+		budget = NewBudget(cfg.CacheSize, cfg.BufferSize)
+	}
+	if budget.bufLimit < int64(cfg.BlockSize) {
+		return nil, fmt.Errorf("data: buffer size %d is smaller than one block (%d); raise it", budget.bufLimit, cfg.BlockSize)
+	}
+	f, err := m.Load(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("data: load the volume's settings: %w", err)
+	}
+	vol := f.UUID
+	if vol == "" || vol != filepath.Base(vol) || vol == "." || vol == ".." {
+		return nil, fmt.Errorf("data: the volume has no usable UUID (%q) to key its caches by", vol)
 	}
 	s := &Store{
 		m: m, obj: obj, cfg: cfg, log: cfg.Logger, bs: cfg.BlockSize, local: storage.IsLocal(obj),
+		vol: vol, budget: budget, mem: budget.cache,
 		uploads:        make(chan struct{}, cfg.MaxUploads),
 		fetches:        make(chan struct{}, cfg.MaxFetches),
-		bufChanged:     make(chan struct{}),
 		flight:         map[string]*fetchCall{},
 		files:          map[meta.Ino]*File{},
 		compactPending: map[chunkRef]bool{},
@@ -191,14 +214,14 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 	if s.local {
 		s.pre = storage.AsPrefetcher(obj)
 	}
-	s.mem = newMemCache(cfg.CacheSize, s.recycle)
 	if cfg.CacheDir != "" {
-		d, err := newDiskCache(cfg.CacheDir, cfg.CacheDirSize, s.log)
+		d, err := openDiskCache(cfg.CacheDir, vol, cfg.CacheDirSize, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("data: disk cache %s: %w", cfg.CacheDir, err)
 		}
 		s.disk = d
 	}
+	budget.register(s)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if cfg.CompactSlices > 0 {
 		s.bg.Add(1)
@@ -251,6 +274,7 @@ func (s *Store) Close(ctx context.Context) error {
 	s.work.Wait()
 	s.cancel()
 	s.bg.Wait()
+	s.budget.unregister(s)
 	return first
 }
 
@@ -264,61 +288,26 @@ func (s *Store) goWork(fn func()) {
 	}()
 }
 
-// PeakBuffer is the most write-buffer memory the store held at once.
-func (s *Store) PeakBuffer() int64 { return s.peakBuf.Load() }
+// PeakBuffer is the most write-buffer memory the store's budget held at once.
+func (s *Store) PeakBuffer() int64 { return s.budget.peak.Load() }
 
-func (s *Store) bufferUsed() int64 {
-	s.bufMu.Lock()
-	defer s.bufMu.Unlock()
-	return s.bufUsed
-}
+// Budget is the memory budget the store uses.
+func (s *Store) Budget() *Budget { return s.budget }
 
-// reserve takes n bytes of write-buffer memory, waiting while the buffers are
-// full. It must be called holding no file lock: uploads free memory by taking
-// file locks.
-func (s *Store) reserve(ctx context.Context, n int64) error {
-	for {
-		s.bufMu.Lock()
-		if s.bufUsed == 0 || s.bufUsed+n <= s.cfg.BufferSize {
-			s.bufUsed += n
-			if s.bufUsed > s.peakBuf.Load() {
-				s.peakBuf.Store(s.bufUsed)
-			}
-			s.bufMu.Unlock()
-			return nil
-		}
-		ch := s.bufChanged
-		s.bufMu.Unlock()
-		// Full. If nothing is uploading, the memory is held by partial blocks
-		// that will never fill on their own: upload them.
-		if s.uploading.Load() == 0 {
-			s.stats.relieves.Add(1)
-			s.relieve()
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-			// Re-check: an upload may have started and finished between the
-			// check above and the wait.
-		}
-	}
-}
+func (s *Store) reserve(ctx context.Context, n int64) error { return s.budget.reserve(ctx, s, n) }
 
-// release returns n bytes of write-buffer memory.
-func (s *Store) release(n int64) {
-	if n == 0 {
-		return
+func (s *Store) release(n int64) { s.budget.release(n) }
+
+// ck is the cache key of one of this volume's blocks.
+func (s *Store) ck(key string) ckey { return ckey{s.vol, key} }
+
+// cached copies bytes from off of a block in the memory cache into dst.
+func (s *Store) cached(key string, off int, dst []byte) bool {
+	if s.mem.CopyOut(s.ck(key), off, dst) {
+		s.stats.hits.Add(1)
+		return true
 	}
-	s.bufMu.Lock()
-	s.bufUsed -= n
-	if s.bufUsed < 0 {
-		panic(fmt.Sprintf("data: write buffer accounting went negative (%d)", s.bufUsed))
-	}
-	close(s.bufChanged)
-	s.bufChanged = make(chan struct{})
-	s.bufMu.Unlock()
+	return false
 }
 
 // relieve starts uploading every file's partial blocks.
@@ -342,7 +331,7 @@ func (s *Store) relieve() {
 // (done under the cache's lock, or before the block enters the cache); a
 // block that could not stay cached is read directly.
 func (s *Store) fetch(ctx context.Context, key string, blen, off int, dst []byte) error {
-	if s.mem.CopyOut(key, off, dst) {
+	if s.cached(key, off, dst) {
 		return nil
 	}
 	s.flightMu.Lock()
@@ -356,7 +345,7 @@ func (s *Store) fetch(ctx context.Context, key string, blen, off int, dst []byte
 		if c.err != nil {
 			return c.err
 		}
-		if dst == nil || s.mem.CopyOut(key, off, dst) {
+		if dst == nil || s.cached(key, off, dst) {
 			return nil
 		}
 		// Evicted already (a tiny cache): read just our bytes.
@@ -370,7 +359,7 @@ func (s *Store) fetch(ctx context.Context, key string, blen, off int, dst []byte
 	data, c.err = s.load(ctx, key, blen)
 	if c.err == nil {
 		copy(dst, data[off:])
-		s.mem.Add(key, data)
+		s.mem.Add(s.ck(key), data)
 	}
 	s.flightMu.Lock()
 	delete(s.flight, key)

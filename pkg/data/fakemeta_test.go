@@ -2,6 +2,7 @@ package data
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"slices"
 	"sync"
@@ -16,7 +17,8 @@ import (
 // other call, which would be a bug in the data layer).
 type fakeMeta struct {
 	meta.Meta
-	bs int
+	bs   int
+	uuid string // a fresh volume identity, as Init gives
 
 	mu      sync.Mutex
 	files   map[meta.Ino]*fakeFile
@@ -32,7 +34,7 @@ type fakeFile struct {
 }
 
 func newFakeMeta(bs int) *fakeMeta {
-	return &fakeMeta{bs: bs, files: map[meta.Ino]*fakeFile{}, refs: map[uint64]int{}, sizes: map[uint64]uint32{}, pending: map[uint64]meta.Slice{}}
+	return &fakeMeta{bs: bs, uuid: rand.Text(), files: map[meta.Ino]*fakeFile{}, refs: map[uint64]int{}, sizes: map[uint64]uint32{}, pending: map[uint64]meta.Slice{}}
 }
 
 func (m *fakeMeta) file(ino meta.Ino) *fakeFile {
@@ -63,7 +65,7 @@ func (m *fakeMeta) decref(s meta.Slice) {
 }
 
 func (m *fakeMeta) Load(ctx context.Context) (*meta.Format, error) {
-	return &meta.Format{BlockSize: m.bs}, nil
+	return &meta.Format{BlockSize: m.bs, UUID: m.uuid}, nil
 }
 
 func (m *fakeMeta) ReadChunk(ctx context.Context, ino meta.Ino, index uint32) ([]meta.Slice, error) {
@@ -87,7 +89,7 @@ func (m *fakeMeta) WriteChunk(ctx context.Context, ino meta.Ino, index uint32, s
 	return nil
 }
 
-func (m *fakeMeta) CompactChunk(ctx context.Context, ino meta.Ino, index uint32, old []meta.Slice, s meta.Slice) error {
+func (m *fakeMeta) CompactChunk(ctx context.Context, ino meta.Ino, index uint32, old, repl []meta.Slice) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f := m.file(ino)
@@ -95,8 +97,10 @@ func (m *fakeMeta) CompactChunk(ctx context.Context, ino meta.Ino, index uint32,
 	if len(cur) < len(old) || !slices.Equal(cur[:len(old)], old) {
 		return fmt.Errorf("chunk %d of %d changed: %w", index, ino, syscall.EAGAIN)
 	}
-	f.chunks[index] = append([]meta.Slice{s}, cur[len(old):]...)
-	m.incref(s)
+	f.chunks[index] = append(slices.Clone(repl), cur[len(old):]...)
+	for _, s := range repl {
+		m.incref(s)
+	}
 	for _, o := range old {
 		m.decref(o)
 	}

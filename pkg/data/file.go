@@ -36,6 +36,9 @@ type File struct {
 	committing bool                    // a committer goroutine runs
 	changed    chan struct{}           // closed and replaced on every state change
 	err        error                   // first write failure not yet reported by Flush
+	// commits counts slices committed per chunk whose list was not loaded,
+	// so their waste is checked now and then (in the background).
+	commits map[uint32]int
 
 	lastEnd int64 // where the previous read ended (readahead)
 	seq     int   // sequential reads in a row
@@ -65,7 +68,8 @@ type wblock struct {
 }
 
 func newFile(s *Store, ino meta.Ino) *File {
-	return &File{s: s, ino: ino, slices: map[uint32][]meta.Slice{}, pending: map[uint32][]*wslice{}, changed: make(chan struct{})}
+	return &File{s: s, ino: ino, slices: map[uint32][]meta.Slice{}, pending: map[uint32][]*wslice{}, changed: make(chan struct{}),
+		commits: map[uint32]int{}}
 }
 
 func (f *File) notifyLocked() {
@@ -198,20 +202,10 @@ func (s *Store) growBuf(b []byte, need int) []byte {
 }
 
 // blockBuf returns a buffer of capacity BlockSize, reused when possible.
-func (s *Store) blockBuf() []byte {
-	if p, ok := s.bufPool.Get().(*[]byte); ok {
-		return (*p)[:0]
-	}
-	return make([]byte, 0, s.bs)
-}
+func (s *Store) blockBuf() []byte { return s.budget.blockBuf(s.bs) }
 
 // recycle returns a block buffer nobody references any more to the pool.
-func (s *Store) recycle(b []byte) {
-	if cap(b) == s.bs {
-		b = b[:0]
-		s.bufPool.Put(&b)
-	}
-}
+func (s *Store) recycle(b []byte) { s.budget.recycle(b) }
 
 func (f *File) freezeLocked(ws *wslice) {
 	if ws.frozen {
@@ -246,7 +240,7 @@ func (f *File) beginUploadLocked(ws *wslice, i int) *wblock {
 	b := ws.blocks[i]
 	b.busy = true
 	ws.flight++
-	f.s.uploading.Add(1)
+	f.s.budget.uploading.Add(1)
 	return b
 }
 
@@ -257,7 +251,7 @@ func (f *File) beginUploadLocked(ws *wslice, i int) *wblock {
 // hand-offs per small file).
 func (f *File) upload(ws *wslice, i int, b *wblock, inline bool) (commitHere bool) {
 	s := f.s
-	defer s.uploading.Add(-1)
+	defer s.budget.uploading.Add(-1)
 	// b.buf changes only under f.mu and not while b is busy.
 	f.mu.Lock()
 	data := b.buf
@@ -291,7 +285,7 @@ func (f *File) upload(ws *wslice, i int, b *wblock, inline bool) (commitHere boo
 			f.startCommitterLocked()
 		}
 	}
-	// Freed before anyone waiting on this file wakes (bufMu is a leaf lock).
+	// Freed before anyone waiting on this file wakes (the budget's lock is a leaf lock).
 	s.release(int64(len(data)))
 	f.notifyLocked()
 	f.mu.Unlock()
@@ -366,8 +360,19 @@ func (f *File) commitLoop() {
 					f.slices[ws.index] = append(l[:len(l):len(l)], sl)
 				}
 				f.gen++
-				if n := len(f.slices[ws.index]); f.s.cfg.CompactSlices > 0 && n >= f.s.cfg.CompactSlices {
-					f.s.scheduleCompact(f.ino, ws.index)
+				if f.s.cfg.CompactSlices > 0 {
+					if l, ok := f.slices[ws.index]; ok {
+						if f.s.wasteful(l) {
+							f.s.scheduleCompact(f.ino, ws.index)
+						}
+					} else if n := f.commits[ws.index] + 1; n%8 == 2 {
+						// The second commit into a chunk may overwrite the
+						// first: look (a file written once never is).
+						f.commits[ws.index] = n
+						f.s.scheduleCompact(f.ino, ws.index)
+					} else {
+						f.commits[ws.index] = n
+					}
 				}
 			} else {
 				ws.failed = eio(fmt.Errorf("inode %d chunk %d: %w", f.ino, ws.index, err))

@@ -256,7 +256,7 @@ func (h *harness) finish() {
 	if err := h.s.Close(h.ctx); err != nil {
 		h.fail("close: %v", err)
 	}
-	if used := h.s.bufferUsed(); used != 0 {
+	if used := h.s.budget.bufferUsed(); used != 0 {
 		h.fail("write buffers hold %d bytes after close", used)
 	}
 	s, err := New(h.m, h.obj, Config{BlockSize: page, CompactSlices: -1, DeleteInterval: -1})

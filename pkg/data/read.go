@@ -147,7 +147,7 @@ func (s *Store) run(ctx context.Context, tasks []blockTask, direct bool) error {
 }
 
 func (s *Store) readTask(ctx context.Context, t blockTask, direct bool) error {
-	if s.mem.CopyOut(t.key, t.boff, t.dst) {
+	if s.cached(t.key, t.boff, t.dst) {
 		return nil
 	}
 	if direct {
@@ -247,6 +247,11 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// staleRetries bounds how often a read reloads a chunk's slice list whose
+// objects vanished; a list missing objects that many times in a row is
+// damage, not a race.
+const staleRetries = 8
+
 func (f *File) readChunk(ctx context.Context, idx, pos uint32, dst []byte, direct bool) error {
 	for attempt := 0; ; attempt++ {
 		tasks, err := f.view(ctx, idx, pos, pos+uint32(len(dst)), dst)
@@ -254,9 +259,11 @@ func (f *File) readChunk(ctx context.Context, idx, pos uint32, dst []byte, direc
 			return err
 		}
 		err = f.s.run(ctx, tasks, direct)
-		if err != nil && errors.Is(err, storage.ErrNotFound) && attempt == 0 {
+		if err != nil && errors.Is(err, storage.ErrNotFound) && attempt < staleRetries {
 			// The list may be stale (compacted or rewritten by another
-			// client, its objects deleted): read it again once.
+			// client, its objects deleted): read it again. Compactions of
+			// a chunk under heavy overwrites can follow each other while
+			// a read runs, hence more than once.
 			f.mu.Lock()
 			delete(f.slices, idx)
 			f.gen++
@@ -316,7 +323,7 @@ func (f *File) prefetch(idx, pos, n uint32) {
 				continue
 			}
 			seen[t.key] = true
-			if f.s.mem.Has(t.key) {
+			if f.s.mem.Has(f.s.ck(t.key)) {
 				continue
 			}
 			f.s.bg.Add(1)

@@ -42,8 +42,15 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 	}
 	ctx := context.Background()
 	parent := fs.toMeta(in.NodeId)
+	mode, inh, err := fs.newNodeMode(ctx, parent, syscall.S_IFREG|in.Mode, in.Umask)
+	if err != nil {
+		return fs.status("create", parent, err)
+	}
 	// One transaction makes the file and its open marker.
-	ino, a, err := fs.m.Create(ctx, parent, name, in.Mode&0o7777, in.Uid, in.Gid, in.Flags)
+	ino, a, err := fs.m.Create(ctx, parent, name, mode&0o7777, in.Uid, in.Gid, in.Flags)
+	if err == nil {
+		err = fs.setInherited(ctx, ino, inh)
+	}
 	if errors.Is(err, syscall.EEXIST) && in.Flags&syscall.O_EXCL == 0 {
 		// Someone created it since the kernel's lookup: open what is there.
 		if ino, _, err = fs.m.Lookup(ctx, parent, name); err != nil {

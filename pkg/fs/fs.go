@@ -298,7 +298,15 @@ func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name strin
 		return fuse.EROFS
 	}
 	parent := fs.toMeta(in.NodeId)
-	ino, a, err := fs.m.Mknod(context.Background(), parent, name, in.Mode, in.Rdev, in.Uid, in.Gid)
+	ctx := context.Background()
+	mode, inh, err := fs.newNodeMode(ctx, parent, in.Mode, in.Umask)
+	if err != nil {
+		return fs.status("mknod", parent, err)
+	}
+	ino, a, err := fs.m.Mknod(ctx, parent, name, mode, in.Rdev, in.Uid, in.Gid)
+	if err == nil {
+		err = fs.setInherited(ctx, ino, inh)
+	}
 	if err != nil {
 		return fs.status("mknod", parent, err)
 	}
@@ -312,7 +320,15 @@ func (fs *fileSystem) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name strin
 		return fuse.EROFS
 	}
 	parent := fs.toMeta(in.NodeId)
-	ino, a, err := fs.m.Mkdir(context.Background(), parent, name, in.Mode, in.Uid, in.Gid)
+	ctx := context.Background()
+	mode, inh, err := fs.newNodeMode(ctx, parent, syscall.S_IFDIR|in.Mode, in.Umask)
+	if err != nil {
+		return fs.status("mkdir", parent, err)
+	}
+	ino, a, err := fs.m.Mkdir(ctx, parent, name, mode, in.Uid, in.Gid)
+	if err == nil {
+		err = fs.setInherited(ctx, ino, inh)
+	}
 	if err != nil {
 		return fs.status("mkdir", parent, err)
 	}

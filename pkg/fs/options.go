@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -29,10 +30,20 @@ type mountOptions struct {
 	entryTimeout time.Duration
 }
 
+// errNoDefaultPermissions explains why podfs leaves permission checks to
+// the kernel. Without default_permissions the kernel walks cached path
+// components without asking the file system, so a directory's search
+// permission could only be enforced by giving up the entry cache (a
+// request per path component); and with FUSE's POSIX ACL support, which
+// podfs negotiates, the kernel turns default_permissions on anyway.
+var errNoDefaultPermissions = errors.New("mount option no_default_permissions is not supported: podfs relies on the kernel's permission checks " +
+	"(default_permissions, which also enforce POSIX ACLs), because without them the kernel resolves cached paths without asking podfs " +
+	"and directory search permission could not be enforced; remove the option")
+
 // knownOptions lists every -o option mount accepts, for the error that names
 // an unknown one.
 var knownOptions = []string{
-	"allow_other", "default_permissions", "no_default_permissions", "ro", "rw",
+	"allow_other", "default_permissions", "ro", "rw",
 	"attr_timeout=DURATION", "entry_timeout=DURATION", "fsname=NAME", "debug",
 	"nonempty", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
 }
@@ -67,7 +78,6 @@ func resolveOptions(cfg *Config) (*mountOptions, error) {
 	if mo.entryTimeout == 0 {
 		mo.entryTimeout = DefaultTimeout
 	}
-	defaultPerms := true
 	var kernel []string
 	fo := &mo.fuse
 	for _, raw := range cfg.Options {
@@ -81,9 +91,9 @@ func resolveOptions(cfg *Config) (*mountOptions, error) {
 			case "allow_other":
 				fo.AllowOther = true
 			case "default_permissions":
-				defaultPerms = true
+				// always on
 			case "no_default_permissions":
-				defaultPerms = false
+				return nil, errNoDefaultPermissions
 			case "ro":
 				mo.readOnly = true
 			case "rw":
@@ -123,10 +133,15 @@ func resolveOptions(cfg *Config) (*mountOptions, error) {
 	if mo.attrTimeout < 0 || mo.entryTimeout < 0 {
 		return nil, fmt.Errorf("attribute and entry timeouts must not be negative")
 	}
-	if defaultPerms {
-		kernel = append(kernel, "default_permissions")
-	}
+	kernel = append(kernel, "default_permissions")
 	fo.Options = kernel
+	// The kernel enforces POSIX ACLs and caches them per inode (forgetting
+	// them with the attributes), so ls -l's ACL probe costs one request per
+	// file and attribute timeout, answered from memory while the volume has
+	// none. It leaves the umask to us (DONT_MASK: a default ACL replaces
+	// it) and tells whether setting an ACL clears set-group-ID (SETXATTR_EXT).
+	fo.EnableAcl = true
+	fo.ExtraCapabilities |= fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT
 	fo.Name = "podfs"
 	fo.MaxWrite = ioSize
 	fo.MaxReadAhead = ioSize

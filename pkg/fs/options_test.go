@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"podfs.io/podfs/pkg/meta"
 )
 
@@ -16,15 +18,14 @@ func TestResolveOptions(t *testing.T) {
 	}{
 		{nil, func(m *mountOptions) bool {
 			return m.attrTimeout == DefaultTimeout && m.fuse.MaxWrite == 1<<20 && m.fuse.MaxReadAhead == 1<<20 &&
-				m.fuse.EnableLocks && strings.Contains(strings.Join(m.fuse.Options, ","), "default_permissions")
+				m.fuse.EnableLocks && strings.Contains(strings.Join(m.fuse.Options, ","), "default_permissions") &&
+				m.fuse.EnableAcl && m.fuse.ExtraCapabilities&fuse.CAP_DONT_MASK != 0
 		}, ""},
 		{[]string{"allow_other,ro", "attr_timeout=0.5"}, func(m *mountOptions) bool {
 			return m.fuse.AllowOther && m.readOnly && m.attrTimeout == 500*time.Millisecond
 		}, ""},
 		{[]string{"entry_timeout=0"}, func(m *mountOptions) bool { return m.entryTimeout == 0 }, ""},
-		{[]string{"no_default_permissions"}, func(m *mountOptions) bool {
-			return !strings.Contains(strings.Join(m.fuse.Options, ","), "default_permissions")
-		}, ""},
+		{[]string{"no_default_permissions"}, nil, "no_default_permissions is not supported"},
 		{[]string{"bogus"}, nil, `unknown mount option "bogus"`},
 		{[]string{"attr_timeout"}, nil, "needs a value"},
 		{[]string{"attr_timeout=-1"}, nil, "want a duration"},

@@ -18,6 +18,12 @@ import (
 // from listxattr.
 const secMarker = "trusted.podfs.secxattrs"
 
+// selinuxXattr is the label GNU ls -l asks every file for. podfs keeps no
+// SELinux labels: answering EOPNOTSUPP (rather than ENODATA) makes ls stop
+// asking for the rest of the listing, as it does on other file systems
+// without label support.
+const selinuxXattr = "security.selinux"
+
 // isSecurityXattr reports whether name is one of the attributes the kernel
 // and coreutils probe on every file.
 func isSecurityXattr(name string) bool {
@@ -41,6 +47,13 @@ func (fs *fileSystem) loadSecXattrs(ctx context.Context) error {
 
 func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string, dest []byte) (uint32, fuse.Status) {
 	defer fs.met.op(opGetxattr)()
+	if name == selinuxXattr {
+		fs.met.xattrFastPath.Inc()
+		return 0, fuse.ENOTSUP
+	}
+	if name == CompactXattr {
+		return fs.compactCounters(dest)
+	}
 	if name == secMarker || (isSecurityXattr(name) && !fs.secXattrs.Load()) {
 		fs.met.xattrFastPath.Inc()
 		return 0, fuse.ENODATA
@@ -91,6 +104,12 @@ func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name
 	if name == secMarker {
 		return fuse.EPERM
 	}
+	if name == selinuxXattr {
+		return fuse.ENOTSUP
+	}
+	if name == CompactXattr {
+		return fs.compactControl(in)
+	}
 	ctx := context.Background()
 	ino := fs.toMeta(in.NodeId)
 	if isSecurityXattr(name) && !fs.secXattrs.Load() {
@@ -100,13 +119,20 @@ func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name
 		}
 		fs.secXattrs.Store(true)
 	}
-	return fs.status("setxattr", ino, fs.m.SetXattr(ctx, ino, name, value, in.Flags))
+	flags := in.Flags
+	if name == meta.ACLAccess && in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID != 0 {
+		flags |= meta.XattrACLKillSgid
+	}
+	return fs.status("setxattr", ino, fs.m.SetXattr(ctx, ino, name, value, flags))
 }
 
 func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	defer fs.met.op(opRemovexattr)()
 	if fs.readOnly {
 		return fuse.EROFS
+	}
+	if name == selinuxXattr {
+		return fuse.ENOTSUP
 	}
 	if name == secMarker || (isSecurityXattr(name) && !fs.secXattrs.Load()) {
 		return fuse.ENODATA

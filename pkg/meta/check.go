@@ -204,14 +204,18 @@ func (c *Client) Check(ctx context.Context, repair bool) (*CheckReport, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
-	if err := c.scanAll(ctx, []byte{pXattr}, func(k, _ []byte) error {
-		if _, ok := attrs[Ino(u64(k[1:9]))]; !ok {
+	if err := c.scanAll(ctx, []byte{pXattr}, func(k, v []byte) error {
+		ino := Ino(u64(k[1:9]))
+		a, ok := attrs[ino]
+		if !ok {
 			problem("xattr key %x belongs to no inode", k)
 			fix("remove stray xattr", func(tx kv.Tx) error {
 				tx.Delete(k)
 				return nil
 			})
+			return nil
 		}
+		checkACL(ino, a, string(k[9:]), v, problem, func(what string, fn func(kv.Tx) error) { fix(what, fn) })
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("check: %w", err)

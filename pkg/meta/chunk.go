@@ -121,12 +121,14 @@ func (c *Client) checkSpaceQuota(ctx context.Context) error {
 }
 
 // CompactChunk implements Meta.
-func (c *Client) CompactChunk(ctx context.Context, ino Ino, index uint32, old []Slice, s Slice) error {
+func (c *Client) CompactChunk(ctx context.Context, ino Ino, index uint32, old, repl []Slice) error {
 	if len(old) == 0 {
 		return fmt.Errorf("compact chunk %d of %d: no slices to replace: %w", index, ino, syscall.EINVAL)
 	}
-	if err := checkSlice(s); err != nil {
-		return fmt.Errorf("compact chunk %d of %d: %w", index, ino, err)
+	for _, s := range repl {
+		if err := checkSlice(s); err != nil {
+			return fmt.Errorf("compact chunk %d of %d: %w", index, ino, err)
+		}
 	}
 	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
 		k := chunkKey(ino, index)
@@ -138,13 +140,18 @@ func (c *Client) CompactChunk(ctx context.Context, ino Ino, index uint32, old []
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, syscall.EIO)
 		}
-		if len(cur) > 0 && cur[0] == s && s.ID != 0 {
-			return nil // a retry of this compaction, which committed
+		if len(repl) > 0 && repl[0].ID != 0 && len(cur) >= len(repl) && slices.Equal(cur[:len(repl)], repl) {
+			return nil // a retry of this compaction, which committed (its ids are new)
 		}
 		if len(cur) < len(old) || !slices.Equal(cur[:len(old)], old) {
 			return ErrChunkChanged
 		}
-		tx.Set(k, encodeSlices(append([]Slice{s}, cur[len(old):]...)))
+		next := append(slices.Clone(repl), cur[len(old):]...)
+		if len(next) == 0 {
+			tx.Delete(k)
+		} else {
+			tx.Set(k, encodeSlices(next))
+		}
 		for _, o := range old {
 			if err := dropSlice(tx, o); err != nil {
 				return err

@@ -175,8 +175,9 @@ type Meta interface {
 	// WriteChunk appends s to chunk index and extends the file to cover it.
 	WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice, mtime time.Time) error
 	// CompactChunk replaces the first len(old) slices of the chunk's list (which
-	// must still be exactly old) with s; the replaced slices become deletable.
-	CompactChunk(ctx context.Context, ino Ino, index uint32, old []Slice, s Slice) error
+	// must still be exactly old, else ErrChunkChanged) with repl (slices of
+	// new ids, or none); the replaced slices become deletable.
+	CompactChunk(ctx context.Context, ino Ino, index uint32, old, repl []Slice) error
 	// NewSliceID hands out a slice id (batched internally).
 	NewSliceID(ctx context.Context) (uint64, error)
 	Fallocate(ctx context.Context, ino Ino, mode uint32, off, length uint64) error

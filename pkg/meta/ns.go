@@ -186,6 +186,9 @@ func (c *Client) SetAttr(ctx context.Context, ino Ino, set uint32, in Attr) (Att
 		}
 		if set&SetMode != 0 {
 			a.Mode = a.Mode&syscall.S_IFMT | in.Mode&0o7777
+			if err := chmodACL(tx, ino, a.Mode); err != nil {
+				return err
+			}
 		}
 		if set&SetUid != 0 {
 			a.Uid = in.Uid

@@ -80,6 +80,7 @@ var conformance = []struct {
 	{"create-open-unlinked", testCreateOpenUnlinked},
 	{"unlink-releases-chunks", testUnlinkReleasesChunks},
 	{"release-many", testReleaseMany},
+	{"acl", testACL},
 }
 
 func testFormat(t *testing.T, c *Client) {
@@ -365,12 +366,12 @@ func testChunks(t *testing.T, c *Client) {
 	// Compaction: stale list refused, right list replaced.
 	id4 := must[uint64](t)(c.NewSliceID(ctx))
 	s4 := Slice{ID: id4, Size: 8192, Len: 8192}
-	err = c.CompactChunk(ctx, f, 0, []Slice{s2}, s4)
+	err = c.CompactChunk(ctx, f, 0, []Slice{s2}, []Slice{s4})
 	if !errors.Is(err, ErrChunkChanged) {
 		t.Fatalf("stale compaction: %v", err)
 	}
-	ok(t, c.CompactChunk(ctx, f, 0, []Slice{s1, s2}, s4))
-	ok(t, c.CompactChunk(ctx, f, 0, []Slice{s1, s2}, s4)) // a retry after an unknown outcome
+	ok(t, c.CompactChunk(ctx, f, 0, []Slice{s1, s2}, []Slice{s4}))
+	ok(t, c.CompactChunk(ctx, f, 0, []Slice{s1, s2}, []Slice{s4})) // a retry after an unknown outcome
 	if ss := must[[]Slice](t)(c.ReadChunk(ctx, f, 0)); len(ss) != 1 || ss[0] != s4 {
 		t.Fatalf("after compaction %+v", ss)
 	}

@@ -56,8 +56,15 @@ func (c *Client) SetXattr(ctx context.Context, ino Ino, name string, value []byt
 	if len(value) > MaxXattrValue {
 		return wrap(fmt.Errorf("value of %d bytes is larger than %d: %w", len(value), MaxXattrValue, syscall.E2BIG))
 	}
-	if flags&^(XattrCreate|XattrReplace) != 0 || flags == XattrCreate|XattrReplace {
+	if flags&^(XattrCreate|XattrReplace|XattrACLKillSgid) != 0 || flags&(XattrCreate|XattrReplace) == XattrCreate|XattrReplace {
 		return wrap(fmt.Errorf("flags %#x: %w", flags, syscall.EINVAL))
+	}
+	var acl ACL
+	if name == ACLAccess || name == ACLDefault {
+		var err error
+		if acl, err = ParseACL(value); err != nil {
+			return wrap(err)
+		}
 	}
 	stored := append([]byte{0}, value...)
 	return wrapErr(wrap, c.txn(ctx, func(tx kv.Tx) error {
@@ -76,8 +83,31 @@ func (c *Client) SetXattr(ctx context.Context, ino Ino, name string, value []byt
 		case flags&XattrReplace != 0 && old == nil:
 			return syscall.ENODATA
 		}
-		tx.Set(k, stored)
 		a.Ctime = now()
+		switch name {
+		case ACLAccess:
+			// The ACL's owner, group-class and other entries are the
+			// mode's bits; one that says no more is kept as bits only.
+			a.Mode = a.Mode&^0o777 | acl.Mode()
+			if flags&XattrACLKillSgid != 0 {
+				a.Mode &^= syscall.S_ISGID
+			}
+			if acl.Minimal() {
+				tx.Delete(k)
+				putAttr(tx, ino, &a)
+				return nil
+			}
+		case ACLDefault:
+			if !isDir(a.Mode) {
+				return fmt.Errorf("a default ACL is for directories: %w", syscall.EACCES)
+			}
+			if len(acl) == 0 {
+				tx.Delete(k)
+				putAttr(tx, ino, &a)
+				return nil
+			}
+		}
+		tx.Set(k, stored)
 		putAttr(tx, ino, &a)
 		return nil
 	}))
