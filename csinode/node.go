@@ -126,7 +126,9 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (publication
 		pod:      pod,
 		readOnly: req.GetReadonly() || readOnly,
 	}
-	kernelOptions(&p, req.GetVolumeCapability().GetMount().GetMountFlags(), vc[AttrMountOptions])
+	if err := kernelOptions(&p, req.GetVolumeCapability().GetMount().GetMountFlags(), vc[AttrMountOptions]); err != nil {
+		return publication{}, err
+	}
 	return p, nil
 }
 

@@ -199,9 +199,10 @@ func (d *Driver) removeTarget(path string) error {
 
 // kernelOptions reads the mount options that belong to the kernel mount from
 // the PV's mountOptions (mount_flags) and the volume's mountOptions
-// attribute: ro and no_default_permissions. The others (attr_timeout, ...)
-// are the sidecar's business; nosuid and nodev are always set.
-func kernelOptions(p *publication, flags []string, attr string) {
+// attribute: ro. The others (attr_timeout, ...) are the sidecar's business;
+// nosuid, nodev and default_permissions are always set (podfs's POSIX ACLs
+// are enforced by the kernel, which needs default_permissions).
+func kernelOptions(p *publication, flags []string, attr string) error {
 	p.defaultPermissions = true
 	all := slices.Clone(flags)
 	for _, o := range strings.Split(attr, ",") {
@@ -212,9 +213,11 @@ func kernelOptions(p *publication, flags []string, attr string) {
 		case "ro":
 			p.readOnly = true
 		case "no_default_permissions":
-			p.defaultPermissions = false
+			return status.Error(codes.InvalidArgument,
+				"mount option no_default_permissions: podfs leaves permission checks (and POSIX ACLs) to the kernel, which needs default_permissions; remove the option from the PersistentVolume")
 		}
 	}
+	return nil
 }
 
 // holdTimeout bounds how long NodeGetVolumeStats waits for the sidecar.

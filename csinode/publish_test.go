@@ -303,6 +303,9 @@ func TestBadRequests(t *testing.T) {
 		{"no volume context", mod(func(r *csi.NodePublishVolumeRequest) { r.VolumeContext = nil }), "podInfoOnMount"},
 		{"no pod uid", mod(func(r *csi.NodePublishVolumeRequest) { delete(r.VolumeContext, ContextPodUID) }), "podInfoOnMount"},
 		{"no pod name", mod(func(r *csi.NodePublishVolumeRequest) { delete(r.VolumeContext, ContextPodName) }), "podInfoOnMount"},
+		{"no_default_permissions", mod(func(r *csi.NodePublishVolumeRequest) {
+			r.VolumeCapability.GetMount().MountFlags = []string{"no_default_permissions"}
+		}), "needs default_permissions"},
 		{"unsafe pod uid", mod(func(r *csi.NodePublishVolumeRequest) { r.VolumeContext[ContextPodUID] = "../../etc" }), "not a valid directory name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
