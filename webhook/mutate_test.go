@@ -472,3 +472,34 @@ func checkSidecarSecurity(t testing.TB, pod *corev1.Pod, sc *corev1.Container, m
 		t.Fatalf("the kubelet would refuse the sidecar: runAsNonRoot with user %v", uid)
 	}
 }
+
+// TestReinvocationDropsToken: called again after the in-tree plugins ran a
+// second time, the webhook removes the token the ServiceAccount plugin
+// mounted into the sidecar, and only there.
+func TestReinvocationDropsToken(t *testing.T) {
+	lk, cfg := fixtureLookup(), fixtureConfig(t)
+	for _, native := range []bool{true, false} {
+		ops, err := Mutate(context.Background(), lk, Input{Pod: pod(nil), Namespace: "apps", Native: native, Config: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := applyOps(t, pod(nil), ops)
+		token := corev1.VolumeMount{Name: "kube-api-access-x", MountPath: ServiceAccountTokenPath, ReadOnly: true}
+		for _, cs := range [][]corev1.Container{got.Spec.InitContainers, got.Spec.Containers} {
+			for i := range cs {
+				cs[i].VolumeMounts = append(cs[i].VolumeMounts, token)
+			}
+		}
+		ops, err = Mutate(context.Background(), lk, Input{Pod: got, Namespace: "apps", Native: native, Config: cfg})
+		if err != nil || len(ops) != 1 || ops[0].Op != "remove" {
+			t.Fatalf("native=%v: want one remove, got %v, %v", native, ops, err)
+		}
+		again := applyOps(t, got, ops)
+		for _, c := range slices.Concat(again.Spec.InitContainers, again.Spec.Containers) {
+			has := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == ServiceAccountTokenPath })
+			if has == (c.Name == volumeset.ContainerName) {
+				t.Fatalf("native=%v: container %q token mount %v after the reinvocation", native, c.Name, has)
+			}
+		}
+	}
+}
