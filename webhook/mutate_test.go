@@ -391,30 +391,42 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 
 	// App mounts of podfs volumes: HostToContainer on serverless nodes (the
 	// sidecar mounts after they start), left as written on ordinary nodes.
-	orig := map[string]*corev1.MountPropagationMode{}
-	for _, c := range slices.Concat(before.Spec.InitContainers, before.Spec.Containers) {
-		for _, m := range c.VolumeMounts {
-			orig[c.Name+"/"+m.MountPath] = m.MountPropagation
-		}
+	// The containers other than the sidecar keep their order: compare their
+	// mounts position by position.
+	type mnt struct {
+		c string
+		m corev1.VolumeMount
 	}
-	for _, c := range slices.Concat(after.Spec.InitContainers, after.Spec.Containers) {
-		if c.Name == volumeset.ContainerName {
-			continue
-		}
-		for _, m := range c.VolumeMounts {
-			if !podfs[m.Name] {
+	flatten := func(p *corev1.Pod) []mnt {
+		var out []mnt
+		for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
+			if c.Name == volumeset.ContainerName && p == after {
 				continue
 			}
-			unset := m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone
-			switch vs.Mode {
-			case volumeset.ModeServerless:
-				if unset {
-					t.Fatalf("container %q mounts podfs volume %q without HostToContainer", c.Name, m.Name)
-				}
-			case volumeset.ModeNode:
-				if o := orig[c.Name+"/"+m.MountPath]; (o == nil) != (m.MountPropagation == nil) || o != nil && *o != *m.MountPropagation {
-					t.Fatalf("container %q: the webhook changed the propagation of podfs volume %q on an ordinary node", c.Name, m.Name)
-				}
+			for _, m := range c.VolumeMounts {
+				out = append(out, mnt{c.Name, m})
+			}
+		}
+		return out
+	}
+	was, is := flatten(before), flatten(after)
+	if len(was) != len(is) {
+		t.Fatalf("the app containers had %d volume mounts, now %d", len(was), len(is))
+	}
+	for i, a := range is {
+		if !podfs[a.m.Name] {
+			continue
+		}
+		o, m := was[i].m.MountPropagation, a.m.MountPropagation
+		unset := m == nil || *m == corev1.MountPropagationNone
+		switch vs.Mode {
+		case volumeset.ModeServerless:
+			if unset {
+				t.Fatalf("container %q mounts podfs volume %q without HostToContainer", a.c, a.m.Name)
+			}
+		case volumeset.ModeNode:
+			if (o == nil) != (m == nil) || o != nil && *o != *m {
+				t.Fatalf("container %q: the webhook changed the propagation of podfs volume %q on an ordinary node", a.c, a.m.Name)
 			}
 		}
 	}
