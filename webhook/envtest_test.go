@@ -96,7 +96,11 @@ type tweakOptions func(k *testenv.Kube, c client.Client, o *Options)
 // startWorldAs is startWorld with the webhook running under the identity
 // asUser returns (nil: the admin).
 func startWorldAs(t testing.TB, config string, log *slog.Logger, asUser func(k *testenv.Kube, c client.Client) *rest.Config, tweak ...tweakOptions) *kubeWorld {
-	k := testenv.StartKube(t)
+	return startWorldOn(t, testenv.StartKube(t), config, log, asUser, tweak...)
+}
+
+// startWorldOn is startWorldAs on an API server the caller started.
+func startWorldOn(t testing.TB, k *testenv.Kube, config string, log *slog.Logger, asUser func(k *testenv.Kube, c client.Client) *rest.Config, tweak ...tweakOptions) *kubeWorld {
 	c := newClient(t, k)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

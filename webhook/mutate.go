@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,7 +80,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		return nil, nil
 	}
 	if _, ok := pod.Annotations[volumeset.InjectedAnnotation]; ok {
-		return nil, nil
+		return unmountToken(pod), nil
 	}
 	vols, err := findVolumes(ctx, lk, in.Namespace, pod)
 	if err != nil || len(vols) == 0 {
@@ -298,6 +299,37 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		}
 	}
 	return ops, nil
+}
+
+// ServiceAccountTokenPath is where the ServiceAccount admission plugin
+// mounts the pod's API token into every container.
+const ServiceAccountTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// unmountToken keeps the API token out of the sidecar, which needs no API
+// access (it reads its pod's annotations from a downward API file). The
+// ServiceAccount admission plugin runs before the webhooks, so the sidecar
+// added here misses its mount; but a webhook's change makes the API server
+// run the in-tree plugins again, which then mount the token into the
+// sidecar too, and call this webhook again (reinvocationPolicy IfNeeded):
+// the mount is removed here. Nil when there is nothing to remove.
+func unmountToken(pod *corev1.Pod) []Op {
+	var ops []Op
+	for _, k := range []struct {
+		kind string
+		cs   []corev1.Container
+	}{{"initContainers", pod.Spec.InitContainers}, {"containers", pod.Spec.Containers}} {
+		for ci, c := range k.cs {
+			if c.Name != volumeset.ContainerName {
+				continue
+			}
+			for mi := len(c.VolumeMounts) - 1; mi >= 0; mi-- { // last first: indices stay valid
+				if path.Clean(c.VolumeMounts[mi].MountPath) == ServiceAccountTokenPath {
+					ops = append(ops, Op{Op: "remove", Path: "/spec/" + k.kind + "/" + strconv.Itoa(ci) + "/volumeMounts/" + strconv.Itoa(mi)})
+				}
+			}
+		}
+	}
+	return ops
 }
 
 // injectedValue records how the pod was injected (for humans and the

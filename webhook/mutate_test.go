@@ -391,30 +391,44 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 
 	// App mounts of podfs volumes: HostToContainer on serverless nodes (the
 	// sidecar mounts after they start), left as written on ordinary nodes.
-	orig := map[string]*corev1.MountPropagationMode{}
-	for _, c := range slices.Concat(before.Spec.InitContainers, before.Spec.Containers) {
-		for _, m := range c.VolumeMounts {
-			orig[c.Name+"/"+m.MountPath] = m.MountPropagation
-		}
+	// The containers other than the sidecar keep their order: compare their
+	// mounts position by position.
+	type mnt struct {
+		c string
+		m corev1.VolumeMount
 	}
-	for _, c := range slices.Concat(after.Spec.InitContainers, after.Spec.Containers) {
-		if c.Name == volumeset.ContainerName {
-			continue
-		}
-		for _, m := range c.VolumeMounts {
-			if !podfs[m.Name] {
+	flatten := func(p *corev1.Pod) []mnt {
+		var out []mnt
+		for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
+			if c.Name == volumeset.ContainerName && p == after {
 				continue
 			}
-			unset := m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone
-			switch vs.Mode {
-			case volumeset.ModeServerless:
-				if unset {
-					t.Fatalf("container %q mounts podfs volume %q without HostToContainer", c.Name, m.Name)
+			for _, m := range c.VolumeMounts {
+				if m.MountPath != ServiceAccountTokenPath { // the API server's, not the webhook's
+					out = append(out, mnt{c.Name, m})
 				}
-			case volumeset.ModeNode:
-				if o := orig[c.Name+"/"+m.MountPath]; (o == nil) != (m.MountPropagation == nil) || o != nil && *o != *m.MountPropagation {
-					t.Fatalf("container %q: the webhook changed the propagation of podfs volume %q on an ordinary node", c.Name, m.Name)
-				}
+			}
+		}
+		return out
+	}
+	was, is := flatten(before), flatten(after)
+	if len(was) != len(is) {
+		t.Fatalf("the app containers had %d volume mounts, now %d", len(was), len(is))
+	}
+	for i, a := range is {
+		if !podfs[a.m.Name] {
+			continue
+		}
+		o, m := was[i].m.MountPropagation, a.m.MountPropagation
+		unset := m == nil || *m == corev1.MountPropagationNone
+		switch vs.Mode {
+		case volumeset.ModeServerless:
+			if unset {
+				t.Fatalf("container %q mounts podfs volume %q without HostToContainer", a.c, a.m.Name)
+			}
+		case volumeset.ModeNode:
+			if (o == nil) != (m == nil) || o != nil && *o != *m {
+				t.Fatalf("container %q: the webhook changed the propagation of podfs volume %q on an ordinary node", a.c, a.m.Name)
 			}
 		}
 	}
@@ -470,5 +484,36 @@ func checkSidecarSecurity(t testing.TB, pod *corev1.Pod, sc *corev1.Container, m
 	}
 	if nonRoot != nil && *nonRoot && (uid == nil || *uid == 0) {
 		t.Fatalf("the kubelet would refuse the sidecar: runAsNonRoot with user %v", uid)
+	}
+}
+
+// TestReinvocationDropsToken: called again after the in-tree plugins ran a
+// second time, the webhook removes the token the ServiceAccount plugin
+// mounted into the sidecar, and only there.
+func TestReinvocationDropsToken(t *testing.T) {
+	lk, cfg := fixtureLookup(), fixtureConfig(t)
+	for _, native := range []bool{true, false} {
+		ops, err := Mutate(context.Background(), lk, Input{Pod: pod(nil), Namespace: "apps", Native: native, Config: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := applyOps(t, pod(nil), ops)
+		token := corev1.VolumeMount{Name: "kube-api-access-x", MountPath: ServiceAccountTokenPath, ReadOnly: true}
+		for _, cs := range [][]corev1.Container{got.Spec.InitContainers, got.Spec.Containers} {
+			for i := range cs {
+				cs[i].VolumeMounts = append(cs[i].VolumeMounts, token)
+			}
+		}
+		ops, err = Mutate(context.Background(), lk, Input{Pod: got, Namespace: "apps", Native: native, Config: cfg})
+		if err != nil || len(ops) != 1 || ops[0].Op != "remove" {
+			t.Fatalf("native=%v: want one remove, got %v, %v", native, ops, err)
+		}
+		again := applyOps(t, got, ops)
+		for _, c := range slices.Concat(again.Spec.InitContainers, again.Spec.Containers) {
+			has := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == ServiceAccountTokenPath })
+			if has == (c.Name == volumeset.ContainerName) {
+				t.Fatalf("native=%v: container %q token mount %v after the reinvocation", native, c.Name, has)
+			}
+		}
 	}
 }

@@ -20,6 +20,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"sigs.k8s.io/yaml"
+
+	"podfs.io/podfs/webhook"
 )
 
 // kubeVersion is what helm renders for: the version the e2e cluster runs (a
@@ -157,6 +159,10 @@ func TestDefaults(t *testing.T) {
 		!modes[storagev1.VolumeLifecyclePersistent] || !modes[storagev1.VolumeLifecycleEphemeral] {
 		t.Errorf("CSIDriver spec %+v: want attachRequired false, podInfoOnMount true, Persistent and Ephemeral", drv.Spec)
 	}
+	// The kubelet must not walk the FUSE mount before the sidecar serves it.
+	if drv.Spec.FSGroupPolicy == nil || *drv.Spec.FSGroupPolicy != storagev1.NoneFSGroupPolicy {
+		t.Errorf("CSIDriver fsGroupPolicy %v, want None", drv.Spec.FSGroupPolicy)
+	}
 
 	var ds appsv1.DaemonSet
 	r.get(t, "DaemonSet/podfs-csi-node", &ds)
@@ -172,6 +178,7 @@ func TestDefaults(t *testing.T) {
 	if !hasHostPath(ds.Spec.Template.Spec.Volumes, "/var/lib/kubelet") {
 		t.Errorf("csi-node mounts no /var/lib/kubelet (the default kubeletDir)")
 	}
+	checkCSINode(t, r, &ds, "/var/lib/kubelet")
 
 	var dep appsv1.Deployment
 	r.get(t, "Deployment/podfs-webhook", &dep)
@@ -221,6 +228,7 @@ func TestSingleNodeValues(t *testing.T) {
 	if !hasHostPath(ds.Spec.Template.Spec.Volumes, "/var/lib/podfs-e2e/kubelet") {
 		t.Error("kubeletDir is not what the csi-node DaemonSet mounts")
 	}
+	checkCSINode(t, r, &ds, "/var/lib/podfs-e2e/kubelet")
 }
 
 func TestCertManager(t *testing.T) {
@@ -287,6 +295,12 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"webhook.timeoutSeconds=90", "timeoutSeconds"},
 		{"webhook.nativeSidecar=maybe", "nativeSidecar"},
 		{"webhok.enabled=true", "webhok"},
+		// Gone with the descriptor handoff: the CSI node mounts at kubelet's
+		// target path, no node-wide pods directory is shared.
+		{"podsDir=/var/lib/podfs/pods", "podsDir"},
+		{"csiNode.preparePodsDir=true", "preparePodsDir"},
+		{"csiDriver.fsGroupPolicy=File", "fsGroupPolicy"},
+		{"sidecar.cacheVolumeSizeLimit=lots", "cacheVolumeSizeLimit"},
 	} {
 		out, err := helm(t, "template", "podfs", ".", "--kube-version", kubeVersion, "--set", tc.set)
 		if err == nil {
@@ -341,6 +355,88 @@ func TestExamples(t *testing.T) {
 				t.Errorf("%s: %s does not decode strictly: %v", f, head.Kind, err)
 			}
 		}
+	}
+}
+
+// checkCSINode: the node plugin is the one privileged podfs container on
+// ordinary nodes; it mounts only kubelet's directory (Bidirectional), is
+// told nothing of a pods directory, has no init container or host PID
+// namespace, and may get pods and write events — nothing else.
+func checkCSINode(t *testing.T, r rendered, ds *appsv1.DaemonSet, kubeletDir string) {
+	t.Helper()
+	spec := ds.Spec.Template.Spec
+	if len(spec.InitContainers) != 0 || spec.HostPID {
+		t.Errorf("csi-node has init containers %v or hostPID %v: nothing needs preparing on the node", spec.InitContainers, spec.HostPID)
+	}
+	if len(spec.Volumes) != 1 || !hasHostPath(spec.Volumes, kubeletDir) {
+		t.Errorf("csi-node volumes %+v, want only the kubelet dir %s", spec.Volumes, kubeletDir)
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("csi-node containers %d, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
+		t.Error("csi-node not privileged: it opens /dev/fuse and mounts FUSE")
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != kubeletDir || c.VolumeMounts[0].MountPropagation == nil ||
+		*c.VolumeMounts[0].MountPropagation != corev1.MountPropagationBidirectional {
+		t.Errorf("csi-node mounts %+v, want %s Bidirectional only", c.VolumeMounts, kubeletDir)
+	}
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "--pods-dir") {
+			t.Errorf("csi-node args %v: --pods-dir is gone", c.Args)
+		}
+	}
+	if spec.AutomountServiceAccountToken != nil && !*spec.AutomountServiceAccountToken {
+		t.Error("csi-node has no API token: it must read pods and write events")
+	}
+	var cr rbacv1.ClusterRole
+	r.get(t, "ClusterRole/podfs-csi-node-podfs-system", &cr)
+	verbs := map[string][]string{}
+	for _, rule := range cr.Rules {
+		for _, g := range rule.APIGroups {
+			for _, res := range rule.Resources {
+				verbs[g+"/"+res] = append(verbs[g+"/"+res], rule.Verbs...)
+			}
+		}
+		if len(rule.ResourceNames) > 0 {
+			t.Errorf("unexpected resourceNames in %+v", rule)
+		}
+	}
+	want := map[string][]string{"/pods": {"get"}, "/events": {"create", "patch"}, "events.k8s.io/events": {"create", "patch"}}
+	if len(verbs) != len(want) {
+		t.Errorf("csi-node ClusterRole grants %v, want %v", verbs, want)
+	}
+	for k, v := range want {
+		if !slices.Equal(verbs[k], v) {
+			t.Errorf("csi-node ClusterRole: %s verbs %v, want %v", k, verbs[k], v)
+		}
+	}
+	var crb rbacv1.ClusterRoleBinding
+	r.get(t, "ClusterRoleBinding/podfs-csi-node-podfs-system", &crb)
+	if crb.RoleRef.Name != cr.Name || len(crb.Subjects) != 1 || crb.Subjects[0].Name != spec.ServiceAccountName || crb.Subjects[0].Namespace != "podfs-system" {
+		t.Errorf("ClusterRoleBinding %+v does not bind the csi-node's ServiceAccount %q", crb, spec.ServiceAccountName)
+	}
+}
+
+// TestSidecarConfig: what the chart writes into the webhook's ConfigMap is
+// a configuration the webhook accepts, cache volume size included.
+func TestSidecarConfig(t *testing.T) {
+	r := render(t, "--set", "sidecar.cache.cacheDir=/var/cache/podfs", "--set", "sidecar.cache.cacheDirSize=20Gi",
+		"--set", "sidecar.cacheVolumeSizeLimit=30Gi")
+	var cm corev1.ConfigMap
+	r.get(t, "ConfigMap/podfs-webhook", &cm)
+	cfg, err := webhook.ParseConfig([]byte(cm.Data[webhook.ConfigKey]), "unused")
+	if err != nil {
+		t.Fatalf("the webhook refuses the chart's configuration: %v\n%s", err, cm.Data[webhook.ConfigKey])
+	}
+	if cfg.CacheVolumeSizeLimit == nil || cfg.CacheVolumeSizeLimit.String() != "30Gi" || cfg.Cache.CacheDir != "/var/cache/podfs" {
+		t.Errorf("cacheVolumeSizeLimit %v, cacheDir %q: want 30Gi and /var/cache/podfs", cfg.CacheVolumeSizeLimit, cfg.Cache.CacheDir)
+	}
+	r = render(t)
+	r.get(t, "ConfigMap/podfs-webhook", &cm)
+	if cfg, err = webhook.ParseConfig([]byte(cm.Data[webhook.ConfigKey]), "unused"); err != nil || cfg.CacheVolumeSizeLimit != nil {
+		t.Errorf("default configuration: %v, cacheVolumeSizeLimit %v (want none)", err, cfg)
 	}
 }
 
