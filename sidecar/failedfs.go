@@ -28,11 +28,32 @@ func (*failedFS) String() string { return "podfs-failed" }
 func (*failedFS) Lookup(<-chan struct{}, *fuse.InHeader, string, *fuse.EntryOut) fuse.Status {
 	return fuse.EIO
 }
-func (*failedFS) GetAttr(<-chan struct{}, *fuse.GetAttrIn, *fuse.AttrOut) fuse.Status { return fuse.EIO }
+// GetAttr answers for the root alone, an empty read-only directory: the
+// kubelet stats the volume's mount point to bind it into the app's
+// containers, and an error there would keep the whole pod from starting.
+func (*failedFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if in.NodeId != fuse.FUSE_ROOT_ID {
+		return fuse.EIO
+	}
+	out.Ino, out.Mode, out.Nlink = fuse.FUSE_ROOT_ID, fuse.S_IFDIR|0o555, 2
+	out.SetTimeout(time.Second)
+	return fuse.OK
+}
 func (*failedFS) SetAttr(<-chan struct{}, *fuse.SetAttrIn, *fuse.AttrOut) fuse.Status { return fuse.EIO }
 func (*failedFS) Access(<-chan struct{}, *fuse.AccessIn) fuse.Status                  { return fuse.EIO }
 func (*failedFS) Open(<-chan struct{}, *fuse.OpenIn, *fuse.OpenOut) fuse.Status       { return fuse.EIO }
-func (*failedFS) OpenDir(<-chan struct{}, *fuse.OpenIn, *fuse.OpenOut) fuse.Status    { return fuse.EIO }
+func (*failedFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, _ *fuse.OpenOut) fuse.Status {
+	if in.NodeId == fuse.FUSE_ROOT_ID {
+		return fuse.OK // readdir answers EIO
+	}
+	return fuse.EIO
+}
+func (*failedFS) ReadDir(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status {
+	return fuse.EIO
+}
+func (*failedFS) ReadDirPlus(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status {
+	return fuse.EIO
+}
 func (*failedFS) StatFs(<-chan struct{}, *fuse.InHeader, *fuse.StatfsOut) fuse.Status { return fuse.EIO }
 func (*failedFS) Create(<-chan struct{}, *fuse.CreateIn, string, *fuse.CreateOut) fuse.Status {
 	return fuse.EIO

@@ -75,6 +75,10 @@ func runNode(ctx context.Context, cfg Config, vols []Volume, st *state) error {
 			if nv.m != nil {
 				if err := nv.m.Unmount(dctx); err != nil {
 					errs = append(errs, fmt.Errorf("stop serving volume %q: %w", nv.v.Name, err))
+				} else {
+					// Everything acknowledged is committed: the next
+					// sidecar owes the app no error for lost writes.
+					report(dctx, nv.h, fuseconn.Status{Detached: true}, log)
 				}
 			}
 			cancel()

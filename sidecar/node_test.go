@@ -132,6 +132,12 @@ func TestNodeHandoff(t *testing.T) {
 	if _, err := os.ReadDir(bad.target); !errors.Is(err, syscall.EIO) {
 		t.Errorf("readdir of the failed volume: %v, want EIO", err)
 	}
+	if _, err := os.Stat(bad.target); err != nil {
+		t.Errorf("stat of the failed volume's root: %v; the kubelet needs it to start the app", err)
+	}
+	if _, err := os.Stat(filepath.Join(bad.target, "f")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("lookup in the failed volume: %v, want EIO", err)
+	}
 	if !strings.Contains(out.String(), "pv-bad") {
 		t.Errorf("the sidecar's log does not name the failed volume:\n%s", out.String())
 	}
