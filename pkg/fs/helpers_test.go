@@ -214,6 +214,20 @@ func podfsBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if arg := os.Getenv(handoffLoadEnv); arg != "" {
+		if err := handoffLoadMain(arg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if arg := os.Getenv(handoffChildEnv); arg != "" {
+		if err := handoffChild(arg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if path := os.Getenv(mmapChildEnv); path != "" {
 		if err := mmapChild(path); err != nil {
 			fmt.Fprintln(os.Stderr, err)
