@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"podfs.io/podfs/pkg/fuseconn"
 )
@@ -92,11 +93,12 @@ func (d *Driver) publish(ctx context.Context, p publication) (err error) {
 	})
 	v := &published{publication: p, handoffDir: dir}
 	h, err := fuseconn.Hold(context.WithoutCancel(ctx), fuseconn.HolderConfig{
-		Dir:      dir,
-		Volume:   fuseconn.Volume{Name: p.name, VolumeID: p.volumeID, ReadOnly: p.readOnly},
-		Conn:     conn,
-		OnStatus: func(s fuseconn.Status) { d.sidecarStatus(pod, p, s) },
-		Log:      d.log.With("volume_id", p.volumeID, "pod", p.pod.String()),
+		Dir:          dir,
+		Volume:       fuseconn.Volume{Name: p.name, VolumeID: p.volumeID, ReadOnly: p.readOnly},
+		Conn:         conn,
+		OnStatus:     func(s fuseconn.Status) { d.sidecarStatus(pod, p, s) },
+		OnDisconnect: func() { go d.releaseIfPodEnds(v) },
+		Log:          d.log.With("volume_id", p.volumeID, "pod", p.pod.String()),
 	})
 	if err != nil {
 		return status.Errorf(codes.Internal, "offer the FUSE connection of %s to pod %s: %v", p.target, p.pod, err)
@@ -129,6 +131,10 @@ func (d *Driver) checkPublished(v *published, p publication) error {
 // sidecarStatus turns what the sidecar reports about a volume into pod
 // Events: the sidecar has no API access of its own.
 func (d *Driver) sidecarStatus(pod *corev1.Pod, p publication, s fuseconn.Status) {
+	if s.Detached {
+		d.log.Info("sidecar stopped serving the volume cleanly", "volume_id", p.volumeID, "pod", p.pod.String())
+		return
+	}
 	if s.Served {
 		d.log.Info("sidecar serves the volume", "volume_id", p.volumeID, "pod", p.pod.String())
 		if d.cfg.Events != nil {
@@ -141,6 +147,34 @@ func (d *Driver) sidecarStatus(pod *corev1.Pod, p publication, s fuseconn.Status
 	d.log.Warn("sidecar cannot serve the volume", "volume_id", p.volumeID, "pod", p.pod.String(), "err", s.Error)
 	if d.cfg.Events != nil {
 		d.cfg.Events.PodEvent(pod, corev1.EventTypeWarning, ReasonVolumeFailed, msg)
+	}
+}
+
+// releaseIfPodEnds watches v's pod after its sidecar disconnected. A
+// sidecar that restarts reconnects within seconds; one that stopped because
+// the pod is going away never does, and then the kubelet's teardown (subPath
+// cleanup, mount checks) stats the mount, which would wait for a server
+// forever. So once the pod is deleted or has finished, the plugin releases
+// its copy of the connection: the kernel aborts it and those calls fail at
+// once, and NodeUnpublishVolume comes.
+func (d *Driver) releaseIfPodEnds(v *published) {
+	const every, limit = time.Second, 10 * time.Minute
+	for waited := time.Duration(0); waited < limit; waited += every {
+		if d.lookup(v.target) != v || v.holder.Connected() {
+			return // unpublished, or a sidecar serves again
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
+		pod, err := d.cfg.Pods.GetPod(ctx, v.pod.namespace, v.pod.name)
+		cancel()
+		ends := apierrors.IsNotFound(err) || err == nil && (string(pod.UID) != v.pod.uid || pod.DeletionTimestamp != nil ||
+			pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
+		if ends {
+			d.log.Info("the pod is going away and its sidecar stopped: releasing the FUSE connection so the volume's teardown does not wait",
+				"volume_id", v.volumeID, "pod", v.pod.String())
+			v.holder.Release()
+			return
+		}
+		time.Sleep(every)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"podfs.io/podfs/pkg/fuseconn"
 	"podfs.io/podfs/sidecar/volumeset"
@@ -392,4 +393,37 @@ func TestPluginRestart(t *testing.T) {
 	}
 	e2.unpublish(t, target)
 	e2.assertNothingMounted(t)
+}
+
+// TestReleaseWhenPodEnds: once the pod is deleted and its sidecar has
+// stopped, the plugin releases its copy of the connection, so a stat of
+// the mount (the kubelet's teardown makes some) fails at once instead of
+// waiting for a server that never comes.
+func TestReleaseWhenPodEnds(t *testing.T) {
+	e := newTestEnv(t)
+	pod := createPod(t, true, nil)
+	target := e.target(t, string(pod.UID), "pv-ends")
+	e.publish(t, publishRequest(pod, target, false))
+	side := startSidecar(t, e.handoffDir(pod), "pv-ends")
+	if err := sharedKube.client.CoreV1().Pods(pod.Namespace).Delete(context.Background(), pod.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	side.Process.Kill()
+	side.Wait()
+	done := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(filepath.Join(target, testFileName))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		// ECONNABORTED when the stat was already waiting at the abort.
+		if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+			t.Errorf("stat on the released mount: %v, want ENOTCONN", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("stat on the mount of a deleted pod still waits after 30s")
+	}
+	e.unpublish(t, target)
+	e.assertNothingMounted(t)
 }

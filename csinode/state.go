@@ -106,10 +106,11 @@ func (d *Driver) recover(ctx context.Context) error {
 		pod := &corev1.Pod{}
 		pod.Namespace, pod.Name, pod.UID = r.PodNamespace, r.PodName, types.UID(r.PodUID)
 		h, err := fuseconn.Hold(ctx, fuseconn.HolderConfig{
-			Dir:      r.HandoffDir,
-			Volume:   fuseconn.Volume{Name: r.Name, VolumeID: r.VolumeID, ReadOnly: r.ReadOnly},
-			OnStatus: func(s fuseconn.Status) { d.sidecarStatus(pod, v.publication, s) },
-			Log:      d.log.With("volume_id", r.VolumeID, "pod", v.pod.String()),
+			Dir:          r.HandoffDir,
+			Volume:       fuseconn.Volume{Name: r.Name, VolumeID: r.VolumeID, ReadOnly: r.ReadOnly},
+			OnStatus:     func(s fuseconn.Status) { d.sidecarStatus(pod, v.publication, s) },
+			OnDisconnect: func() { go d.releaseIfPodEnds(v) },
+			Log:          d.log.With("volume_id", r.VolumeID, "pod", v.pod.String()),
 		})
 		if err != nil {
 			d.log.Error("cannot offer a recovered publication again; a sidecar restart will not find it", "target", r.Target, "err", err)

@@ -247,9 +247,9 @@ func (e *env) testOneVolumeFails(t *testing.T) {
 	if got := e.mustExec(t, ns, "app", "app", "cat", "/good/ok.txt"); got != "ok" {
 		t.Errorf("the good volume reads %q", got)
 	}
-	out, err := e.exec(ns, "app", "app", "ls", "/bad")
+	out, err := e.exec(ns, "app", "app", "cat", "/bad/any")
 	if err == nil || !strings.Contains(strings.ToLower(out), "input/output error") {
-		t.Errorf("ls of the failed volume: %q (%v), want an I/O error", out, err)
+		t.Errorf("reading from the failed volume: %q (%v), want an I/O error", out, err)
 	}
 	logs, err := exec.Command(e.kubectl, "--kubeconfig", e.kubeconfig, "-n", ns, "logs", "app", "-c", sidecarName).CombinedOutput()
 	if err != nil || !strings.Contains(string(logs), badPV) {

@@ -29,7 +29,10 @@ type HolderConfig struct {
 	// OnStatus is called with each status a server reports (on the
 	// connection's reader: it must not block for long).
 	OnStatus func(Status)
-	Log      *slog.Logger
+	// OnDisconnect is called when the server goes away and no other has
+	// replaced it (a restart, an upgrade, or the pod stopping).
+	OnDisconnect func()
+	Log          *slog.Logger
 }
 
 // Holder keeps a FUSE connection alive and hands copies of it to the
@@ -156,6 +159,7 @@ func (h *Holder) serve(p *peer) {
 	}
 	err = s.readLoop(func(m *message, f *os.File) { h.handle(s, m, f) })
 	h.mu.Lock()
+	gone := h.cur == s && !h.closed
 	if h.cur == s {
 		h.cur = nil
 	}
@@ -165,6 +169,9 @@ func (h *Holder) serve(p *peer) {
 		h.log.Info("server disconnected")
 	} else {
 		h.log.Warn("server disconnected", "err", err)
+	}
+	if gone && h.cfg.OnDisconnect != nil {
+		h.cfg.OnDisconnect()
 	}
 }
 
@@ -365,6 +372,12 @@ func (h *Holder) Close() error {
 	h.closeConn()
 	return err
 }
+
+// Release closes the holder's copy of the connection but keeps listening:
+// once no server holds a copy either, the kernel aborts the connection and
+// calls on the mount fail at once (ENOTCONN) instead of waiting for a
+// server. For a pod that is going away, whose volume teardown stats it.
+func (h *Holder) Release() { h.closeConn() }
 
 func (h *Holder) closeConn() {
 	h.mu.Lock()
