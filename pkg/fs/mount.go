@@ -451,6 +451,7 @@ type Status struct {
 	Format     meta.Format
 	StatFS     meta.StatFS
 	Sessions   []meta.Session
+	Frag       *meta.Fragmentation // nil when it could not be read
 }
 
 // Status reads the volume's usage and sessions through this mount's
@@ -464,5 +465,9 @@ func (m *Mount) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
-	return &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}, nil
+	st2 := &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}
+	if f, err := m.m.Fragmentation(ctx); err == nil {
+		st2.Frag = &f
+	}
+	return st2, nil
 }
