@@ -60,6 +60,11 @@ Show a volume's settings, the clients that have it mounted (sessions) and its us
 		if st.Sessions, err = m.ListSessions(ctx); err != nil {
 			return fmt.Errorf("list sessions: %w", err)
 		}
+		frag, err := m.Fragmentation(ctx)
+		if err != nil {
+			return err
+		}
+		st.Frag = &frag
 	}
 	printStatus(st)
 	return nil
@@ -79,6 +84,16 @@ func printStatus(st *fs.Status) {
 	fmt.Fprintf(w, "Created\t%s\n", f.CreatedAt.Format(time.RFC3339))
 	fmt.Fprintf(w, "Used space\t%s\n", formatSize(int64(st.StatFS.TotalSpace-st.StatFS.AvailSpace)))
 	fmt.Fprintf(w, "Used inodes\t%d\n", st.StatFS.UsedInodes)
+	if fr := st.Frag; fr != nil {
+		used := int64(st.StatFS.TotalSpace - st.StatFS.AvailSpace)
+		ratio := "-"
+		if used > 0 {
+			ratio = fmt.Sprintf("%.2fx used space", float64(fr.Referenced)/float64(used))
+		}
+		fmt.Fprintf(w, "Referenced data\t%s in %d slices of %d chunks (%s; podfs compact lowers it)\n",
+			formatSize(fr.Referenced), fr.Slices, fr.Chunks, ratio)
+		fmt.Fprintf(w, "Pending deletes\t%d slices, %s\n", fr.Pending, formatSize(fr.PendingB))
+	}
 	if st.MountPoint != "" {
 		fmt.Fprintf(w, "Read through\tthe mount at %s (it holds the embedded metadata)\n", st.MountPoint)
 	}

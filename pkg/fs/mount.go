@@ -476,6 +476,7 @@ type Status struct {
 	Format     meta.Format
 	StatFS     meta.StatFS
 	Sessions   []meta.Session
+	Frag       *meta.Fragmentation // nil when it could not be read
 }
 
 // Status reads the volume's usage and sessions through this mount's
@@ -489,7 +490,11 @@ func (m *Mount) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
-	return &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}, nil
+	st2 := &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}
+	if f, err := m.m.Fragmentation(ctx); err == nil {
+		st2.Frag = &f
+	}
+	return st2, nil
 }
 
 // mountTarget resolves where the mount goes and what is there now. A

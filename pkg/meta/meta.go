@@ -130,6 +130,9 @@ type Meta interface {
 	CleanStaleSessions(ctx context.Context) (int, error)
 
 	StatFS(ctx context.Context) (StatFS, error)
+	// Fragmentation reports the bytes chunks reference and the pending
+	// deletes (a scan of every chunk: for status, not the I/O path).
+	Fragmentation(ctx context.Context) (Fragmentation, error)
 	Lookup(ctx context.Context, parent Ino, name string) (Ino, Attr, error)
 	GetAttr(ctx context.Context, ino Ino) (Attr, error)
 	// SetAttr applies the fields of in named by set (SetSize truncates or extends).
