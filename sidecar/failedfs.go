@@ -28,6 +28,7 @@ func (*failedFS) String() string { return "podfs-failed" }
 func (*failedFS) Lookup(<-chan struct{}, *fuse.InHeader, string, *fuse.EntryOut) fuse.Status {
 	return fuse.EIO
 }
+
 // GetAttr answers for the root alone, an empty read-only directory: the
 // kubelet stats the volume's mount point to bind it into the app's
 // containers, and an error there would keep the whole pod from starting.
@@ -39,9 +40,11 @@ func (*failedFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOu
 	out.SetTimeout(time.Second)
 	return fuse.OK
 }
-func (*failedFS) SetAttr(<-chan struct{}, *fuse.SetAttrIn, *fuse.AttrOut) fuse.Status { return fuse.EIO }
-func (*failedFS) Access(<-chan struct{}, *fuse.AccessIn) fuse.Status                  { return fuse.EIO }
-func (*failedFS) Open(<-chan struct{}, *fuse.OpenIn, *fuse.OpenOut) fuse.Status       { return fuse.EIO }
+func (*failedFS) SetAttr(<-chan struct{}, *fuse.SetAttrIn, *fuse.AttrOut) fuse.Status {
+	return fuse.EIO
+}
+func (*failedFS) Access(<-chan struct{}, *fuse.AccessIn) fuse.Status            { return fuse.EIO }
+func (*failedFS) Open(<-chan struct{}, *fuse.OpenIn, *fuse.OpenOut) fuse.Status { return fuse.EIO }
 func (*failedFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, _ *fuse.OpenOut) fuse.Status {
 	if in.NodeId == fuse.FUSE_ROOT_ID {
 		return fuse.OK // readdir answers EIO
@@ -54,7 +57,9 @@ func (*failedFS) ReadDir(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse
 func (*failedFS) ReadDirPlus(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status {
 	return fuse.EIO
 }
-func (*failedFS) StatFs(<-chan struct{}, *fuse.InHeader, *fuse.StatfsOut) fuse.Status { return fuse.EIO }
+func (*failedFS) StatFs(<-chan struct{}, *fuse.InHeader, *fuse.StatfsOut) fuse.Status {
+	return fuse.EIO
+}
 func (*failedFS) Create(<-chan struct{}, *fuse.CreateIn, string, *fuse.CreateOut) fuse.Status {
 	return fuse.EIO
 }
@@ -72,7 +77,9 @@ func (*failedFS) Rename(<-chan struct{}, *fuse.RenameIn, string, string) fuse.St
 func (*failedFS) Symlink(<-chan struct{}, *fuse.InHeader, string, string, *fuse.EntryOut) fuse.Status {
 	return fuse.EIO
 }
-func (*failedFS) Readlink(<-chan struct{}, *fuse.InHeader) ([]byte, fuse.Status) { return nil, fuse.EIO }
+func (*failedFS) Readlink(<-chan struct{}, *fuse.InHeader) ([]byte, fuse.Status) {
+	return nil, fuse.EIO
+}
 func (*failedFS) GetXAttr(<-chan struct{}, *fuse.InHeader, string, []byte) (uint32, fuse.Status) {
 	return 0, fuse.EIO
 }
