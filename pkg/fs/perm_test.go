@@ -118,8 +118,7 @@ func TestPermissions(t *testing.T) {
 				if err := os.Mkdir(dir, 0o755); err != nil {
 					t.Fatal(err)
 				}
-				setup := exec.Command("sh", "-ec", c.setup)
-				setup.Dir = dir
+				setup := inDir(exec.Command("sh", "-ec", `cd "$1"; `+c.setup, "sh", dir))
 				if out, err := setup.CombinedOutput(); err != nil {
 					t.Fatalf("setup in %s: %v\n%s", dir, err, out)
 				}
@@ -180,8 +179,8 @@ func (o outcome) String() string {
 func runAs(dir string, u user, script string) outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-c", script)
-	cmd.Dir = dir
+	cmd := inDir(exec.CommandContext(ctx, "sh", "-c", `cd "$1" && { `+script+`
+}`, "sh", dir))
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: u.groups}}
 	if u.groups == nil {
@@ -191,6 +190,17 @@ func runAs(dir string, u user, script string) outcome {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return outcome{out: out.String(), err: err}
+}
+
+// inDir returns cmd, which changes into its directory itself (the script's
+// "cd "$1""): the child must not start in a directory of a mount this
+// process serves, since the Go runtime forks it with vfork and the parent
+// thread waits, unpreemptible, until the child has changed directory,
+// which needs this process's FUSE server to answer (a stop-the-world then
+// deadlocks).
+func inDir(cmd *exec.Cmd) *exec.Cmd {
+	cmd.Dir = "/"
+	return cmd
 }
 
 // localRef is a directory on the local ext4 disk that other users can
