@@ -42,16 +42,7 @@ func sidecarHelper(arg string) int {
 		fmt.Fprintln(os.Stderr, "dial:", err)
 		return 1
 	}
-	raw := fs.NewNodeFS(&testRoot{}, &fs.Options{})
-	a, err := fuseconn.Attach(ctx, fuseconn.AttachConfig{
-		Conn:     h.Conn,
-		Init:     h.Init,
-		SaveInit: func(b []byte) error { return h.SaveInit(ctx, b) },
-		NewServer: func(mp string) (*fuse.Server, error) {
-			return fuse.NewServer(raw, mp, &fuse.MountOptions{Name: testFSName, FsName: testFSName})
-		},
-		Log: log,
-	})
+	a, err := attachTestFS(ctx, h, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "attach:", err)
 		return 1
@@ -93,6 +84,21 @@ func (r *testRoot) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errn
 	out.Blocks, out.Bfree, out.Bavail = 1000, 600, 600
 	out.Files, out.Ffree = 100, 40
 	return 0
+}
+
+// attachTestFS serves the test file system on the connection h carries,
+// as a sidecar serves podfs.
+func attachTestFS(ctx context.Context, h *fuseconn.Handoff, log *slog.Logger) (*fuseconn.Attached, error) {
+	raw := fs.NewNodeFS(&testRoot{}, &fs.Options{})
+	return fuseconn.Attach(ctx, fuseconn.AttachConfig{
+		Conn:     h.Conn,
+		Init:     h.Init,
+		SaveInit: func(b []byte) error { return h.SaveInit(ctx, b) },
+		NewServer: func(mp string) (*fuse.Server, error) {
+			return fuse.NewServer(raw, mp, &fuse.MountOptions{Name: testFSName, FsName: testFSName})
+		},
+		Log: log,
+	})
 }
 
 // startSidecar serves the volume called name offered in the handoff dir

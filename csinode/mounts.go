@@ -32,18 +32,6 @@ func (t mountTable) at(path string) []*mountinfo.Info {
 	return out
 }
 
-// base returns the lowest mount at path (the one not mounted on another mount
-// at the same path), or nil when nothing is mounted there.
-func (t mountTable) base(path string) *mountinfo.Info {
-	stack := t.at(path)
-	for _, m := range stack {
-		if !slices.ContainsFunc(stack, func(o *mountinfo.Info) bool { return o.ID == m.Parent }) {
-			return m
-		}
-	}
-	return nil
-}
-
 // top returns the mount that is visible at path (no other mount at path sits
 // on it), or nil when nothing is mounted there.
 func (t mountTable) top(path string) *mountinfo.Info {

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/ginkgo/v2/types"
@@ -272,16 +270,12 @@ func serveAll(t *testing.T, dir, name string) (stop func()) {
 		for ctx.Err() == nil {
 			h, err := fuseconn.Dial(ctx, dir, name, slog.New(slog.DiscardHandler))
 			if err != nil {
-				continue // ctx ended
+				if ctx.Err() == nil {
+					t.Logf("take a sanity volume's connection: %v", err)
+				}
+				return // Dial retries until ctx ends: any other error is final
 			}
-			raw := fs.NewNodeFS(&testRoot{}, &fs.Options{})
-			a, err := fuseconn.Attach(ctx, fuseconn.AttachConfig{
-				Conn: h.Conn, Init: h.Init,
-				SaveInit: func(b []byte) error { return h.SaveInit(ctx, b) },
-				NewServer: func(mp string) (*fuse.Server, error) {
-					return fuse.NewServer(raw, mp, &fuse.MountOptions{Name: testFSName})
-				},
-			})
+			a, err := attachTestFS(ctx, h, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Logf("serve a sanity volume: %v", err)
 				h.Close()
