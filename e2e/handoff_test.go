@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -150,6 +151,19 @@ func (e *env) testSidecarReplaced(t *testing.T) {
 			}
 		}
 		t.Logf("sidecar restarted %d times; status image %s", e.sidecarStatus(t, ns, "app").RestartCount, e.sidecarStatus(t, ns, "app").Image)
+	})
+	run("podfs rollout-sidecars back to the first image", func() {
+		before := e.sidecarStatus(t, ns, "app").RestartCount
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, e.podfsBin, "rollout-sidecars", "--image", e.image, "--namespace", ns, "--kubeconfig", e.kubeconfig).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "updated") {
+			t.Fatalf("podfs rollout-sidecars: %v\n%s", err, out)
+		}
+		if s := e.sidecarStatus(t, ns, "app"); s.RestartCount <= before || s.Started == nil || !*s.Started {
+			t.Errorf("after rollout-sidecars the sidecar restarted %d times (before %d), started %v", s.RestartCount, before, s.Started)
+		}
+		t.Logf("podfs rollout-sidecars:\n%s", out)
 	})
 	run("CSI node pod deleted", func() { e.restartCSINode(t) })
 	e.mustExec(t, ns, "app", "app", "touch", "/tmp/stop")
