@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -132,6 +133,20 @@ func (e *env) testSidecarReplaced(t *testing.T) {
 		to := e.waitOps(t, ns, "app", 10)
 		phases = append(phases, phase{name, from, to})
 	}
+	// The serving process killed three times: the sidecar's supervisor
+	// starts a new one at once, which continues the connection.
+	kill := func() {
+		pid := sidecarPID(t, uid)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
+		}
+		poll(t, 60*time.Second, "a new serving process", func() (bool, error) {
+			return sidecarPID(t, uid) != pid, nil
+		})
+	}
+	for k := 1; k <= 3; k++ {
+		run(fmt.Sprintf("kill -9 #%d", k), kill)
+	}
 	run("in-place upgrade", func() {
 		before := e.sidecarStatus(t, ns, "app").RestartCount
 		patch := fmt.Sprintf(`{"spec":{"initContainers":[{"name":%q,"image":%q}]}}`, sidecarName, upgrade)
@@ -166,6 +181,7 @@ func (e *env) testSidecarReplaced(t *testing.T) {
 		t.Logf("podfs rollout-sidecars:\n%s", out)
 	})
 	run("CSI node pod deleted", func() { e.restartCSINode(t) })
+	run("kill -9 after the CSI node restart", kill)
 	e.mustExec(t, ns, "app", "app", "touch", "/tmp/stop")
 	poll(t, 60*time.Second, "the loop to stop", func() (bool, error) {
 		_, err := e.exec(ns, "app", "app", "cat", "/tmp/stopped")
