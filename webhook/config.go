@@ -71,6 +71,13 @@ type Config struct {
 	// unset) plus an eighth, so the kubelet never evicts a pod for its
 	// cache. Empty: that sum.
 	CacheVolumeSizeLimit *resource.Quantity `json:"cacheVolumeSizeLimit,omitempty"`
+	// CacheVolume replaces that emptyDir with another volume source: an
+	// emptyDir of your own (medium Memory, another sizeLimit) or a generic
+	// ephemeral volume (a PVC per pod of a local-SSD StorageClass). It must
+	// be writable by the sidecar's user (65532): set the pod's fsGroup, or
+	// use a StorageClass that makes it so. Nothing else is accepted: the
+	// sidecar gets no hostPath.
+	CacheVolume *corev1.VolumeSource `json:"cacheVolume,omitempty"`
 	// TerminationGracePeriod is not set: the pod's own applies.
 	Patches []Patch `json:"patches,omitempty"`
 }
@@ -150,6 +157,14 @@ func (c *Config) compile() error {
 	errs = append(errs, checkResources("resources", c.Resources))
 	if q := c.CacheVolumeSizeLimit; q != nil && q.Sign() <= 0 {
 		errs = append(errs, fmt.Errorf("cacheVolumeSizeLimit %s must be positive (leave it out for the sum of the caches' cacheDirSize)", q))
+	}
+	if v := c.CacheVolume; v != nil {
+		switch {
+		case v.EmptyDir != nil && v.Ephemeral == nil && *v == (corev1.VolumeSource{EmptyDir: v.EmptyDir}):
+		case v.Ephemeral != nil && v.Ephemeral.VolumeClaimTemplate != nil && *v == (corev1.VolumeSource{Ephemeral: v.Ephemeral}):
+		default:
+			errs = append(errs, errors.New("cacheVolume: want exactly one of emptyDir or ephemeral (with a volumeClaimTemplate); the sidecar gets no hostPath or other node storage"))
+		}
 	}
 	names := map[string]bool{}
 	for i := range c.Patches {

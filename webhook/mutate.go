@@ -275,7 +275,11 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	}
 	newVols := []corev1.Volume{{Name: runVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	if len(cacheMounts) > 0 {
-		newVols = append(newVols, corev1.Volume{Name: cacheVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: cacheLimit}}})
+		src := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: cacheLimit}}
+		if cfg.CacheVolume != nil {
+			src = *cfg.CacheVolume.DeepCopy()
+		}
+		newVols = append(newVols, corev1.Volume{Name: cacheVol, VolumeSource: src})
 	}
 	if !native {
 		newVols = append(newVols, corev1.Volume{Name: infoVol, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
