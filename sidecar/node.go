@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"podfs.io/podfs/pkg/fuseconn"
+	"podfs.io/podfs/pkg/redact"
 	"podfs.io/podfs/sidecar/volumeset"
 )
 
@@ -140,7 +141,7 @@ func serveNodeVolume(ctx context.Context, cfg Config, srv ConnServer, v Volume) 
 	}
 	nv.failed = err
 	log.Error("volume cannot be served; it answers EIO", "err", err)
-	report(ctx, h, fuseconn.Status{Error: err.Error()}, log)
+	report(ctx, h, fuseconn.Status{Error: redact.Text(err.Error())}, log) // it becomes a pod Event
 	if fm, ferr := srv.ServeFailed(v, h); ferr != nil {
 		log.Error("cannot answer EIO either", "err", ferr)
 	} else {

@@ -21,6 +21,7 @@ import (
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fuseconn"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/redact"
 	"podfs.io/podfs/pkg/storage"
 )
 
@@ -458,16 +459,7 @@ func (fs *fileSystem) flushAll(ctx context.Context) error {
 }
 
 // redactURL drops credentials from a URL for messages.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	if at := strings.LastIndexByte(strings.SplitN(rest, "/", 2)[0], '@'); at >= 0 {
-		rest = "***@" + rest[at+1:]
-	}
-	return scheme + "://" + rest
-}
+func redactURL(u string) string { return redact.URL(u) }
 
 // Status is a mounted volume's state, as podfs status shows it.
 type Status struct {
@@ -491,6 +483,7 @@ func (m *Mount) Status(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	st2 := &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}
+	st2.Format.Storage = redactURL(st2.Format.Storage)
 	if f, err := m.m.Fragmentation(ctx); err == nil {
 		st2.Frag = &f
 	}
