@@ -95,8 +95,7 @@ func TestTiKVSecurity(t *testing.T) {
 		_, err := Open(ctx, "tikv://"+testenv.Addr(testenv.FreePort(t))+"/vol?ca="+ca.Cert+"&cert="+cert+"&key="+key, opt)
 		done <- err
 	}()
-	// Read while the first open is in flight (client-go keeps retrying
-	// for longer than the timeout, holding the config).
+	// Read while the open is in flight.
 	deadline := time.Now().Add(30 * time.Second)
 	for !reflect.DeepEqual(config.GetGlobalConfig().Security, want) {
 		if time.Now().After(deadline) {
@@ -106,6 +105,10 @@ func TestTiKVSecurity(t *testing.T) {
 	}
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "connect to PD") {
 		t.Fatalf("open with an unreachable PD: %v", err)
+	}
+	// Another configuration is refused only while a client holds one.
+	if _, err := kv.OpenTiKV(ctx, kv.TiKVConfig{PD: []string{"127.0.0.1:1"}, Timeout: 200 * time.Millisecond}); err == nil || !strings.Contains(err.Error(), "connect to PD") {
+		t.Fatalf("open without TLS after the failed one: %v", err)
 	}
 
 	// Files that do not load are named before any connection.

@@ -113,13 +113,13 @@ func OpenTiKV(ctx context.Context, c TiKVConfig) (*TiKV, error) {
 		r.err = errors.New("no client")
 	}
 	if r.err != nil {
-		// A late client is closed when it arrives; the security config is
-		// released once nothing can use it.
+		// A late client is closed when it arrives, unused: another
+		// configuration may take client-go's global one meanwhile.
+		release()
 		go func() {
 			if late := <-ch; late.c != nil {
 				late.c.Close()
 			}
-			release()
 		}()
 		if why := probeTLS(ctx, c.PD, c.Timeout, c.TLS, conf, tikvTLSHints); why != "" {
 			return nil, fmt.Errorf("tikv: PD %s: %s (connect: %w)", pd, why, r.err)
