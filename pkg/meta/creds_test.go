@@ -2,6 +2,8 @@ package meta
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -120,6 +122,59 @@ func TestTiKVSecurity(t *testing.T) {
 		_, err := Open(ctx, tc.url, opt)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Open(%s): %v; want an error containing %q", tc.url, err, tc.want)
+		}
+	}
+}
+
+// A PD address that speaks TLS with a certificate the URL's CA did not
+// sign, or that wants a client certificate the URL lacks: the error names
+// the file at fault. A TLS listener stands in for PD (the handshake is all
+// that is checked; a real PD cannot run here).
+func TestTiKVTLSErrors(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, dir, "ca")
+	other := testenv.NewCA(t, dir, "other")
+	srvCert, srvKey := ca.Issue(t, "pd", true)
+	cliCert, cliKey := ca.Issue(t, "client", false)
+	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(ca.Cert)
+	pool.AppendCertsFromPEM(pem)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	pd := l.Addr().String()
+	opt := testOptions()
+	opt.ConnectTimeout = time.Second
+	for _, tc := range []struct{ url, want string }{
+		{"tikv://" + pd + "/vol?ca=" + other.Cert + "&cert=" + cliCert + "&key=" + cliKey,
+			"certificate signed by unknown authority for ca " + other.Cert},
+		{"tikv://" + pd + "/vol?ca=" + ca.Cert,
+			"requires a client certificate: add cert= and key="},
+		{"tikv://" + pd + "/vol",
+			"the server speaks TLS: add ca="},
+	} {
+		_, err := Open(context.Background(), tc.url, opt)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%s): %v\nwant an error containing %q", tc.url, err, tc.want)
 		}
 	}
 }
