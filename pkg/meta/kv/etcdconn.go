@@ -36,7 +36,7 @@ func (c *EtcdConfig) password() (string, error) {
 	}
 	b, err := os.ReadFile(c.PasswordFile)
 	if err != nil {
-		return "", fmt.Errorf("read passwordFile: %w", err)
+		return "", fmt.Errorf("read passwordFile: %w%s", err, mountHint(err))
 	}
 	pw := strings.TrimRight(string(b), "\r\n")
 	if pw == "" {

@@ -20,6 +20,14 @@ type TLSFiles struct {
 	Key  string // the client certificate's private key
 }
 
+// mountHint is the likely cause of a credential file that is not there.
+func mountHint(err error) string {
+	if errors.Is(err, os.ErrNotExist) {
+		return " (is the Secret holding it mounted there?)"
+	}
+	return ""
+}
+
 // caName names the trust roots in messages.
 func (f *TLSFiles) caName(param string) string {
 	if f.CA == "" {
@@ -35,7 +43,7 @@ func (f *TLSFiles) clientConfig(caParam string) (*tls.Config, error) {
 	if f.CA != "" {
 		pem, err := os.ReadFile(f.CA)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", caParam, err)
+			return nil, fmt.Errorf("read %s: %w%s", caParam, err, mountHint(err))
 		}
 		c.RootCAs = x509.NewCertPool()
 		if !c.RootCAs.AppendCertsFromPEM(pem) {
@@ -48,7 +56,7 @@ func (f *TLSFiles) clientConfig(caParam string) (*tls.Config, error) {
 	if f.Cert != "" {
 		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 		if err != nil {
-			return nil, fmt.Errorf("load the client certificate cert=%s key=%s: %w", f.Cert, f.Key, err)
+			return nil, fmt.Errorf("load the client certificate cert=%s key=%s: %w%s", f.Cert, f.Key, err, mountHint(err))
 		}
 		c.Certificates = []tls.Certificate{pair}
 	}
