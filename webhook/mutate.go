@@ -82,15 +82,15 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	if _, ok := pod.Annotations[volumeset.InjectedAnnotation]; ok {
 		return unmountToken(pod), nil
 	}
-	vols, err := findVolumes(ctx, lk, in.Namespace, pod)
+	serverless := in.Serverless || targetsVirtualKubelet(pod)
+	vols, err := findVolumes(ctx, lk, in.Namespace, pod, serverless)
 	if err != nil || len(vols) == 0 {
 		return nil, err
 	}
 	cfg := in.Config
-	serverless := in.Serverless || targetsVirtualKubelet(pod)
 	isPodfs := make(map[string]bool, len(vols))
 	for _, v := range vols {
-		isPodfs[v.name] = true
+		isPodfs[v.name] = !v.maybe
 	}
 
 	// Where the sidecar goes. A native sidecar is an init container placed
@@ -185,7 +185,15 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			return nil, err
 		}
 		if !serverless {
-			e.Handoff = v.handoff
+			// The CSI node sends the URLs with the connection, so the
+			// pod spec carries neither them nor their Secret.
+			e.MetaURL, e.MetaURLEnv, e.StorageURL, e.StorageURLEnv, e.SubDir = "", "", "", "", ""
+			senv = nil
+			if v.claim == "" {
+				e.Handoff = v.handoff
+			} else {
+				e.Claim = v.claim
+			}
 		}
 		set.Volumes = append(set.Volumes, e)
 		secretEnv = append(secretEnv, senv...)
