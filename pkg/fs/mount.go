@@ -22,6 +22,7 @@ import (
 	"podfs.io/podfs/pkg/fuseconn"
 	"podfs.io/podfs/pkg/meta"
 	"podfs.io/podfs/pkg/redact"
+	"podfs.io/podfs/pkg/secretfiles"
 	"podfs.io/podfs/pkg/storage"
 )
 
@@ -32,6 +33,10 @@ type Config struct {
 	// (a sidecar may reach the same pool through other monitors or
 	// credentials); "" = use the recorded one.
 	StorageURL string
+	// SecretDir holds the files of the volume's Secret: the URLs (the
+	// recorded storage URL too) read the files they name under
+	// /etc/podfs/secret from there (package secretfiles); "" = as named.
+	SecretDir  string
 	MountPoint string
 	SubDir     string // serve this directory of the volume as the root; "" = the whole volume
 	ReadOnly   bool
@@ -112,6 +117,10 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if cfg.MetaURL == "" {
 		return nil, errors.New("no metadata URL: give one, e.g. bolt:///var/lib/podfs/meta.db")
 	}
+	if cfg.SecretDir != "" {
+		cfg.MetaURL = secretfiles.Rebase(cfg.MetaURL, cfg.SecretDir)
+		cfg.StorageURL = secretfiles.Rebase(cfg.StorageURL, cfg.SecretDir)
+	}
 	mp, state, err := mountTarget(&cfg)
 	if err != nil {
 		return nil, err
@@ -165,6 +174,9 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	storeURL := cfg.StorageURL
 	if storeURL == "" {
 		storeURL = format.Storage
+		if cfg.SecretDir != "" {
+			storeURL = secretfiles.Rebase(storeURL, cfg.SecretDir)
+		}
 	}
 	if pu != nil && pu.Scheme != "bolt" {
 		storeURL = storage.SharedURL(storeURL) // other mounts may share it
