@@ -70,6 +70,13 @@ func OpenEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 	if c.User != "" && pw == "" {
 		return nil, fmt.Errorf("etcd %s: user %q has no password: add passwordFile=PATH (or user:password@ in the URL)", hosts, c.User)
 	}
+	if tlsConf != nil {
+		// A certificate refused by either side fails at once here; the
+		// client would retry it for the whole timeout.
+		if why, sure := probeTLS(ctx, c.Endpoints, c.Timeout, c.TLS, tlsConf, etcdTLSHints); sure {
+			return nil, fmt.Errorf("etcd %s: %s", hosts, why)
+		}
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   c.Endpoints,
 		DialTimeout: c.Timeout,
@@ -123,7 +130,7 @@ func explainEtcd(ctx context.Context, c EtcdConfig, tlsConf *tls.Config, err err
 			hosts, c.User, c.Volume, c.Prefix, err)
 	}
 	// A transport failure: a handshake of our own says what TLS thinks.
-	if why := probeTLS(ctx, c.Endpoints, c.Timeout, c.TLS, tlsConf, etcdTLSHints); why != "" {
+	if why, _ := probeTLS(ctx, c.Endpoints, c.Timeout, c.TLS, tlsConf, etcdTLSHints); why != "" {
 		return fmt.Errorf("etcd %s: %s (first request: %w)", hosts, why, err)
 	}
 	return fmt.Errorf("etcd: no answer from %s within %s: %w (is etcd running and reachable?)", hosts, c.Timeout, err)

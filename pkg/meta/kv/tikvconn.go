@@ -86,6 +86,12 @@ func OpenTiKV(ctx context.Context, c TiKVConfig) (*TiKV, error) {
 			return nil, fmt.Errorf("tikv %s: %w", pd, err)
 		}
 	}
+	if conf != nil {
+		// As for etcd: a certificate refused fails at once.
+		if why, sure := probeTLS(ctx, c.PD, c.Timeout, c.TLS, conf, tikvTLSHints); sure {
+			return nil, fmt.Errorf("tikv: PD %s: %s", pd, why)
+		}
+	}
 	release, err := acquireTiKVSecurity(TiKVSecurity(c.TLS))
 	if err != nil {
 		return nil, fmt.Errorf("tikv %s: %w", pd, err)
@@ -121,7 +127,7 @@ func OpenTiKV(ctx context.Context, c TiKVConfig) (*TiKV, error) {
 				late.c.Close()
 			}
 		}()
-		if why := probeTLS(ctx, c.PD, c.Timeout, c.TLS, conf, tikvTLSHints); why != "" {
+		if why, _ := probeTLS(ctx, c.PD, c.Timeout, c.TLS, conf, tikvTLSHints); why != "" {
 			return nil, fmt.Errorf("tikv: PD %s: %s (connect: %w)", pd, why, r.err)
 		}
 		return nil, fmt.Errorf("tikv: connect to PD %s: %w (is PD running and reachable from here?)", pd, r.err)

@@ -72,9 +72,11 @@ type tlsHints struct {
 
 // probeTLS shakes hands with the first endpoint that takes a TCP
 // connection and describes what went wrong, or returns "" when it cannot
-// tell (nothing listens, or the handshake succeeds). files and conf are nil
-// when the URL asks for no TLS.
-func probeTLS(ctx context.Context, endpoints []string, timeout time.Duration, files *TLSFiles, conf *tls.Config, h tlsHints) string {
+// tell (nothing listens, or the handshake succeeds). sure says the failure
+// is certain to stop the real client too (a certificate refused by either
+// side, or no TLS where TLS is wanted), so it need not be tried. files and
+// conf are nil when the URL asks for no TLS.
+func probeTLS(ctx context.Context, endpoints []string, timeout time.Duration, files *TLSFiles, conf *tls.Config, h tlsHints) (why string, sure bool) {
 	d := net.Dialer{Timeout: min(timeout, 5*time.Second)}
 	for _, ep := range endpoints {
 		raw, err := d.DialContext(ctx, "tcp", ep)
@@ -87,9 +89,9 @@ func probeTLS(ctx context.Context, endpoints []string, timeout time.Duration, fi
 			// Does the server want TLS that the URL does not ask for?
 			conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) //nolint:gosec // only asks whether the server speaks TLS
 			if conn.Handshake() == nil {
-				return "the server speaks TLS: " + h.useTLS
+				return "the server speaks TLS: " + h.useTLS, true
 			}
-			return ""
+			return "", false
 		}
 		host, _, _ := net.SplitHostPort(ep)
 		pc := conf.Clone()
@@ -99,15 +101,16 @@ func probeTLS(ctx context.Context, endpoints []string, timeout time.Duration, fi
 		pc.MaxVersion = tls.VersionTLS12
 		err = tls.Client(raw, pc).Handshake()
 		if err == nil {
-			return ""
+			return "", false
 		}
 		return describeTLS(ep, files, h, err)
 	}
-	return ""
+	return "", false
 }
 
-// describeTLS names the TLS credential a handshake error points at.
-func describeTLS(ep string, f *TLSFiles, h tlsHints, err error) string {
+// describeTLS names the TLS credential a handshake error points at; sure as
+// for probeTLS.
+func describeTLS(ep string, f *TLSFiles, h tlsHints, err error) (why string, sure bool) {
 	caParam := h.caParam
 	msg := err.Error()
 	var unknown x509.UnknownAuthorityError
@@ -116,26 +119,26 @@ func describeTLS(ep string, f *TLSFiles, h tlsHints, err error) string {
 	var rec tls.RecordHeaderError
 	switch {
 	case errors.As(err, &unknown):
-		return fmt.Sprintf("TLS handshake with %s: certificate signed by unknown authority for %s (is it the CA that signed the server's certificate?)", ep, f.caName(caParam))
+		return fmt.Sprintf("TLS handshake with %s: certificate signed by unknown authority for %s (is it the CA that signed the server's certificate?)", ep, f.caName(caParam)), true
 	case errors.As(err, &host):
-		return fmt.Sprintf("TLS handshake with %s: the server's certificate is not valid for %s: %v (name the server by an address its certificate lists)", ep, ep, err)
+		return fmt.Sprintf("TLS handshake with %s: the server's certificate is not valid for %s: %v (name the server by an address its certificate lists)", ep, ep, err), true
 	case errors.As(err, &invalid):
-		return fmt.Sprintf("TLS handshake with %s: the server's certificate is not valid (checked against %s): %v", ep, f.caName(caParam), err)
+		return fmt.Sprintf("TLS handshake with %s: the server's certificate is not valid (checked against %s): %v", ep, f.caName(caParam), err), true
 	case errors.As(err, &rec):
-		return fmt.Sprintf("TLS handshake with %s: the server does not speak TLS: %s", ep, h.noTLS)
+		return fmt.Sprintf("TLS handshake with %s: the server does not speak TLS: %s", ep, h.noTLS), true
 	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "certificate required"), strings.Contains(msg, "unknown certificate authority"):
 		if f.Cert == "" {
-			return fmt.Sprintf("TLS handshake with %s: the server requires a client certificate: add cert= and key= (%v)", ep, err)
+			return fmt.Sprintf("TLS handshake with %s: the server requires a client certificate: add cert= and key= (%v)", ep, err), true
 		}
-		return fmt.Sprintf("TLS handshake with %s: the server refused the client certificate cert=%s (is it signed by a CA the server trusts?): %v", ep, f.Cert, err)
+		return fmt.Sprintf("TLS handshake with %s: the server refused the client certificate cert=%s (is it signed by a CA the server trusts?): %v", ep, f.Cert, err), true
 
 	case strings.Contains(msg, "handshake failure"):
 		// Go servers (and others) answer a missing or refused client
 		// certificate with this generic alert, as they do other mismatches.
 		if f.Cert == "" {
-			return fmt.Sprintf("TLS handshake with %s refused: the server probably requires a client certificate: add cert= and key= (%v)", ep, err)
+			return fmt.Sprintf("TLS handshake with %s refused: the server probably requires a client certificate: add cert= and key= (%v)", ep, err), false
 		}
-		return fmt.Sprintf("TLS handshake with %s refused: does the server accept the client certificate cert=%s? (%v)", ep, f.Cert, err)
+		return fmt.Sprintf("TLS handshake with %s refused: does the server accept the client certificate cert=%s? (%v)", ep, f.Cert, err), false
 	}
-	return fmt.Sprintf("TLS handshake with %s: %v", ep, err)
+	return fmt.Sprintf("TLS handshake with %s: %v", ep, err), false
 }
