@@ -11,6 +11,8 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
+
+	"podfs.io/podfs/pkg/redact"
 )
 
 // Kube is the plugin's API access: it reads pods and records Events on them.
@@ -50,7 +52,7 @@ func (k *Kube) GetPVC(ctx context.Context, namespace, name string) (*corev1.Pers
 
 // PodEvent records an Event on pod.
 func (k *Kube) PodEvent(pod *corev1.Pod, eventType, reason, message string) {
-	k.recorder.Event(pod, eventType, reason, message)
+	k.recorder.Event(pod, eventType, reason, redact.Text(message))
 }
 
 // Stop flushes pending Events and stops recording.

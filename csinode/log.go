@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"podfs.io/podfs/pkg/redact"
 )
 
 // logCalls logs every call with its outcome: publish and unpublish at info,
@@ -26,7 +28,7 @@ func logCalls(log *slog.Logger) grpc.UnaryServerInterceptor {
 		start := time.Now()
 		method := path.Base(info.FullMethod)
 		if log.Enabled(ctx, slog.LevelDebug) {
-			log.LogAttrs(ctx, slog.LevelDebug, "csi request", slog.String("method", method), slog.String("request", redacted(req)))
+			log.LogAttrs(ctx, slog.LevelDebug, "csi request", slog.String("method", method), slog.String("request", redact.Text(redacted(req))))
 		}
 		resp, err := handler(ctx, req)
 		code := status.Code(err)
@@ -47,7 +49,7 @@ func logCalls(log *slog.Logger) grpc.UnaryServerInterceptor {
 			level = slog.LevelWarn
 		}
 		if err != nil {
-			attrs = append(attrs, slog.String("err", status.Convert(err).Message()))
+			attrs = append(attrs, slog.String("err", redact.Text(status.Convert(err).Message())))
 		}
 		log.LogAttrs(ctx, level, "csi call", attrs...)
 		return resp, err

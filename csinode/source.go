@@ -73,6 +73,13 @@ func volumeSource(vc, secrets map[string]string, mountFlags []string) (*fuseconn
 		opts = append(opts, o...)
 	}
 	src.Options = opts
+	if len(secrets) > 0 {
+		// Credential files the URLs name (secretfiles.Dir/KEY).
+		src.Files = make(map[string][]byte, len(secrets))
+		for k, v := range secrets {
+			src.Files[k] = []byte(v)
+		}
+	}
 	return src, nil
 }
 

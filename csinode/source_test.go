@@ -81,6 +81,10 @@ func TestSourceAndClaim(t *testing.T) {
 	if src.PodVolume != want.PodVolume || src.MetaURL != want.MetaURL || src.SubDir != want.SubDir || !slices.Equal(src.Options, want.Options) {
 		t.Errorf("source %+v, want %+v", *src, want)
 	}
+	// The Secret's keys travel too, for credential files the URLs name.
+	if got := string(src.Files["metaURL"]); len(src.Files) != 1 || got != secretURL+"\n" {
+		t.Errorf("source files %q, want the Secret's one key", src.Files)
+	}
 	// The state directory must not keep the credentials.
 	ents, err := os.ReadDir(e.drv.cfg.StateDir)
 	if err != nil || len(ents) == 0 {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway one-node Ceph cluster on 127.0.0.1 (or CEPH_ADDR): one monitor and one OSD
-# (memstore: data in RAM, fast to start), no auth, pools of size 1. Every file
-# it makes (config, data, logs, pid files, admin sockets) lives in DIR.
+# (memstore: data in RAM, fast to start), no auth (or cephx, see CEPH_AUTH), pools of
+# size 1. Every file it makes (config, keyrings, data, logs, pid files, admin sockets)
+# lives in DIR.
 #
 #   hack/ceph.sh up DIR [PORT [POOL]]   start; PORT is the monitor's (msgr v1)
 #                                       port (default 6789), POOL is created
@@ -11,7 +12,12 @@
 # Tests pick a free PORT so several clusters can run side by side. Clients:
 #   rados://POOL?conf=DIR/ceph.conf            or
 #   rados://POOL?mon_host=127.0.0.1:PORT
-# Environment: CEPH_MEMSTORE_BYTES (OSD capacity, default 8 GiB of RAM at most);
+# Environment: CEPH_AUTH=cephx turns cephx on: the CLI (and ceph.conf) use client.admin's
+# keyring DIR/ceph.client.admin.keyring, and a user client.podfs with caps on POOL only
+# (mon 'allow r', osd 'allow rw pool=POOL') gets DIR/ceph.client.podfs.keyring, for
+#   rados://POOL?mon_host=127.0.0.1:PORT&user=podfs&keyring=DIR/ceph.client.podfs.keyring
+# (default CEPH_AUTH=none: no auth, any user);
+# CEPH_MEMSTORE_BYTES (OSD capacity, default 8 GiB of RAM at most);
 # CEPH_ADDR (the IPv4 address the monitor and OSD bind and advertise, default
 # 127.0.0.1; it must be local to the network namespace the script runs in,
 # as for hack/backends.sh, which runs it inside a namespace of its own).
@@ -62,6 +68,8 @@ esac
 port=${3:-6789}
 pool=${4:-podfs}
 addr=${CEPH_ADDR:-127.0.0.1}
+auth=${CEPH_AUTH:-none}
+[[ $auth == none || $auth == cephx ]] || die "CEPH_AUTH must be none or cephx, got $auth"
 [[ $port =~ ^[0-9]+$ ]] || die "PORT must be a number, got $port"
 [[ $addr =~ ^[0-9]+(\.[0-9]+){3}$ ]] || die "CEPH_ADDR must be an IPv4 address, got $addr"
 
@@ -74,7 +82,7 @@ fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 [[ -e $dir/ceph.conf ]] && stop_all "$dir"
-rm -rf "${dir:?}"/{mon,osd,run,log,ceph.conf,monmap,mon.keyring}
+rm -rf "${dir:?}"/{mon,osd,run,log,ceph.conf,monmap,mon.keyring,ceph.client.admin.keyring,ceph.client.podfs.keyring}
 mkdir -p "$dir"/{mon,osd,run,log}
 
 fsid=$(cat /proc/sys/kernel/random/uuid)
@@ -86,10 +94,9 @@ mon host = v1:$addr:$port
 public addr = $addr
 cluster addr = $addr
 ms bind msgr2 = false
-auth cluster required = none
-auth service required = none
-auth client required = none
-auth supported = none
+auth cluster required = $auth
+auth service required = $auth
+auth client required = $auth
 osd pool default size = 1
 osd pool default min size = 1
 osd pool default pg autoscale mode = off
@@ -103,7 +110,7 @@ admin socket = $dir/run/\$name.asok
 log file = $dir/log/\$name.log
 mon data = $dir/mon/\$cluster-\$id
 osd data = $dir/osd/\$cluster-\$id
-keyring = $dir/mon.keyring
+keyring = $dir/ceph.client.admin.keyring
 # The OSD is placed in the CRUSH map by this script: a starting OSD that
 # sends its own placement command can race its monitor session (the command
 # goes out with a zero fsid and init fails).
@@ -114,9 +121,19 @@ memstore device bytes = ${CEPH_MEMSTORE_BYTES:-8589934592}
 osd max object size = 134217728
 mon data avail crit = 1
 mon data avail warn = 2
+# With cephx each daemon keeps its key in its data directory.
+[mon]
+keyring = $dir/mon/\$cluster-\$id/keyring
+[osd]
+keyring = $dir/osd/\$cluster-\$id/keyring
 CONF
 
 ceph-authtool --create-keyring "$dir/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+# client.admin's key, known to the monitor from its first start (used with cephx only).
+ceph-authtool --create-keyring "$dir/ceph.client.admin.keyring" --gen-key -n client.admin \
+	--cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
+ceph-authtool "$dir/mon.keyring" --import-keyring "$dir/ceph.client.admin.keyring" >/dev/null
+chmod 600 "$dir/mon.keyring" "$dir/ceph.client.admin.keyring"
 monmaptool --create --fsid "$fsid" --addv a "[v1:$addr:$port]" "$dir/monmap" >/dev/null
 # With PODFS_CEPH_OWNER=PID the cluster stops itself once that process is gone
 # (a test binary that crashed or was killed cannot run its cleanup).
@@ -152,6 +169,11 @@ for i in 1 2 3 4 5; do
 done
 [[ -n $id ]] || die "ceph osd new failed; see $dir/log/start.log and $dir/log/mon.a.log"
 mkdir -p "$dir/osd/ceph-$id"
+# The OSD's key, known to the monitor before the OSD first asks it (with cephx).
+ceph-authtool --create-keyring "$dir/osd/ceph-$id/keyring" --gen-key -n "osd.$id" >/dev/null
+if [[ $auth == cephx ]]; then
+	retry_c auth add "osd.$id" osd 'allow *' mon 'allow profile osd' mgr 'allow profile osd' -i "$dir/osd/ceph-$id/keyring"
+fi
 ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" >"$dir/log/osd-mkfs.log" 2>&1 ||
 	die "ceph-osd --mkfs failed; see $dir/log/osd-mkfs.log"
 # Checked and retried: an OSD outside the default root gets no PGs, and the
@@ -172,6 +194,11 @@ done
 retry_c osd pool create "$pool" 8 8
 retry_c osd pool set "$pool" size 1 --yes-i-really-mean-it
 retry_c osd pool application enable "$pool" podfs
+if [[ $auth == cephx ]]; then
+	# The user podfs runs as: reads the maps, reads and writes POOL only.
+	retry_c auth get-or-create client.podfs mon 'allow r' osd "allow rw pool=$pool" -o "$dir/ceph.client.podfs.keyring"
+	chmod 600 "$dir/ceph.client.podfs.keyring"
+fi
 
 # Up when a write to the pool goes through (the OSD is up and its PGs active).
 ok=0

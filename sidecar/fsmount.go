@@ -77,6 +77,7 @@ func (f *FSMounter) config(v Volume) fs.Config {
 	return fs.Config{
 		MetaURL:    v.MetaURL,
 		StorageURL: v.StorageURL,
+		SecretDir:  v.SecretDir,
 		MountPoint: v.MountPoint,
 		SubDir:     v.SubDir,
 		ReadOnly:   v.ReadOnly,

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"podfs.io/podfs/pkg/fuseconn"
+	"podfs.io/podfs/pkg/redact"
+	"podfs.io/podfs/pkg/secretfiles"
 	"podfs.io/podfs/sidecar/volumeset"
 )
 
@@ -157,7 +159,7 @@ func serveNodeVolume(ctx context.Context, cfg Config, srv ConnServer, v Volume) 
 	}
 	nv.h = h
 	start := time.Now()
-	err = fromSource(&v, h.Volume.Source)
+	err = fromSource(&v, h.Volume.Source, filepath.Join(filepath.Dir(cfg.HandoffDir), "secrets"))
 	nv.v = v
 	var m ConnMount
 	if err == nil {
@@ -172,7 +174,7 @@ func serveNodeVolume(ctx context.Context, cfg Config, srv ConnServer, v Volume) 
 	}
 	nv.failed = err
 	log.Error("volume cannot be served; it answers EIO", "err", err)
-	report(ctx, h, fuseconn.Status{Error: err.Error()}, log)
+	report(ctx, h, fuseconn.Status{Error: redact.Text(err.Error())}, log) // it becomes a pod Event
 	if fm, ferr := srv.ServeFailed(v, h); ferr != nil {
 		log.Error("cannot answer EIO either", "err", ferr)
 	} else {
@@ -191,11 +193,20 @@ func report(ctx context.Context, h *fuseconn.Handoff, s fuseconn.Status, log *sl
 
 // fromSource fills in what the CSI node sent with the connection: where the
 // volume's metadata and data live (never in the sidecar's environment).
-func fromSource(v *Volume, src *fuseconn.Source) error {
+// The volume's Secret, if any, is written under secretsDir, in a directory
+// of the volume's own.
+func fromSource(v *Volume, src *fuseconn.Source, secretsDir string) error {
 	if src == nil {
 		return fmt.Errorf("volume %q: the CSI node sent no metadata URL with the connection (a podfs CSI node older than this sidecar?): upgrade the CSI node DaemonSet", v.Name)
 	}
 	v.MetaURL, v.StorageURL, v.SubDir = src.MetaURL, src.StorageURL, src.SubDir
+	if len(src.Files) > 0 {
+		dir := filepath.Join(secretsDir, v.Handoff)
+		if err := secretfiles.Write(dir, src.Files); err != nil {
+			return fmt.Errorf("volume %q: keep its Secret's files: %w", v.Name, err)
+		}
+		v.SecretDir = dir
+	}
 	// The PV's options first, the webhook's (configuration, annotations) on top.
 	v.Options = volumeset.MergeOptions(slices.Clone(src.Options), v.Options...)
 	return nil

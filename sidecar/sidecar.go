@@ -32,6 +32,9 @@ type Volume struct {
 	volumeset.Volume
 	MetaURL    string // resolved, possibly from a Secret
 	StorageURL string
+	// SecretDir holds the volume's Secret as files, where the URLs'
+	// /etc/podfs/secret/KEY paths are read from (package secretfiles).
+	SecretDir string
 }
 
 // Mounter mounts one volume; the real one is pkg/fs (FSMounter).

@@ -12,6 +12,7 @@ import (
 
 	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/redact"
 )
 
 // openVolume opens the metadata at metaURL and loads the volume's settings,
@@ -25,9 +26,9 @@ func openVolume(ctx context.Context, log *slog.Logger, metaURL string) (meta.Met
 	if err != nil {
 		m.Close(context.Background())
 		if errors.Is(err, syscall.ENOENT) {
-			return nil, nil, fmt.Errorf("no volume at %s: format one first (podfs format %s NAME --storage URL)", metaURL, metaURL)
+			return nil, nil, fmt.Errorf("no volume at %s: format one first (podfs format %s NAME --storage URL)", redact.URL(metaURL), redact.URL(metaURL))
 		}
-		return nil, nil, fmt.Errorf("load the volume at %s: %w", metaURL, err)
+		return nil, nil, fmt.Errorf("load the volume at %s: %w", redact.URL(metaURL), err)
 	}
 	return m, f, nil
 }
@@ -75,8 +76,8 @@ func printStatus(st *fs.Status) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Volume\t%s\n", f.Name)
 	fmt.Fprintf(w, "UUID\t%s\n", f.UUID)
-	fmt.Fprintf(w, "Metadata\t%s\n", st.MetaURL)
-	fmt.Fprintf(w, "Storage\t%s\n", f.Storage)
+	fmt.Fprintf(w, "Metadata\t%s\n", redact.URL(st.MetaURL))
+	fmt.Fprintf(w, "Storage\t%s\n", redact.URL(f.Storage))
 	fmt.Fprintf(w, "Block size\t%s\n", formatSize(int64(f.BlockSize)))
 	fmt.Fprintf(w, "Capacity\t%s\n", quota(f.Capacity, true))
 	fmt.Fprintf(w, "Inodes\t%s\n", quota(f.Inodes, false))
@@ -151,7 +152,7 @@ with the right size. Exits 1 when problems were found.`)
 	}
 	store, err := openToolStorage(ctx, *storageURL)
 	if err != nil {
-		return fmt.Errorf("open storage %s: %w", *storageURL, err)
+		return fmt.Errorf("open storage %s: %w", redact.URL(*storageURL), err)
 	}
 	defer store.Close()
 	objProblems, checked, err := checkObjects(ctx, m, store, format, func(p string) { fmt.Println("data:", p) })
@@ -194,7 +195,7 @@ reports them.`)
 	}
 	store, err := openToolStorage(ctx, *storageURL)
 	if err != nil {
-		return fmt.Errorf("open storage %s: %w", *storageURL, err)
+		return fmt.Errorf("open storage %s: %w", redact.URL(*storageURL), err)
 	}
 	defer store.Close()
 	return collectGarbage(ctx, m, store, format, *del)

@@ -16,6 +16,7 @@ import (
 
 	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/redact"
 	"podfs.io/podfs/pkg/storage"
 )
 
@@ -151,9 +152,14 @@ the same name and storage again changes nothing.`)
 	if bs := blockSize.v; bs < 64<<10 || bs > 64<<20 || bs&(bs-1) != 0 {
 		return usagef("--block-size %s: use a power of two between 64K and 64M", blockSize)
 	}
+	if redact.URL(*storageURL) != *storageURL {
+		// The storage URL is kept in the volume's metadata, where every
+		// client reads it.
+		log.Warn("the storage URL carries a secret (key=), which the volume's metadata will keep: prefer keyring= or keyfile= naming a file from a mounted Secret")
+	}
 	store, err := openToolStorage(ctx, *storageURL)
 	if err != nil {
-		return fmt.Errorf("open storage %s: %w", *storageURL, err)
+		return fmt.Errorf("open storage %s: %w", redact.URL(*storageURL), err)
 	}
 	defer store.Close()
 	if err := probeStorage(ctx, store); err != nil {
@@ -161,17 +167,17 @@ the same name and storage again changes nothing.`)
 	}
 	m, err := meta.Open(ctx, metaURL, meta.Options{Logger: log})
 	if err != nil {
-		return fmt.Errorf("open metadata %s: %w", metaURL, err)
+		return fmt.Errorf("open metadata %s: %w", redact.URL(metaURL), err)
 	}
 	defer m.Close(context.Background())
 	if old, err := m.Load(ctx); err == nil {
 		if old.Name == name && old.Storage == *storageURL {
-			fmt.Printf("volume %q is already formatted at %s (storage %s): nothing to do\n", name, metaURL, old.Storage)
+			fmt.Printf("volume %q is already formatted at %s (storage %s): nothing to do\n", name, redact.URL(metaURL), redact.URL(old.Storage))
 			return nil
 		}
-		return fmt.Errorf("%s already holds volume %q (storage %s): pick another metadata URL, or remove that volume first", metaURL, old.Name, old.Storage)
+		return fmt.Errorf("%s already holds volume %q (storage %s): pick another metadata URL, or remove that volume first", redact.URL(metaURL), old.Name, redact.URL(old.Storage))
 	} else if !errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("check for an existing volume at %s: %w", metaURL, err)
+		return fmt.Errorf("check for an existing volume at %s: %w", redact.URL(metaURL), err)
 	}
 	format := meta.Format{
 		Name:      name,
@@ -184,9 +190,9 @@ the same name and storage again changes nothing.`)
 		Version:   meta.FormatVersion,
 	}
 	if err := m.Init(ctx, format); err != nil {
-		return fmt.Errorf("format volume %q at %s: %w", name, metaURL, err)
+		return fmt.Errorf("format volume %q at %s: %w", name, redact.URL(metaURL), err)
 	}
-	fmt.Printf("formatted volume %q: metadata %s, storage %s, block size %s\n", name, metaURL, *storageURL, blockSize)
+	fmt.Printf("formatted volume %q: metadata %s, storage %s, block size %s\n", name, redact.URL(metaURL), redact.URL(*storageURL), blockSize)
 	return nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"podfs.io/podfs/pkg/redact"
 )
 
 // command is one subcommand. run gets the arguments after the subcommand's name.
@@ -94,7 +96,8 @@ func run(args []string) int {
 			return 0
 		}
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "podfs %s: %v\n", c.name, err)
+			// Redacted once more here: no message may show a URL's secrets.
+			fmt.Fprintf(os.Stderr, "podfs %s: %s\n", c.name, redact.Text(err.Error()))
 			var u usageError
 			if errors.As(err, &u) {
 				return 2

@@ -19,6 +19,7 @@ import (
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/redact"
 )
 
 // readyFDEnv names the file descriptor a detached mount reports on: "ok"
@@ -357,7 +358,8 @@ func statusFromMounts(metaURL string) (*fs.Status, error) {
 		var st fs.Status
 		err = json.NewDecoder(c).Decode(&st)
 		c.Close()
-		if err == nil && st.MetaURL == metaURL {
+		// Mounts report their URL redacted (fs.Mount.Status).
+		if err == nil && (st.MetaURL == metaURL || st.MetaURL == redact.URL(metaURL)) {
 			return &st, nil
 		}
 	}

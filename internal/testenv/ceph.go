@@ -19,6 +19,9 @@ type Ceph struct {
 	Conf    string // its ceph.conf
 	MonAddr string // 127.0.0.1:PORT (msgr v1)
 	Pool    string // a pool of size 1, ready for I/O
+	// With cephx (StartCephx): client.admin's keyring, and client.podfs's,
+	// whose caps cover Pool only.
+	AdminKeyring, PodfsKeyring string
 }
 
 // URL returns a rados:// storage URL for the cluster's pool, reached through
@@ -27,6 +30,18 @@ type Ceph struct {
 func (c *Ceph) URL(extra string) string {
 	// v1: the test cluster speaks msgr v1 only, on a port that is not 6789.
 	u := "rados://" + c.Pool + "?mon_host=v1:" + c.MonAddr + "&user=admin"
+	if c.AdminKeyring != "" {
+		u += "&keyring=" + c.AdminKeyring
+	}
+	if extra != "" {
+		u += "&" + extra
+	}
+	return u
+}
+
+// PodfsURL is URL for client.podfs with its keyring (a cephx cluster only).
+func (c *Ceph) PodfsURL(extra string) string {
+	u := "rados://" + c.Pool + "?mon_host=v1:" + c.MonAddr + "&user=podfs&keyring=" + c.PodfsKeyring
 	if extra != "" {
 		u += "&" + extra
 	}
@@ -73,14 +88,29 @@ func StartCephCluster(t testing.TB) *Ceph {
 	return c
 }
 
-func startCeph(t testing.TB, root, dir string) (*Ceph, error) {
+// StartCephx is StartCephCluster with cephx on (hack/ceph.sh with
+// CEPH_AUTH=cephx): clients need a key, and client.podfs has one for the
+// pool only.
+func StartCephx(t testing.TB) *Ceph {
+	t.Helper()
+	c, err := startCeph(t, RepoRoot(t), t.TempDir(), "CEPH_AUTH=cephx", "CEPH_MEMSTORE_BYTES=1073741824")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.stop(t) })
+	c.AdminKeyring = filepath.Join(c.Dir, "ceph.client.admin.keyring")
+	c.PodfsKeyring = filepath.Join(c.Dir, "ceph.client.podfs.keyring")
+	return c
+}
+
+func startCeph(t testing.TB, root, dir string, env ...string) (*Ceph, error) {
 	RequireRoot(t)
 	port := FreePort(t)
 	script := filepath.Join(root, "hack", "ceph.sh")
 	cmd := exec.Command(script, "up", dir, strconv.Itoa(port), "podfs")
 	// The daemons detach; should this process die without cleanup, the
 	// script's watcher stops them.
-	cmd.Env = append(os.Environ(), "PODFS_CEPH_OWNER="+strconv.Itoa(os.Getpid()))
+	cmd.Env = append(append(os.Environ(), "PODFS_CEPH_OWNER="+strconv.Itoa(os.Getpid())), env...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fuseconn"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/redact"
+	"podfs.io/podfs/pkg/secretfiles"
 	"podfs.io/podfs/pkg/storage"
 )
 
@@ -31,6 +33,10 @@ type Config struct {
 	// (a sidecar may reach the same pool through other monitors or
 	// credentials); "" = use the recorded one.
 	StorageURL string
+	// SecretDir holds the files of the volume's Secret: the URLs (the
+	// recorded storage URL too) read the files they name under
+	// /etc/podfs/secret from there (package secretfiles); "" = as named.
+	SecretDir  string
 	MountPoint string
 	SubDir     string // serve this directory of the volume as the root; "" = the whole volume
 	ReadOnly   bool
@@ -111,6 +117,10 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	if cfg.MetaURL == "" {
 		return nil, errors.New("no metadata URL: give one, e.g. bolt:///var/lib/podfs/meta.db")
 	}
+	if cfg.SecretDir != "" {
+		cfg.MetaURL = secretfiles.Rebase(cfg.MetaURL, cfg.SecretDir)
+		cfg.StorageURL = secretfiles.Rebase(cfg.StorageURL, cfg.SecretDir)
+	}
 	mp, state, err := mountTarget(&cfg)
 	if err != nil {
 		return nil, err
@@ -164,6 +174,9 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	storeURL := cfg.StorageURL
 	if storeURL == "" {
 		storeURL = format.Storage
+		if cfg.SecretDir != "" {
+			storeURL = secretfiles.Rebase(storeURL, cfg.SecretDir)
+		}
 	}
 	if pu != nil && pu.Scheme != "bolt" {
 		storeURL = storage.SharedURL(storeURL) // other mounts may share it
@@ -458,16 +471,7 @@ func (fs *fileSystem) flushAll(ctx context.Context) error {
 }
 
 // redactURL drops credentials from a URL for messages.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	if at := strings.LastIndexByte(strings.SplitN(rest, "/", 2)[0], '@'); at >= 0 {
-		rest = "***@" + rest[at+1:]
-	}
-	return scheme + "://" + rest
-}
+func redactURL(u string) string { return redact.URL(u) }
 
 // Status is a mounted volume's state, as podfs status shows it.
 type Status struct {
@@ -491,6 +495,7 @@ func (m *Mount) Status(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	st2 := &Status{MetaURL: redactURL(m.cfg.MetaURL), MountPoint: m.mp, Format: *m.format, StatFS: st, Sessions: sessions}
+	st2.Format.Storage = redactURL(st2.Format.Storage)
 	if f, err := m.m.Fragmentation(ctx); err == nil {
 		st2.Frag = &f
 	}

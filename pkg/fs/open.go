@@ -29,7 +29,7 @@ func openMeta(ctx context.Context, url string, opt meta.Options) (meta.Meta, err
 	}
 	if p.Scheme == "bolt" {
 		if _, err := os.Stat(p.Path); errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no volume at %s (%s does not exist): format one first (podfs format %s NAME)", url, p.Path, url)
+			return nil, fmt.Errorf("no volume at %s (%s does not exist): format one first (podfs format %s NAME)", redactURL(url), p.Path, redactURL(url))
 		}
 	}
 	m, err := meta.Open(ctx, url, opt)

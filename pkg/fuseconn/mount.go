@@ -97,6 +97,10 @@ type Source struct {
 	StorageURL string   `json:"storage_url,omitempty"`
 	SubDir     string   `json:"sub_dir,omitempty"`
 	Options    []string `json:"options,omitempty"`
+	// Files is the volume's Secret (nodePublishSecretRef), for the
+	// credential files its URLs name as /etc/podfs/secret/KEY (package
+	// secretfiles); the server keeps them where only it can read them.
+	Files map[string][]byte `json:"files,omitempty"`
 }
 
 // Status is what a server reports about its serving of a connection.

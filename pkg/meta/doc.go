@@ -4,6 +4,24 @@
 // names: bolt:///path (embedded, one process), etcd://h:p[,h:p]/volume or
 // tikv://pd:p[,pd:p]/volume (networked, many clients).
 //
+// # Metadata URLs
+//
+// ParseURL reads them; credentials are files, the way a Kubernetes Secret
+// reaches a pod (a Secret volume), and must be absolute paths:
+//
+//	bolt:///var/lib/podfs/meta.db
+//	etcd://[USER[:PASSWORD]@]HOST:PORT[,...]/VOLUME[?cacert=PATH&cert=PATH&key=PATH&passwordFile=PATH]
+//	etcds://...                   etcd over TLS, the system's CAs unless cacert= names one
+//	tikv://PD:PORT[,...]/VOLUME[?ca=PATH&cert=PATH&key=PATH]
+//
+// Any of cacert, cert, key turns TLS on for etcd; cert and key go together.
+// passwordFile holds USER's password (prefer it to USER:PASSWORD@). For TiKV
+// the files become client-go's config.Security (kv.TiKVSecurity), which
+// client-go keeps process-wide; ca= is required for TLS. An unknown or
+// repeated parameter is refused, naming the known ones. Errors show URLs
+// redacted (package redact), and a connection that fails names the
+// credential at fault (user, password file, CA file, client certificate).
+//
 // Every operation is one transaction, retried on conflict; a client caches
 // nothing another client could change, so all clients see each other's
 // committed changes at once.

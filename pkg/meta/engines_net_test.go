@@ -19,7 +19,7 @@ func etcdCase() engineCase {
 		ep := testenv.StartEtcd(t)
 		vol := fmt.Sprintf("v%d", volSeq.Add(1))
 		return func(t testing.TB) *Client {
-			e, err := kv.OpenEtcd(context.Background(), []string{ep}, vol, keyPrefix(vol), testOptions().ConnectTimeout+5e9)
+			e, err := kv.OpenEtcd(context.Background(), kv.EtcdConfig{Endpoints: []string{ep}, Volume: vol, Prefix: keyPrefix(vol), Timeout: testOptions().ConnectTimeout + 5e9})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"path"
 	"strings"
+
+	"podfs.io/podfs/pkg/redact"
 )
 
 // Forms lists the storage URLs Open accepts, for error messages and help.
@@ -19,23 +21,28 @@ const Forms = `accepted storage URLs:
                                                            journal=true for mounts of etcd/TiKV volumes and
                                                            of bolt volumes with a --sync-delay)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
-  rados://POOL?mon_host=127.0.0.1:6789&user=admin          Ceph RADOS without a ceph.conf
-      (optional: keyring=PATH, key=SECRET, connect_timeout=30s, op_timeout=30s, namespace=NS)
+  rados://POOL?mon_host=127.0.0.1:6789&user=podfs&keyring=/etc/podfs/ceph/keyring
+                                                           Ceph RADOS without a ceph.conf
+      (the user's key: keyring=PATH, or keyfile=PATH (a file holding the bare key), or
+       key=SECRET (discouraged: the URL is stored in the volume's metadata);
+       optional: connect_timeout=30s, op_timeout=30s, namespace=NS)
   mem://[NAME]                                             memory, for tests only`
 
 // Open connects to the object store named by rawURL.
+// Errors show the URL redacted (pkg/redact).
 func Open(ctx context.Context, rawURL string) (Store, error) {
+	shown := redact.URL(rawURL)
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("parse storage URL %q: %v\n%s", rawURL, err, Forms)
+		return nil, fmt.Errorf("parse storage URL %q: %v\n%s", shown, redact.Text(err.Error()), Forms)
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("storage URL %q: file URLs name a local path, file:///dir (three slashes), not host %q\n%s", rawURL, u.Host, Forms)
+			return nil, fmt.Errorf("storage URL %q: file URLs name a local path, file:///dir (three slashes), not host %q\n%s", shown, u.Host, Forms)
 		}
 		if u.Path == "" || !path.IsAbs(u.Path) {
-			return nil, fmt.Errorf("storage URL %q: missing absolute directory, want file:///dir\n%s", rawURL, Forms)
+			return nil, fmt.Errorf("storage URL %q: missing absolute directory, want file:///dir\n%s", shown, Forms)
 		}
 		// The small-object journal is on by default (see journal.go); pkg/fs
 		// TestCrashAndRecover kills a mount during a write storm with it on
@@ -46,25 +53,25 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 		for k, v := range u.Query() {
 			switch k {
 			case "fsync":
-				on, err := urlBool(rawURL, k, v[0])
+				on, err := urlBool(shown, k, v[0])
 				if err != nil {
 					return nil, err
 				}
 				opts.Fsync = on
 			case "direct":
-				on, err := urlBool(rawURL, k, v[0])
+				on, err := urlBool(shown, k, v[0])
 				if err != nil {
 					return nil, err
 				}
 				opts.Buffered = !on
 			case "journal":
-				on, err := urlBool(rawURL, k, v[0])
+				on, err := urlBool(shown, k, v[0])
 				if err != nil {
 					return nil, err
 				}
 				opts.NoJournal = !on
 			default:
-				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct, journal)\n%s", rawURL, k, Forms)
+				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct, journal)\n%s", shown, k, Forms)
 			}
 		}
 		return NewFile(u.Path, opts)
@@ -73,9 +80,9 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	case "mem":
 		return NewMem(u.Host + u.Path), nil
 	case "":
-		return nil, fmt.Errorf("storage URL %q has no scheme\n%s", rawURL, Forms)
+		return nil, fmt.Errorf("storage URL %q has no scheme\n%s", shown, Forms)
 	default:
-		return nil, fmt.Errorf("storage URL %q: unknown scheme %q\n%s", rawURL, u.Scheme, Forms)
+		return nil, fmt.Errorf("storage URL %q: unknown scheme %q\n%s", shown, u.Scheme, Forms)
 	}
 }
 

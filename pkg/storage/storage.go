@@ -1,6 +1,10 @@
 // Package storage keeps podfs's data blocks in an object store: a local
 // directory (file://, the default), Ceph RADOS (rados://) or memory (mem://,
-// for tests).
+// for tests). Open reads a storage URL (Forms lists them). A RADOS user's
+// key comes from a file, keyring= or keyfile=, as a mounted Secret gives it;
+// key= in the URL is kept for compatibility but stores the key wherever the
+// URL goes. Errors show URLs redacted (package redact) and name the user and
+// the key's source when cephx refuses it.
 package storage
 
 import (

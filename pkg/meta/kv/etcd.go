@@ -3,11 +3,8 @@ package kv
 import (
 	"context"
 	"fmt"
-	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // etcdBatch bounds the operations of one etcd transaction we build for
@@ -24,28 +21,6 @@ type Etcd struct {
 	cli    *clientv3.Client
 	prefix string
 	name   string
-}
-
-// OpenEtcd connects to the etcd endpoints (host:port each) and checks that
-// one answers within timeout.
-func OpenEtcd(ctx context.Context, endpoints []string, volume string, prefix []byte, timeout time.Duration) (*Etcd, error) {
-	name := "etcd://" + strings.Join(endpoints, ",") + "/" + volume
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: timeout,
-		Logger:      zap.NewNop(),
-		Context:     context.WithoutCancel(ctx),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(endpoints, ","), err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if _, err := cli.Get(cctx, "podfs-ping"); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("etcd: no answer from %s within %s: %w (is etcd running and reachable?)", strings.Join(endpoints, ","), timeout, err)
-	}
-	return &Etcd{cli: cli, prefix: string(prefix), name: name}, nil
 }
 
 // Name implements Engine.

@@ -14,7 +14,7 @@ import (
 // check relies on.
 func TestEtcdScanConflicts(t *testing.T) {
 	ctx := context.Background()
-	e, err := OpenEtcd(ctx, []string{testenv.StartEtcd(t)}, "v", []byte("v/"), 10*time.Second)
+	e, err := OpenEtcd(ctx, EtcdConfig{Endpoints: []string{testenv.StartEtcd(t)}, Volume: "v", Prefix: []byte("v/"), Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

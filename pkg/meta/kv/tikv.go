@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"time"
 
 	tikverr "github.com/tikv/client-go/v2/error"
 	"github.com/tikv/client-go/v2/txnkv"
@@ -44,46 +42,8 @@ type TiKV struct {
 	c      *txnkv.Client
 	prefix []byte
 	name   string
-	owned  bool // Close closes c
-}
-
-// OpenTiKV connects to the PD servers at pdAddrs. txnkv.NewClient retries
-// for minutes when no PD answers, so the attempt is bounded by timeout.
-func OpenTiKV(ctx context.Context, pdAddrs []string, volume string, prefix []byte, timeout time.Duration) (*TiKV, error) {
-	type result struct {
-		c   *txnkv.Client
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := txnkv.NewClient(pdAddrs)
-		ch <- result{c, err}
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	var r result
-	select {
-	case r = <-ch:
-	case <-t.C:
-		r.err = fmt.Errorf("no answer within %s", timeout)
-	case <-ctx.Done():
-		r.err = ctx.Err()
-	}
-	if r.c == nil && r.err == nil {
-		r.err = errors.New("no client")
-	}
-	if r.err != nil {
-		// A late client is closed when it arrives.
-		go func() {
-			if late := <-ch; late.c != nil {
-				late.c.Close()
-			}
-		}()
-		return nil, fmt.Errorf("tikv: connect to PD %s: %w (is PD running and reachable from here?)", strings.Join(pdAddrs, ","), r.err)
-	}
-	e := NewTiKV(r.c, "tikv://"+strings.Join(pdAddrs, ",")+"/"+volume, prefix)
-	e.owned = true
-	return e, nil
+	owned  bool   // Close closes c
+	done   func() // Close calls it after closing c (OpenTiKV's release of the security config)
 }
 
 // NewTiKV wraps an existing client (tests pass the in-process mock cluster's);
@@ -97,10 +57,14 @@ func (e *TiKV) Name() string { return e.name }
 
 // Close implements Engine.
 func (e *TiKV) Close() error {
-	if e.owned {
-		return e.c.Close()
+	if !e.owned {
+		return nil
 	}
-	return nil
+	err := e.c.Close()
+	if e.done != nil {
+		e.done()
+	}
+	return err
 }
 
 func isTiKVConflict(err error) bool {
