@@ -79,7 +79,7 @@ func Resolve(set *volumeset.VolumeSet, getenv func(string) string) ([]Volume, er
 	var errs []error
 	out := make([]Volume, 0, len(set.Volumes))
 	for _, v := range set.Volumes {
-		r := Volume{Volume: v, MetaURL: v.MetaURL, StorageURL: v.StorageURL}
+		r := Volume{Volume: v, MetaURL: v.MetaURL, StorageURL: v.StorageURL, SecretDir: v.SecretDir}
 		if v.MountPoint != "" { // ordinary nodes: the CSI node mounts
 			mp, err := volumeset.ExpandMountPoint(v.MountPoint, uid)
 			if err != nil {

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"path"
 	"slices"
 	"strconv"
@@ -44,6 +45,7 @@ const (
 const (
 	runVolumeName     = "podfs-run"
 	cacheVolumeName   = "podfs-cache"
+	secretVolumeName  = "podfs-secret"
 	podInfoVolumeName = "podfs-podinfo"
 	istioProxy        = "istio-proxy"
 )
@@ -173,6 +175,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	mounts := []corev1.VolumeMount{{Name: runVol, MountPath: volumeset.RunDir}}
 	bidi := corev1.MountPropagationBidirectional
 	var secretEnv []corev1.EnvVar
+	var secretVols []corev1.Volume
 	for i := range vols {
 		v := &vols[i]
 		mp := ""
@@ -194,6 +197,15 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			} else {
 				e.Claim = v.claim
 			}
+		}
+		if serverless && v.secret != "" {
+			// The Secret's keys as files, for credentials the URLs name
+			// as /etc/podfs/secret/KEY (CA, client certificate, keyring).
+			name := uniqueName(fmt.Sprintf("%s-%d", secretVolumeName, i), pod, runVol, infoVol, cacheVol)
+			e.SecretDir = fmt.Sprintf("%s/%d", volumeset.SecretsDir, i)
+			mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: e.SecretDir, ReadOnly: true})
+			secretVols = append(secretVols, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: v.secret, DefaultMode: ptr(int32(0o444))}}})
 		}
 		set.Volumes = append(set.Volumes, e)
 		secretEnv = append(secretEnv, senv...)
@@ -273,7 +285,9 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			ops = append(ops, Op{"replace", "/spec/volumes/" + strconv.Itoa(v.index), corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}})
 		}
 	}
-	newVols := []corev1.Volume{{Name: runVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	// In memory: it holds the sockets and, on ordinary nodes, the Secret
+	// files the CSI node hands over, which must not reach the node's disk.
+	newVols := []corev1.Volume{{Name: runVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}}}
 	if len(cacheMounts) > 0 {
 		src := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: cacheLimit}}
 		if cfg.CacheVolume != nil {
@@ -281,6 +295,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		}
 		newVols = append(newVols, corev1.Volume{Name: cacheVol, VolumeSource: src})
 	}
+	newVols = append(newVols, secretVols...)
 	if !native {
 		newVols = append(newVols, corev1.Volume{Name: infoVol, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
 			Items: []corev1.DownwardAPIVolumeFile{{Path: "annotations", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations"}}}}}})

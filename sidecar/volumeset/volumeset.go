@@ -84,6 +84,9 @@ const (
 	// known yet), named after the pod's volume and holding the PV name the
 	// CSI node published it as (ModeNode only).
 	ClaimsDir = HandoffDir + "/claims"
+	// SecretsDir holds, on serverless nodes, a directory per volume with
+	// its Secret's keys as files (Volume.SecretDir).
+	SecretsDir = "/run/podfs-secrets"
 	// ServerlessDir is where the sidecar sees the emptyDir volumes that
 	// replace podfs PVC volumes on serverless nodes.
 	ServerlessDir = "/podfs"
@@ -167,6 +170,10 @@ type Volume struct {
 	ReadOnly      bool     `json:"readOnly,omitempty"`
 	Options       []string `json:"options,omitempty"`
 	Cache         Cache    `json:"cache,omitzero"`
+	// SecretDir is where the volume's nodePublishSecretRef Secret is
+	// mounted as files, below SecretsDir (ModeServerless only; in ModeNode
+	// the CSI node sends the files with the connection).
+	SecretDir string `json:"secretDir,omitempty"`
 }
 
 // Cache tunes the data layer of one mount; zero values take pkg/data defaults.
@@ -297,7 +304,7 @@ func (s *VolumeSet) Validate() error {
 				e("handoff %q is also volume %q's", v.Handoff, other)
 			}
 			handoffs[v.Handoff] = v.Name
-			if v.MetaURL != "" || v.MetaURLEnv != "" || v.StorageURL != "" || v.StorageURLEnv != "" || v.SubDir != "" {
+			if v.MetaURL != "" || v.MetaURLEnv != "" || v.StorageURL != "" || v.StorageURLEnv != "" || v.SubDir != "" || v.SecretDir != "" {
 				e("in mode %q the metadata and storage URLs and the sub-directory come from the CSI node with the connection; leave them out of the volume set", ModeNode)
 			}
 		case ModeServerless:
@@ -330,6 +337,9 @@ func (s *VolumeSet) Validate() error {
 			e("both storageURL and storageURLEnv are set; use one")
 		case v.StorageURLEnv != "" && !isEnvName(v.StorageURLEnv):
 			e("storageURLEnv %q is not an environment variable name", v.StorageURLEnv)
+		}
+		if v.SecretDir != "" && (!strings.HasPrefix(v.SecretDir, SecretsDir+"/") || path.Clean(v.SecretDir) != v.SecretDir) {
+			e("secretDir %q must be a clean path below %s", v.SecretDir, SecretsDir)
 		}
 		if v.SubDir != "" && (path.IsAbs(v.SubDir) || path.Clean(v.SubDir) != v.SubDir || strings.HasPrefix(v.SubDir, "..")) {
 			e("subDir %q must be a clean relative path inside the volume", v.SubDir)
