@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/sidecar/volumeset"
 )
 
@@ -198,6 +199,9 @@ func checkOptions(where string, opts []string) error {
 		if o == "" || strings.ContainsAny(o, ", \t\n") {
 			return fmt.Errorf("%s: %q is not one mount option (no commas or spaces; one per list entry)", where, o)
 		}
+	}
+	if err := fs.CheckOptions(opts); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/sidecar/volumeset"
 )
 
@@ -57,6 +58,7 @@ type Op struct {
 	Op    string `json:"op"`
 	Path  string `json:"path"`
 	Value any    `json:"value,omitempty"`
+	From  string `json:"from,omitempty"` // of "move"
 }
 
 // Input is what one admission decides on.
@@ -105,7 +107,8 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	default:
 		return nil, refusef("annotation %s=%q: want %q (an init container with restartPolicy Always; the default where the cluster supports it) or %q (an ordinary container ahead of the apps, which start sooner)", AnnPlacement, p, PlacementNative, PlacementContainer)
 	}
-	if slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy }) {
+	proxy := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy })
+	if proxy >= 0 {
 		native = false
 	}
 	var at int
@@ -119,12 +122,14 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			}
 		}
 	} else {
-		if i := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy }); i >= 0 {
-			at = i + 1
+		// After istio-proxy (moved first when it is not: see the patch
+		// below), before every other container.
+		if proxy >= 0 {
+			at = 1
 		}
 		for _, c := range pod.Spec.InitContainers {
 			if usesAny(&c, isPodfs) {
-				return nil, refusef("init container %q uses podfs volume(s), which only a native sidecar (Kubernetes >= 1.29, or no istio-proxy among the containers) can serve before the app starts; drop the volume from the init container", c.Name)
+				return nil, refusef("init container %q uses podfs volume(s), which only a native sidecar can serve before the app starts (API server and the node's kubelet >= 1.29, no istio-proxy among the containers, no %s=%s); drop the volume from the init container", c.Name, AnnPlacement, PlacementContainer)
 			}
 		}
 	}
@@ -143,6 +148,9 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		annOpts, err = volumeset.ParseOptions(s)
 		if err != nil {
 			return nil, refusef("annotation %s=%q: %v; write options comma-separated, e.g. \"allow_other,attr_timeout=1s\"", AnnMountOptions, s, err)
+		}
+		if err := fs.CheckOptions(annOpts); err != nil {
+			return nil, refusef("annotation %s=%q: %v", AnnMountOptions, s, err)
 		}
 	}
 	image, pull, env := cfg.Image, cfg.ImagePullPolicy, slices.Clone(cfg.Env)
@@ -183,6 +191,9 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		e, senv, err := volumeEntry(i, v, mp, cfg, annOpts)
 		if err != nil {
 			return nil, err
+		}
+		if err := fs.CheckOptions(e.Options); err != nil {
+			return nil, refusef("volume %q: %v; the options come from the webhook configuration (mountOptions, patches), the PersistentVolume (spec.mountOptions, volumeAttributes mountOptions) and the annotation %s: fix the one that has it", v.name, err, AnnMountOptions)
 		}
 		if !serverless {
 			e.Handoff = v.handoff
@@ -256,13 +267,13 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			for ci := range cs {
 				for mi, m := range cs[ci].VolumeMounts {
 					if isPodfs[m.Name] && (m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone) {
-						ops = append(ops, Op{"add", "/spec/" + kind + "/" + strconv.Itoa(ci) + "/volumeMounts/" + strconv.Itoa(mi) + "/mountPropagation", hostToContainer})
+						ops = append(ops, Op{Op: "add", Path: "/spec/" + kind + "/" + strconv.Itoa(ci) + "/volumeMounts/" + strconv.Itoa(mi) + "/mountPropagation", Value: hostToContainer})
 					}
 				}
 			}
 		}
 		for _, v := range vols {
-			ops = append(ops, Op{"replace", "/spec/volumes/" + strconv.Itoa(v.index), corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}})
+			ops = append(ops, Op{Op: "replace", Path: "/spec/volumes/" + strconv.Itoa(v.index), Value: corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}})
 		}
 	}
 	newVols := []corev1.Volume{{Name: runVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
@@ -274,28 +285,35 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			Items: []corev1.DownwardAPIVolumeFile{{Path: "annotations", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations"}}}}}})
 	}
 	for _, nv := range newVols {
-		ops = append(ops, Op{"add", "/spec/volumes/-", nv}) // pod.spec.volumes is non-empty: it holds a podfs volume
+		ops = append(ops, Op{Op: "add", Path: "/spec/volumes/-", Value: nv}) // pod.spec.volumes is non-empty: it holds a podfs volume
 	}
 	list, cs := "/spec/containers", pod.Spec.Containers
+	if !native && proxy > 0 {
+		// istio-proxy behind an app container (istio's default without
+		// holdApplicationUntilProxyStarts): move it first, as that option
+		// does, so the sidecar can follow it (its traffic goes through the
+		// proxy) and still start before every app container.
+		ops = append(ops, Op{Op: "move", From: "/spec/containers/" + strconv.Itoa(proxy), Path: "/spec/containers/0"})
+	}
 	if native {
 		list, cs = "/spec/initContainers", pod.Spec.InitContainers
 	}
 	if len(cs) == 0 {
-		ops = append(ops, Op{"add", list, []corev1.Container{sc}})
+		ops = append(ops, Op{Op: "add", Path: list, Value: []corev1.Container{sc}})
 	} else {
-		ops = append(ops, Op{"add", list + "/" + strconv.Itoa(at), sc})
+		ops = append(ops, Op{Op: "add", Path: list + "/" + strconv.Itoa(at), Value: sc})
 	}
 	if pod.Annotations == nil {
-		ops = append(ops, Op{"add", "/metadata/annotations", map[string]string{volumeset.InjectedAnnotation: injectedValue(native, serverless)}})
+		ops = append(ops, Op{Op: "add", Path: "/metadata/annotations", Value: map[string]string{volumeset.InjectedAnnotation: injectedValue(native, serverless)}})
 	} else {
-		ops = append(ops, Op{"add", "/metadata/annotations/" + escapePointer(volumeset.InjectedAnnotation), injectedValue(native, serverless)})
+		ops = append(ops, Op{Op: "add", Path: "/metadata/annotations/" + escapePointer(volumeset.InjectedAnnotation), Value: injectedValue(native, serverless)})
 	}
 	if !native {
 		// The apps-done controller watches only pods with this label.
 		if pod.Labels == nil {
-			ops = append(ops, Op{"add", "/metadata/labels", map[string]string{SidecarLabel: SidecarLabelContainer}})
+			ops = append(ops, Op{Op: "add", Path: "/metadata/labels", Value: map[string]string{SidecarLabel: SidecarLabelContainer}})
 		} else {
-			ops = append(ops, Op{"add", "/metadata/labels/" + escapePointer(SidecarLabel), SidecarLabelContainer})
+			ops = append(ops, Op{Op: "add", Path: "/metadata/labels/" + escapePointer(SidecarLabel), Value: SidecarLabelContainer})
 		}
 	}
 	return ops, nil

@@ -1,6 +1,6 @@
 // Package webhook is podfs's mutating admission webhook: it gives every pod
 // that uses a podfs volume, in a namespace labelled podfs.io/injection, one
-// privileged podfs-sidecar container serving all its podfs volumes (see
+// podfs-sidecar container serving all its podfs volumes (see
 // Mutate for the rules and Config for the configuration and its precedence).
 // Server wires the handler into a controller-runtime webhook server with
 // informer-cached lookups, a self-managed CA, the configuration ConfigMap
@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -133,6 +134,8 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		&corev1.PersistentVolume{}:      {UnsafeDisableDeepCopy: ptr(true)},
 		&storagev1.StorageClass{}:       {UnsafeDisableDeepCopy: ptr(true)},
 		&corev1.Namespace{}:             {UnsafeDisableDeepCopy: ptr(true)},
+		// Kubelet versions (native placement): a few fields per node.
+		&corev1.Node{}: {Transform: stripNode},
 	}
 	if o.ConfigMapName != "" {
 		byObject[&corev1.ConfigMap{}] = cache.ByObject{
@@ -168,6 +171,11 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
 	}
+	if native && (o.NativeSidecar == "" || o.NativeSidecar == "auto") {
+		if err := s.watchNodes(ctx, direct); err != nil {
+			return nil, err
+		}
+	}
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return nil, err
 	}
@@ -199,6 +207,32 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	}
 	o.Log.Info("webhook configured", "native_sidecar", native, "self_managed_tls", s.Certs != nil, "config_map", o.ConfigMapName)
 	return s, nil
+}
+
+// watchNodes narrows native placement to nodes whose kubelet runs native
+// sidecars (NodeVersions). Without RBAC to list and watch nodes the API
+// server's version alone decides, as --native-sidecar=true would.
+func (s *Server) watchNodes(ctx context.Context, direct client.Client) error {
+	if !allowed(ctx, direct, s.opts.Log, "nodes", "list", "watch") {
+		s.opts.Log.Warn("cannot list and watch nodes: native sidecars are injected without checking the nodes' kubelet versions (grant list/watch on nodes, or set --native-sidecar)")
+		return nil
+	}
+	inf, err := s.mgr.GetCache().GetInformer(ctx, &corev1.Node{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
+	nv := NewNodeVersions()
+	if _, err := inf.AddEventHandler(nv.Handler()); err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
+	s.Handler.Nodes = nv
+	// Until the nodes are known, native placement could pick a node too old.
+	return s.mgr.AddReadyzCheck("nodes", func(*http.Request) error {
+		if !inf.HasSynced() {
+			return errors.New("the node informer has not synced yet")
+		}
+		return nil
+	})
 }
 
 // Run serves until ctx ends.
