@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"podfs.io/podfs/pkg/fs"
@@ -61,6 +62,11 @@ const ConfigKey = "config.yaml"
 type Config struct {
 	Image           string                      `json:"image"`
 	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy,omitempty"`
+	// ImagePullSecrets are added to every injected pod's
+	// spec.imagePullSecrets (names it lacks), for the sidecar's image. They
+	// must exist in the app's namespace: admission warns, naming any that
+	// does not.
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
 	Resources       corev1.ResourceRequirements `json:"resources,omitzero"`
 	MountOptions    []string                    `json:"mountOptions,omitempty"`
 	Env             []corev1.EnvVar             `json:"env,omitempty"`
@@ -92,7 +98,9 @@ type Patch struct {
 	StorageClassNames []string                     `json:"storageClassNames,omitempty"`
 	Image             string                       `json:"image,omitempty"`
 	ImagePullPolicy   corev1.PullPolicy            `json:"imagePullPolicy,omitempty"`
-	Resources         *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// ImagePullSecrets add to the default's (for a patch's own image).
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	Resources        *corev1.ResourceRequirements  `json:"resources,omitempty"`
 	MountOptions      []string                     `json:"mountOptions,omitempty"`
 	Env               []corev1.EnvVar              `json:"env,omitempty"`
 	Cache             *CacheConfig                 `json:"cache,omitempty"`
@@ -145,6 +153,7 @@ func (c *Config) compile() error {
 		errs = append(errs, errors.New("image is empty: set image in the ConfigMap or --sidecar-image"))
 	}
 	errs = append(errs, checkPullPolicy("imagePullPolicy", c.ImagePullPolicy))
+	errs = append(errs, checkPullSecrets("imagePullSecrets", c.ImagePullSecrets))
 	errs = append(errs, checkOptions("mountOptions", c.MountOptions))
 	errs = append(errs, checkEnv("env", c.Env))
 	errs = append(errs, checkCache("cache", &c.Cache))
@@ -174,6 +183,7 @@ func (c *Config) compile() error {
 			p.selector = s
 		}
 		errs = append(errs, checkPullPolicy(where+".imagePullPolicy", p.ImagePullPolicy))
+		errs = append(errs, checkPullSecrets(where+".imagePullSecrets", p.ImagePullSecrets))
 		errs = append(errs, checkOptions(where+".mountOptions", p.MountOptions))
 		errs = append(errs, checkEnv(where+".env", p.Env))
 		if p.Cache != nil {
@@ -192,6 +202,15 @@ func checkPullPolicy(where string, p corev1.PullPolicy) error {
 		return nil
 	}
 	return fmt.Errorf("%s %q: want Always, IfNotPresent or Never", where, p)
+}
+
+func checkPullSecrets(where string, refs []corev1.LocalObjectReference) error {
+	for _, r := range refs {
+		if errs := validation.IsDNS1123Subdomain(r.Name); len(errs) > 0 {
+			return fmt.Errorf("%s: %q is not a Secret name: %s", where, r.Name, strings.Join(errs, "; "))
+		}
+	}
+	return nil
 }
 
 func checkOptions(where string, opts []string) error {

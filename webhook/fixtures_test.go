@@ -118,6 +118,7 @@ func fixtureConfig(t testing.TB) *Config {
 	t.Helper()
 	c, err := ParseConfig([]byte(`
 image: podfs:test
+imagePullSecrets: [{name: podfs-pull}]
 resources:
   requests: {cpu: 100m, memory: 128Mi}
   limits: {memory: 1Gi}
@@ -128,6 +129,7 @@ patches:
 - name: seqread
   pvcSelector: {matchLabels: {podfs.io/profile: seqread}}
   mountOptions: [attr_timeout=60s, entry_timeout=60s]
+  imagePullSecrets: [{name: podfs-pull}, {name: seqread-pull}]
   resources: {limits: {memory: 4Gi}}
   cache: {readahead: 256Mi}
 - name: cached

@@ -44,7 +44,10 @@ type Handler struct {
 	Native bool
 	// Nodes, when set, narrows Native per pod to nodes whose kubelet runs
 	// native sidecars (see NodeVersions); nil trusts Native.
-	Nodes   *NodeVersions
+	Nodes *NodeVersions
+	// Secrets, when set, checks that the sidecar's imagePullSecrets exist
+	// in the pod's namespace (a warning names each missing one).
+	Secrets SecretChecker
 	Log     *slog.Logger
 	Metrics *Metrics
 }
@@ -218,7 +221,8 @@ func (h *Handler) admit(ctx context.Context, namespace string, pod *corev1.Pod) 
 		in.Native = h.Nodes.NativeOK(pod, in.Serverless || targetsVirtualKubelet(pod))
 	}
 	warnings := annotationWarnings(pod)
-	ops, err := Mutate(ctx, h.Lookup, in)
+	m, err := mutate(ctx, h.Lookup, in)
+	ops := m.ops
 	var ref *Refusal
 	switch {
 	case errors.As(err, &ref):
@@ -237,7 +241,7 @@ func (h *Handler) admit(ctx context.Context, namespace string, pod *corev1.Pod) 
 		allow.Warnings = warnings
 		return allow, "skipped"
 	}
-	allow.Warnings = warnings
+	allow.Warnings = append(warnings, h.pullSecretWarnings(ctx, in.Namespace, m.pullSecrets)...)
 	patch, err := fastJSON.Marshal(ops)
 	if err != nil {
 		return deny(http.StatusInternalServerError, "podfs: encode the patch: "+err.Error()), "error"

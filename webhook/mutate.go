@@ -77,17 +77,36 @@ type Input struct {
 // deny the pod with its message; another error means the decision could
 // not be made (the API server applies the failure policy).
 func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
+	m, err := mutate(ctx, lk, in)
+	return m.ops, err
+}
+
+// mutation is what mutate decided.
+type mutation struct {
+	ops []Op
+	// pullSecrets the sidecar's image needs in the pod's namespace.
+	pullSecrets []string
+}
+
+func mutate(ctx context.Context, lk Lookup, in Input) (mutation, error) {
 	pod := in.Pod
 	if pod.Labels[volumeset.InjectLabel] == "false" {
-		return nil, nil
+		return mutation{}, nil
 	}
 	if _, ok := pod.Annotations[volumeset.InjectedAnnotation]; ok {
-		return unmountToken(pod), nil
+		return mutation{ops: unmountToken(pod)}, nil
 	}
 	vols, err := findVolumes(ctx, lk, in.Namespace, pod)
 	if err != nil || len(vols) == 0 {
-		return nil, err
+		return mutation{}, err
 	}
+	ops, pullSecrets, err := inject(pod, vols, in)
+	return mutation{ops: ops, pullSecrets: pullSecrets}, err
+}
+
+// inject builds the patch that adds the sidecar serving vols, and names the
+// pull secrets it relies on.
+func inject(pod *corev1.Pod, vols []podfsVolume, in Input) ([]Op, []string, error) {
 	cfg := in.Config
 	serverless := in.Serverless || targetsVirtualKubelet(pod)
 	isPodfs := make(map[string]bool, len(vols))
@@ -105,7 +124,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	case PlacementContainer:
 		native = false
 	default:
-		return nil, refusef("annotation %s=%q: want %q (an init container with restartPolicy Always; the default where the cluster supports it) or %q (an ordinary container ahead of the apps, which start sooner)", AnnPlacement, p, PlacementNative, PlacementContainer)
+		return nil, nil, refusef("annotation %s=%q: want %q (an init container with restartPolicy Always; the default where the cluster supports it) or %q (an ordinary container ahead of the apps, which start sooner)", AnnPlacement, p, PlacementNative, PlacementContainer)
 	}
 	proxy := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy })
 	if proxy >= 0 {
@@ -118,7 +137,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		}
 		for _, c := range pod.Spec.InitContainers[:at] {
 			if usesAny(&c, isPodfs) {
-				return nil, refusef("init container %q uses a podfs volume but runs before %s, which must start first so the network is up; move it after %s", c.Name, istioProxy, istioProxy)
+				return nil, nil, refusef("init container %q uses a podfs volume but runs before %s, which must start first so the network is up; move it after %s", c.Name, istioProxy, istioProxy)
 			}
 		}
 	} else {
@@ -129,31 +148,32 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		}
 		for _, c := range pod.Spec.InitContainers {
 			if usesAny(&c, isPodfs) {
-				return nil, refusef("init container %q uses podfs volume(s), which only a native sidecar can serve before the app starts (API server and the node's kubelet >= 1.29, no istio-proxy among the containers, no %s=%s); drop the volume from the init container", c.Name, AnnPlacement, PlacementContainer)
+				return nil, nil, refusef("init container %q uses podfs volume(s), which only a native sidecar can serve before the app starts (API server and the node's kubelet >= 1.29, no istio-proxy among the containers, no %s=%s); drop the volume from the init container", c.Name, AnnPlacement, PlacementContainer)
 			}
 		}
 	}
 	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
 		if c.Name == volumeset.ContainerName {
-			return nil, refusef("the pod already has a container named %q but no %s annotation; rename that container", c.Name, volumeset.InjectedAnnotation)
+			return nil, nil, refusef("the pod already has a container named %q but no %s annotation; rename that container", c.Name, volumeset.InjectedAnnotation)
 		}
 	}
 
 	res, err := sidecarResources(pod, vols, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var annOpts []string
 	if s, ok := pod.Annotations[AnnMountOptions]; ok {
 		annOpts, err = volumeset.ParseOptions(s)
 		if err != nil {
-			return nil, refusef("annotation %s=%q: %v; write options comma-separated, e.g. \"allow_other,attr_timeout=1s\"", AnnMountOptions, s, err)
+			return nil, nil, refusef("annotation %s=%q: %v; write options comma-separated, e.g. \"allow_other,attr_timeout=1s\"", AnnMountOptions, s, err)
 		}
 		if err := fs.CheckOptions(annOpts); err != nil {
-			return nil, refusef("annotation %s=%q: %v", AnnMountOptions, s, err)
+			return nil, nil, refusef("annotation %s=%q: %v", AnnMountOptions, s, err)
 		}
 	}
 	image, pull, env := cfg.Image, cfg.ImagePullPolicy, slices.Clone(cfg.Env)
+	pullSecrets := addPullSecrets(nil, cfg.ImagePullSecrets)
 	for i := range cfg.Patches {
 		p := &cfg.Patches[i]
 		if !slices.ContainsFunc(vols, func(v podfsVolume) bool { return p.matches(pvcLabels(v.pvc), v.class, v.pvc != nil) }) {
@@ -165,6 +185,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		if p.ImagePullPolicy != "" {
 			pull = p.ImagePullPolicy
 		}
+		pullSecrets = addPullSecrets(pullSecrets, p.ImagePullSecrets)
 		env = mergeEnv(env, p.Env)
 	}
 
@@ -190,10 +211,10 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		}
 		e, senv, err := volumeEntry(i, v, mp, cfg, annOpts)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := fs.CheckOptions(e.Options); err != nil {
-			return nil, refusef("volume %q: %v; the options come from the webhook configuration (mountOptions, patches), the PersistentVolume (spec.mountOptions, volumeAttributes mountOptions) and the annotation %s: fix the one that has it", v.name, err, AnnMountOptions)
+			return nil, nil, refusef("volume %q: %v; the options come from the webhook configuration (mountOptions, patches), the PersistentVolume (spec.mountOptions, volumeAttributes mountOptions) and the annotation %s: fix the one that has it", v.name, err, AnnMountOptions)
 		}
 		if !serverless {
 			e.Handoff = v.handoff
@@ -203,7 +224,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	}
 	cacheMounts, cacheLimit, err := cacheVolumeMounts(cacheVol, set.Volumes, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mounts = append(mounts, cacheMounts...)
 	if !native {
@@ -213,7 +234,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	js, err := set.Encode()
 	if err != nil {
 		// Bad PV attributes (a subDir with "..", an option with a space).
-		return nil, refusef("the sidecar's volume set is invalid: %s; fix the PersistentVolume's volumeAttributes or the webhook configuration", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return nil, nil, refusef("the sidecar's volume set is invalid: %s; fix the PersistentVolume's volumeAttributes or the webhook configuration", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 
 	sc := corev1.Container{
@@ -303,6 +324,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	} else {
 		ops = append(ops, Op{Op: "add", Path: list + "/" + strconv.Itoa(at), Value: sc})
 	}
+	ops = appendPullSecretOps(ops, pod, pullSecrets)
 	if pod.Annotations == nil {
 		ops = append(ops, Op{Op: "add", Path: "/metadata/annotations", Value: map[string]string{volumeset.InjectedAnnotation: injectedValue(native, serverless)}})
 	} else {
@@ -316,7 +338,38 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			ops = append(ops, Op{Op: "add", Path: "/metadata/labels/" + escapePointer(SidecarLabel), Value: SidecarLabelContainer})
 		}
 	}
-	return ops, nil
+	return ops, pullSecrets, nil
+}
+
+// addPullSecrets appends the names of refs not in names yet.
+func addPullSecrets(names []string, refs []corev1.LocalObjectReference) []string {
+	for _, r := range refs {
+		if !slices.Contains(names, r.Name) {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}
+
+// appendPullSecretOps adds the names the pod does not list yet to its
+// spec.imagePullSecrets.
+func appendPullSecretOps(ops []Op, pod *corev1.Pod, names []string) []Op {
+	var missing []corev1.LocalObjectReference
+	for _, n := range names {
+		if !slices.ContainsFunc(pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == n }) {
+			missing = append(missing, corev1.LocalObjectReference{Name: n})
+		}
+	}
+	switch {
+	case len(missing) == 0:
+	case len(pod.Spec.ImagePullSecrets) == 0:
+		ops = append(ops, Op{Op: "add", Path: "/spec/imagePullSecrets", Value: missing})
+	default:
+		for _, r := range missing {
+			ops = append(ops, Op{Op: "add", Path: "/spec/imagePullSecrets/-", Value: r})
+		}
+	}
+	return ops
 }
 
 // ServiceAccountTokenPath is where the ServiceAccount admission plugin

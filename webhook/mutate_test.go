@@ -143,6 +143,10 @@ func mutateCases() []mutateCase {
 		{name: "unsupported-mount-option", native: true, refuse: `mount option no_default_permissions is not supported`, pod: pod(func(p *corev1.Pod) {
 			p.Annotations = map[string]string{AnnMountOptions: "no_default_permissions"}
 		})},
+		{name: "pull-secrets-pod-has-some", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "app-pull"}, {Name: "podfs-pull"}}
+			p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("models", "models"))
+		})},
 		{name: "existing-native-sidecar", native: true, pod: pod(func(p *corev1.Pod) {
 			logs := app("log-shipper", mount("data", "/data"))
 			logs.RestartPolicy = &always

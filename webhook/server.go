@@ -165,7 +165,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 
 	lk := &CachedLookup{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}
 	s.Handler = &Handler{Lookup: lk, Namespaces: lk.NamespaceLabels, Config: s.config, Native: native,
-		Log: o.Log, Metrics: NewMetrics(ctrlmetrics.Registry)}
+		Secrets: &SecretMetadata{Reader: mgr.GetAPIReader()}, Log: o.Log, Metrics: NewMetrics(ctrlmetrics.Registry)}
 	mgr.GetWebhookServer().Register(MutatePath, s.Handler)
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -458,3 +458,46 @@ func hasWrite(verbs []string) bool {
 	}
 	return false
 }
+
+func TestImagePullSecrets(t *testing.T) {
+	r := render(t, "--set", "imagePullSecrets[0].name=regcred", "--set", "imagePullSecrets[1].name=mirror")
+	var cm corev1.ConfigMap
+	r.get(t, "ConfigMap/podfs-webhook", &cm)
+	cfg, err := webhook.ParseConfig([]byte(cm.Data[webhook.ConfigKey]), "unused")
+	if err != nil {
+		t.Fatalf("the webhook refuses the chart's configuration: %v", err)
+	}
+	if len(cfg.ImagePullSecrets) != 2 || cfg.ImagePullSecrets[0].Name != "regcred" || cfg.ImagePullSecrets[1].Name != "mirror" {
+		t.Errorf("sidecar imagePullSecrets %v, want regcred and mirror", cfg.ImagePullSecrets)
+	}
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	var ds appsv1.DaemonSet
+	r.get(t, "DaemonSet/podfs-csi-node", &ds)
+	for what, got := range map[string][]corev1.LocalObjectReference{"webhook": dep.Spec.Template.Spec.ImagePullSecrets, "csi-node": ds.Spec.Template.Spec.ImagePullSecrets} {
+		if len(got) != 2 || got[0].Name != "regcred" {
+			t.Errorf("%s pods: imagePullSecrets %v", what, got)
+		}
+	}
+	var cr rbacv1.ClusterRole
+	r.get(t, "ClusterRole/podfs-webhook-podfs-system", &cr)
+	found := false
+	for _, rule := range cr.Rules {
+		if slices.Contains(rule.Resources, "secrets") {
+			found = true
+			if strings.Join(rule.Verbs, ",") != "get" || strings.Join(rule.ResourceNames, ",") != "regcred,mirror" {
+				t.Errorf("secrets rule %+v: want get on regcred and mirror only", rule)
+			}
+		}
+	}
+	if !found {
+		t.Error("no rule to check the pull secrets")
+	}
+	r = render(t)
+	r.get(t, "ClusterRole/podfs-webhook-podfs-system", &cr)
+	for _, rule := range cr.Rules {
+		if slices.Contains(rule.Resources, "secrets") {
+			t.Errorf("secrets rule without pull secrets: %+v", rule)
+		}
+	}
+}
