@@ -60,17 +60,17 @@ const ConfigKey = "config.yaml"
 // selects nothing) is logged, reported as a Warning event InvalidConfig on
 // the ConfigMap, and the last good configuration stays in use.
 type Config struct {
-	Image           string                      `json:"image"`
-	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy,omitempty"`
+	Image           string            `json:"image"`
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 	// ImagePullSecrets are added to every injected pod's
 	// spec.imagePullSecrets (names it lacks), for the sidecar's image. They
 	// must exist in the app's namespace: admission warns, naming any that
 	// does not.
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
-	Resources       corev1.ResourceRequirements `json:"resources,omitzero"`
-	MountOptions    []string                    `json:"mountOptions,omitempty"`
-	Env             []corev1.EnvVar             `json:"env,omitempty"`
-	Cache           CacheConfig                 `json:"cache,omitzero"`
+	Resources        corev1.ResourceRequirements   `json:"resources,omitzero"`
+	MountOptions     []string                      `json:"mountOptions,omitempty"`
+	Env              []corev1.EnvVar               `json:"env,omitempty"`
+	Cache            CacheConfig                   `json:"cache,omitzero"`
 	// CacheVolumeSizeLimit is the sizeLimit of the emptyDir the sidecar's
 	// disk caches live in (added when a volume has a cacheDir: the
 	// sidecar's root file system is read-only). It is raised per pod to
@@ -93,17 +93,17 @@ type CacheConfig struct {
 
 // Patch changes the sidecar for the volumes it selects.
 type Patch struct {
-	Name              string                       `json:"name"`
-	PVCSelector       *metav1.LabelSelector        `json:"pvcSelector,omitempty"`
-	StorageClassNames []string                     `json:"storageClassNames,omitempty"`
-	Image             string                       `json:"image,omitempty"`
-	ImagePullPolicy   corev1.PullPolicy            `json:"imagePullPolicy,omitempty"`
+	Name              string                `json:"name"`
+	PVCSelector       *metav1.LabelSelector `json:"pvcSelector,omitempty"`
+	StorageClassNames []string              `json:"storageClassNames,omitempty"`
+	Image             string                `json:"image,omitempty"`
+	ImagePullPolicy   corev1.PullPolicy     `json:"imagePullPolicy,omitempty"`
 	// ImagePullSecrets add to the default's (for a patch's own image).
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
 	Resources        *corev1.ResourceRequirements  `json:"resources,omitempty"`
-	MountOptions      []string                     `json:"mountOptions,omitempty"`
-	Env               []corev1.EnvVar              `json:"env,omitempty"`
-	Cache             *CacheConfig                 `json:"cache,omitempty"`
+	MountOptions     []string                      `json:"mountOptions,omitempty"`
+	Env              []corev1.EnvVar               `json:"env,omitempty"`
+	Cache            *CacheConfig                  `json:"cache,omitempty"`
 
 	selector labels.Selector
 }
