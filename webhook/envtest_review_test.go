@@ -106,7 +106,7 @@ func chartUser(t *testing.T, pullSecrets ...string) func(k *testenv.Kube, c clie
 			{APIGroups: []string{""}, Resources: []string{"namespaces", "persistentvolumeclaims", "persistentvolumes"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{whMWC}, Verbs: []string{"get", "update", "patch"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{whMWC}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
 		}
 		if len(pullSecrets) > 0 {
 			rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: pullSecrets, Verbs: []string{"get"}})

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -70,7 +71,15 @@ type Options struct {
 	HealthAddr    string // "" or "0" = no health probes
 	// AppsDone runs the controller that lets non-native pods complete.
 	AppsDone bool
-	Log      *slog.Logger
+	// LeaderElection makes one replica (a Lease named LeaderElectionID in
+	// Namespace) run the apps-done controller, the CA rotation and the
+	// caBundle watch; every replica serves admissions, loads the
+	// configuration and renews its own serving certificate.
+	LeaderElection   bool
+	LeaderElectionID string // default "podfs-webhook"
+	// Lease timings; zero = controller-runtime's defaults (15s, 10s, 2s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	Log                                       *slog.Logger
 }
 
 // Server is a configured, not yet running webhook.
@@ -137,6 +146,11 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		// Kubelet versions (native placement): a few fields per node.
 		&corev1.Node{}: {Transform: stripNode},
 	}
+	if s.Certs != nil && o.WebhookConfig != "" {
+		// Its own webhook configuration only: the caBundle watch.
+		byObject[&admissionregistrationv1.MutatingWebhookConfiguration{}] = cache.ByObject{
+			Field: fields.OneTermEqualSelector("metadata.name", o.WebhookConfig)}
+	}
 	if o.ConfigMapName != "" {
 		byObject[&corev1.ConfigMap{}] = cache.ByObject{
 			Namespaces: map[string]cache.Config{o.Namespace: {}},
@@ -150,13 +164,35 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	if healthAddr == "" {
 		healthAddr = "0"
 	}
-	mgr, err := ctrl.NewManager(o.RestConfig, ctrl.Options{
+	mopts := ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: healthAddr,
 		WebhookServer:          crwebhook.NewServer(whOpts),
 		Cache:                  cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()},
-	})
+	}
+	if o.LeaderElection {
+		if o.Namespace == "" {
+			return nil, errors.New("leader election needs --namespace (or $POD_NAMESPACE) for its Lease")
+		}
+		mopts.LeaderElection = true
+		mopts.LeaderElectionID = o.LeaderElectionID
+		if mopts.LeaderElectionID == "" {
+			mopts.LeaderElectionID = "podfs-webhook"
+		}
+		mopts.LeaderElectionNamespace = o.Namespace
+		// A replica stopping (drain, rollout) hands over at once.
+		mopts.LeaderElectionReleaseOnCancel = true
+		for _, d := range []struct {
+			src time.Duration
+			dst **time.Duration
+		}{{o.LeaseDuration, &mopts.LeaseDuration}, {o.RenewDeadline, &mopts.RenewDeadline}, {o.RetryPeriod, &mopts.RetryPeriod}} {
+			if d.src > 0 {
+				*d.dst = ptr(d.src)
+			}
+		}
+	}
+	mgr, err := ctrl.NewManager(o.RestConfig, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
@@ -179,15 +215,37 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return nil, err
 	}
+	// Names are unique per process already; tests run several servers.
+	ctrlOpts := controller.Options{SkipNameValidation: ptr(true)}
 	if s.Certs != nil {
+		// Every replica renews its own serving certificate; the leader alone
+		// rotates the CA and keeps the caBundle right.
+		if err := mgr.Add(everyReplica(func(ctx context.Context) error { return s.Certs.RunServing(ctx, o.CertCheck) })); err != nil {
+			return nil, err
+		}
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return s.Certs.Run(ctx, o.CertCheck) })); err != nil {
 			return nil, err
 		}
+		if o.WebhookConfig != "" {
+			// Patched at once whenever the object changes: a `helm template |
+			// kubectl apply` (or a GitOps sync) that empties caBundle is
+			// repaired in a moment, not at the next hourly check.
+			err := builder.ControllerManagedBy(mgr).Named("podfs-cabundle").WithOptions(ctrlOpts).
+				For(&admissionregistrationv1.MutatingWebhookConfiguration{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
+					return obj.GetName() == o.WebhookConfig
+				}))).Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+				return reconcile.Result{}, s.Certs.Ensure(ctx)
+			}))
+			if err != nil {
+				return nil, fmt.Errorf("caBundle watch: %w", err)
+			}
+		}
 	}
-	// Names are unique per process already; tests run several servers.
-	ctrlOpts := controller.Options{SkipNameValidation: ptr(true)}
 	if o.ConfigMapName != "" {
-		err := builder.ControllerManagedBy(mgr).Named("podfs-config").WithOptions(ctrlOpts).For(&corev1.ConfigMap{},
+		// Every replica needs the configuration, leader or not.
+		cmOpts := ctrlOpts
+		cmOpts.NeedLeaderElection = ptr(false)
+		err := builder.ControllerManagedBy(mgr).Named("podfs-config").WithOptions(cmOpts).For(&corev1.ConfigMap{},
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
 				return obj.GetNamespace() == o.Namespace && obj.GetName() == o.ConfigMapName
 			}))).Complete(reconcile.Func(s.reconcileConfig))
@@ -237,6 +295,16 @@ func (s *Server) watchNodes(ctx context.Context, direct client.Client) error {
 
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error { return s.mgr.Start(ctx) }
+
+// Elected is closed once this replica leads (at once without leader election).
+func (s *Server) Elected() <-chan struct{} { return s.mgr.Elected() }
+
+// everyReplica is a runnable that runs whether or not this replica leads.
+type everyReplica func(ctx context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+
+func (everyReplica) NeedLeaderElection() bool { return false }
 
 // Config is the configuration in use.
 func (s *Server) Config() *Config { return s.config.Load() }

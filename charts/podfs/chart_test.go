@@ -17,6 +17,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"sigs.k8s.io/yaml"
@@ -499,5 +500,55 @@ func TestImagePullSecrets(t *testing.T) {
 		if slices.Contains(rule.Resources, "secrets") {
 			t.Errorf("secrets rule without pull secrets: %+v", rule)
 		}
+	}
+}
+
+// TestWebhookDrainable: two replicas spread over nodes, a
+// PodDisruptionBudget keeping one, leader election on; none of it on the
+// single-node values, where a second replica could not bind its port.
+func TestWebhookDrainable(t *testing.T) {
+	r := render(t)
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
+		t.Errorf("webhook replicas %v, want 2", dep.Spec.Replicas)
+	}
+	aff := dep.Spec.Template.Spec.Affinity
+	if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+		aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" {
+		t.Errorf("affinity %+v, want preferred anti-affinity per node", aff)
+	} else if sel := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector; sel == nil ||
+		sel.MatchLabels["app.kubernetes.io/component"] != "webhook" {
+		t.Errorf("anti-affinity selector %+v does not select the webhook pods", sel)
+	}
+	if !slices.Contains(dep.Spec.Template.Spec.Containers[0].Args, "--leader-elect=true") {
+		t.Errorf("webhook args %v: no leader election", dep.Spec.Template.Spec.Containers[0].Args)
+	}
+	var pdb policyv1.PodDisruptionBudget
+	r.get(t, "PodDisruptionBudget/podfs-webhook", &pdb)
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 || pdb.Spec.Selector.MatchLabels["app.kubernetes.io/component"] != "webhook" {
+		t.Errorf("PDB spec %+v, want minAvailable 1 over the webhook pods", pdb.Spec)
+	}
+	for k, v := range pdb.Spec.Selector.MatchLabels {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("PDB selects %s=%s, which the webhook pods lack", k, v)
+		}
+	}
+	var role rbacv1.Role
+	r.get(t, "Role/podfs-webhook", &role)
+	if !slices.ContainsFunc(role.Rules, func(rule rbacv1.PolicyRule) bool { return slices.Contains(rule.Resources, "leases") }) {
+		t.Error("no RBAC for the leader election Lease")
+	}
+
+	r = render(t, "-f", "values-single-node.yaml")
+	if _, ok := r["PodDisruptionBudget/podfs-webhook"]; ok {
+		t.Error("a PodDisruptionBudget with one replica blocks every drain")
+	}
+	r = render(t, "--set", "webhook.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=a",
+		"--set", "webhook.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists")
+	var dep2 appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep2)
+	if a := dep2.Spec.Template.Spec.Affinity; a == nil || a.NodeAffinity == nil || a.PodAntiAffinity != nil {
+		t.Errorf("a given affinity must replace the default: %+v", a)
 	}
 }
