@@ -20,7 +20,7 @@ volume is served instead (the startup probe and postStart hook).`)
 	socket := fs.String("socket", volumeset.ProbeSocket, "unix socket of the readiness probe")
 	grace := fs.Duration("stop-grace", 0, "non-native sidecars: after SIGTERM, wait this long for the apps before unmounting (default 20s)")
 	termLog := fs.String("termination-log", "/dev/termination-log", "file the kubelet reads the failure reason from; \"\" = none")
-	metrics := fs.String("metrics-addr", "", "serve the file system's Prometheus metrics here; \"\" = none")
+	metrics := fs.String("metrics-addr", "", "serve every volume's Prometheus metrics (label volume) at http://ADDR/metrics, e.g. :9567; \"\" = none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -37,9 +37,19 @@ volume is served instead (the startup probe and postStart hook).`)
 	if _, err := os.Stat(*termLog); err != nil {
 		*termLog = "" // not in a pod
 	}
+	var met *sidecar.Metrics
+	if *metrics != "" {
+		met = sidecar.NewMetrics()
+		// Metrics are not worth failing the pod's volumes for.
+		if stop, err := met.Serve(*metrics, log); err != nil {
+			log.Error("no metrics", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 	return sidecar.Run(ctx, sidecar.Config{
 		Set:            set,
-		Mounter:        &sidecar.FSMounter{Log: log, MetricsAddr: *metrics},
+		Mounter:        &sidecar.FSMounter{Log: log, Metrics: met},
 		ProbeSocket:    *socket,
 		TerminationLog: *termLog,
 		StopGrace:      *grace,
