@@ -78,6 +78,9 @@ type Config struct {
 	// unset) plus an eighth, so the kubelet never evicts a pod for its
 	// cache. Empty: that sum.
 	CacheVolumeSizeLimit *resource.Quantity `json:"cacheVolumeSizeLimit,omitempty"`
+	// MetricsPort is where the sidecar serves Prometheus metrics for all
+	// its volumes (container port podfs-metrics); unset = 9567, 0 = none.
+	MetricsPort *int32 `json:"metricsPort,omitempty"`
 	// TerminationGracePeriod is not set: the pod's own applies.
 	Patches []Patch `json:"patches,omitempty"`
 }
@@ -160,6 +163,9 @@ func (c *Config) compile() error {
 	errs = append(errs, checkResources("resources", c.Resources))
 	if q := c.CacheVolumeSizeLimit; q != nil && q.Sign() <= 0 {
 		errs = append(errs, fmt.Errorf("cacheVolumeSizeLimit %s must be positive (leave it out for the sum of the caches' cacheDirSize)", q))
+	}
+	if p := c.MetricsPort; p != nil && (*p < 0 || *p > 65535) {
+		errs = append(errs, fmt.Errorf("metricsPort %d: want 1-65535, or 0 for no metrics", *p))
 	}
 	names := map[string]bool{}
 	for i := range c.Patches {

@@ -28,12 +28,21 @@ const (
 	AnnPlacement = "podfs.io/sidecar-placement"
 )
 
-// SidecarLabel marks pods whose sidecar is an ordinary container
-// (SidecarLabelContainer): the apps-done controller tells those sidecars
-// when the app is done.
+// SidecarLabel marks every injected pod with its sidecar's placement:
+// SidecarLabelNative or SidecarLabelContainer. The apps-done controller
+// watches the latter (it tells those sidecars when the app is done); a
+// PodMonitor selects both.
 const (
 	SidecarLabel          = "podfs.io/sidecar"
 	SidecarLabelContainer = "container"
+	SidecarLabelNative    = "native"
+
+	// MetricsPortName names the sidecar's metrics port (podfs-metrics:
+	// apps often call their own port "metrics").
+	MetricsPortName = "podfs-metrics"
+	// DefaultMetricsPort is where the sidecar serves metrics unless the
+	// configuration says otherwise (metricsPort; 0 = none).
+	DefaultMetricsPort = 9567
 
 	// Values of AnnPlacement.
 	PlacementNative    = "native"
@@ -242,6 +251,7 @@ func inject(pod *corev1.Pod, vols []podfsVolume, in Input) ([]Op, []string, erro
 		Image:           image,
 		ImagePullPolicy: pull,
 		Command:         []string{"podfs", "sidecar"},
+		Ports:           metricsPort(pod, cfg),
 		Env: slices.Concat([]corev1.EnvVar{
 			{Name: volumeset.PodUIDEnv, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.uid"}}},
 			{Name: volumeset.EnvVar, Value: js},
@@ -250,6 +260,9 @@ func inject(pod *corev1.Pod, vols []podfsVolume, in Input) ([]Op, []string, erro
 		VolumeMounts:             mounts,
 		SecurityContext:          sidecarSecurityContext(serverless),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	if len(sc.Ports) > 0 {
+		sc.Command = append(sc.Command, "--metrics-addr=:"+strconv.Itoa(int(sc.Ports[0].ContainerPort)))
 	}
 	// A postStart hook that returns once every mount is served holds back the
 	// next container exactly as long as needed: the kubelet runs the hook before
@@ -330,15 +343,38 @@ func inject(pod *corev1.Pod, vols []podfsVolume, in Input) ([]Op, []string, erro
 	} else {
 		ops = append(ops, Op{Op: "add", Path: "/metadata/annotations/" + escapePointer(volumeset.InjectedAnnotation), Value: injectedValue(native, serverless)})
 	}
+	// The apps-done controller watches only pods labelled "container".
+	label := SidecarLabelNative
 	if !native {
-		// The apps-done controller watches only pods with this label.
-		if pod.Labels == nil {
-			ops = append(ops, Op{Op: "add", Path: "/metadata/labels", Value: map[string]string{SidecarLabel: SidecarLabelContainer}})
-		} else {
-			ops = append(ops, Op{Op: "add", Path: "/metadata/labels/" + escapePointer(SidecarLabel), Value: SidecarLabelContainer})
-		}
+		label = SidecarLabelContainer
+	}
+	if pod.Labels == nil {
+		ops = append(ops, Op{Op: "add", Path: "/metadata/labels", Value: map[string]string{SidecarLabel: label}})
+	} else {
+		ops = append(ops, Op{Op: "add", Path: "/metadata/labels/" + escapePointer(SidecarLabel), Value: label})
 	}
 	return ops, pullSecrets, nil
+}
+
+// metricsPort is the sidecar's metrics port, or none: when the
+// configuration turns metrics off, on the host network (where the port
+// would be the node's: two such pods could not share a node, and the
+// scheduler would keep them apart), or when another container of the pod
+// declares that port or name.
+func metricsPort(pod *corev1.Pod, cfg *Config) []corev1.ContainerPort {
+	port := int32(DefaultMetricsPort)
+	if cfg.MetricsPort != nil {
+		port = *cfg.MetricsPort
+	}
+	if port == 0 || pod.Spec.HostNetwork {
+		return nil
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == port || p.Name == MetricsPortName }) {
+			return nil
+		}
+	}
+	return []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: port, Protocol: corev1.ProtocolTCP}}
 }
 
 // addPullSecrets appends the names of refs not in names yet.

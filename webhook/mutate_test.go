@@ -147,6 +147,9 @@ func mutateCases() []mutateCase {
 			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "app-pull"}, {Name: "podfs-pull"}}
 			p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("models", "models"))
 		})},
+		{name: "metrics-port-taken", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "metrics", ContainerPort: DefaultMetricsPort}}
+		})},
 		{name: "existing-native-sidecar", native: true, pod: pod(func(p *corev1.Pod) {
 			logs := app("log-shipper", mount("data", "/data"))
 			logs.RestartPolicy = &always

@@ -552,3 +552,76 @@ func TestWebhookDrainable(t *testing.T) {
 		t.Errorf("a given affinity must replace the default: %+v", a)
 	}
 }
+
+// TestMonitors: PodMonitor and ServiceMonitor only when the operator's
+// CRDs exist and the values ask for them; the sidecar's port reaches the
+// webhook's configuration.
+func TestMonitors(t *testing.T) {
+	on := []string{"--set", "metrics.podMonitor.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"}
+	for _, key := range []string{"PodMonitor/podfs-sidecars", "ServiceMonitor/podfs-webhook", "Service/podfs-webhook-metrics"} {
+		if _, ok := render(t, on...)[key]; ok {
+			t.Errorf("%s rendered without the monitoring.coreos.com/v1 API", key)
+		}
+		if _, ok := render(t, "--api-versions", "monitoring.coreos.com/v1")[key]; ok {
+			t.Errorf("%s rendered while off (the default)", key)
+		}
+	}
+	r := render(t, append(on, "--api-versions", "monitoring.coreos.com/v1")...)
+	type endpoint struct {
+		Port     string `json:"port"`
+		Path     string `json:"path"`
+		Interval string `json:"interval"`
+	}
+	var pm struct {
+		APIVersion string         `json:"apiVersion"`
+		Kind       string         `json:"kind"`
+		Metadata   map[string]any `json:"metadata"`
+		Spec       struct {
+			NamespaceSelector struct {
+				Any bool `json:"any"`
+			} `json:"namespaceSelector"`
+			Selector            map[string]any `json:"selector"`
+			PodMetricsEndpoints []endpoint     `json:"podMetricsEndpoints"`
+		} `json:"spec"`
+	}
+	r.get(t, "PodMonitor/podfs-sidecars", &pm)
+	if !pm.Spec.NamespaceSelector.Any || len(pm.Spec.PodMetricsEndpoints) != 1 || pm.Spec.PodMetricsEndpoints[0].Port != webhook.MetricsPortName {
+		t.Errorf("PodMonitor spec %+v: want every namespace, port %s", pm.Spec, webhook.MetricsPortName)
+	}
+	var svc corev1.Service
+	r.get(t, "Service/podfs-webhook-metrics", &svc)
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	for k, v := range svc.Spec.Selector {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("metrics Service selects %s=%s, which the webhook pods lack", k, v)
+		}
+	}
+	if !slices.ContainsFunc(dep.Spec.Template.Spec.Containers[0].Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" }) {
+		t.Error("the webhook container has no port named metrics")
+	}
+	var sm struct {
+		APIVersion string         `json:"apiVersion"`
+		Kind       string         `json:"kind"`
+		Metadata   map[string]any `json:"metadata"`
+		Spec       struct {
+			Selector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+			Endpoints []endpoint `json:"endpoints"`
+		} `json:"spec"`
+	}
+	r.get(t, "ServiceMonitor/podfs-webhook", &sm)
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if svc.Labels[k] != v {
+			t.Errorf("ServiceMonitor selects %s=%s, which the metrics Service lacks", k, v)
+		}
+	}
+	var cm corev1.ConfigMap
+	r = render(t, "--set", "sidecar.metricsPort=9999")
+	r.get(t, "ConfigMap/podfs-webhook", &cm)
+	cfg, err := webhook.ParseConfig([]byte(cm.Data[webhook.ConfigKey]), "unused")
+	if err != nil || cfg.MetricsPort == nil || *cfg.MetricsPort != 9999 {
+		t.Errorf("sidecar metricsPort: %v, %v", err, cfg)
+	}
+}
