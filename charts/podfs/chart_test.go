@@ -617,6 +617,23 @@ func TestMonitors(t *testing.T) {
 			t.Errorf("ServiceMonitor selects %s=%s, which the metrics Service lacks", k, v)
 		}
 	}
+	// The CSI node: a headless Service over its pods' metrics port.
+	var csvc corev1.Service
+	r.get(t, "Service/podfs-csi-node-metrics", &csvc)
+	var ds appsv1.DaemonSet
+	r.get(t, "DaemonSet/podfs-csi-node", &ds)
+	for k, v := range csvc.Spec.Selector {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("CSI node metrics Service selects %s=%s, which the CSI node pods lack", k, v)
+		}
+	}
+	c := ds.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--metrics-addr=:9568") || !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" && p.ContainerPort == 9568 }) {
+		t.Errorf("CSI node args %v ports %v: want metrics on 9568", c.Args, c.Ports)
+	}
+	if _, ok := r["ServiceMonitor/podfs-csi-node"]; !ok {
+		t.Error("no ServiceMonitor for the CSI node")
+	}
 	var cm corev1.ConfigMap
 	r = render(t, "--set", "sidecar.metricsPort=9999")
 	r.get(t, "ConfigMap/podfs-webhook", &cm)
