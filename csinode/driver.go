@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"podfs.io/podfs/sidecar/volumeset"
 )
 
 // DriverName is the CSI driver name of podfs (the CSIDriver object, the PVs'
@@ -27,7 +29,10 @@ const DefaultKubeletDir = "/var/lib/kubelet"
 // AttrMountOptions is the volume attribute with mount options (as the
 // webhook reads it too); the kernel's ones (ro, no_default_permissions)
 // apply to the mount this plugin makes.
-const AttrMountOptions = "mountOptions"
+const AttrMountOptions = volumeset.AttrMountOptions
+
+// AttrMetaURL is the volume attribute with the metadata URL (see volumeset).
+const AttrMetaURL = volumeset.AttrMetaURL
 
 // Keys kubelet puts into the volume context when the CSIDriver object has
 // podInfoOnMount: true (and, for inline volumes, the ephemeral flag).

@@ -145,6 +145,7 @@ func publishRequest(pod *corev1.Pod, target string, readOnly bool) *csi.NodePubl
 			ContextPodName:      pod.Name,
 			ContextPodNamespace: pod.Namespace,
 			ContextEphemeral:    "false",
+			AttrMetaURL:         "bolt:///var/lib/podfs-test/never-opened.db",
 		},
 	}
 }

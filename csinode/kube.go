@@ -42,6 +42,12 @@ func (k *Kube) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod,
 	return k.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
+// GetPVC reads a claim straight from the API server (rarely needed: see
+// PodSource).
+func (k *Kube) GetPVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error) {
+	return k.client.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
 // PodEvent records an Event on pod.
 func (k *Kube) PodEvent(pod *corev1.Pod, eventType, reason, message string) {
 	k.recorder.Event(pod, eventType, reason, message)

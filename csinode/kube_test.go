@@ -66,6 +66,12 @@ var podSeq atomic.Int64
 // with its UID.
 func createPod(t testing.TB, sidecar bool, labels map[string]string) *corev1.Pod {
 	t.Helper()
+	return createPodWith(t, sidecar, labels, nil)
+}
+
+// createPodWith is createPod with the pod changed by edit before it is created.
+func createPodWith(t testing.TB, sidecar bool, labels map[string]string, edit func(*corev1.Pod)) *corev1.Pod {
+	t.Helper()
 	testKube(t)
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%d", podSeq.Add(1)), Namespace: "default", Labels: labels},
@@ -80,6 +86,9 @@ func createPod(t testing.TB, sidecar bool, labels map[string]string) *corev1.Pod
 			VolumeMounts: []corev1.VolumeMount{{Name: "podfs-run", MountPath: volumeset.RunDir}},
 		}}
 		p.Spec.Volumes = []corev1.Volume{{Name: "podfs-run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	}
+	if edit != nil {
+		edit(p)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -129,6 +129,10 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (publication
 	if err := kernelOptions(&p, req.GetVolumeCapability().GetMount().GetMountFlags(), vc[AttrMountOptions]); err != nil {
 		return publication{}, err
 	}
+	if p.source, err = volumeSource(vc, req.GetSecrets(), req.GetVolumeCapability().GetMount().GetMountFlags()); err != nil {
+		return publication{}, err
+	}
+	p.ephemeral = vc[ContextEphemeral] == "true"
 	return p, nil
 }
 

@@ -19,6 +19,9 @@ import (
 // whether the pod has a podfs sidecar to serve the mount.
 type PodSource interface {
 	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	// GetPVC reads a claim, to find which of a pod's volumes a PV is when
+	// the pod was admitted before its claim was bound.
+	GetPVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error)
 }
 
 // EventSink records an Event on a pod (what `kubectl describe pod` shows).

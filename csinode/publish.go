@@ -31,6 +31,10 @@ type publication struct {
 	// defaultPermissions lets the kernel check permissions (the default;
 	// the mount option no_default_permissions leaves it to podfs).
 	defaultPermissions bool
+	// source is what the sidecar needs to serve the volume; it may carry
+	// credentials, so it is never written to the state directory.
+	source    *fuseconn.Source
+	ephemeral bool // an inline CSI volume: name is the pod's volume name
 }
 
 // published is a volume this plugin mounted and whose connection it holds.
@@ -58,6 +62,20 @@ func (d *Driver) publish(ctx context.Context, p publication) (err error) {
 	pod, dir, err := d.sidecarHandoff(ctx, p.pod)
 	if err != nil {
 		return err
+	}
+	claimOf := ""
+	if !p.ephemeral {
+		if claimOf, err = d.podVolumeName(ctx, pod, p.name); err != nil {
+			return err
+		}
+	}
+	if p.source != nil {
+		src := *p.source
+		src.PodVolume = p.name
+		if claimOf != "" {
+			src.PodVolume = claimOf
+		}
+		p.source = &src
 	}
 	var undo []func()
 	defer func() {
@@ -94,7 +112,7 @@ func (d *Driver) publish(ctx context.Context, p publication) (err error) {
 	v := &published{publication: p, handoffDir: dir}
 	h, err := fuseconn.Hold(context.WithoutCancel(ctx), fuseconn.HolderConfig{
 		Dir:          dir,
-		Volume:       fuseconn.Volume{Name: p.name, VolumeID: p.volumeID, ReadOnly: p.readOnly},
+		Volume:       fuseconn.Volume{Name: p.name, VolumeID: p.volumeID, ReadOnly: p.readOnly, Source: p.source},
 		Conn:         conn,
 		OnStatus:     func(s fuseconn.Status) { d.sidecarStatus(pod, p, s) },
 		OnDisconnect: func() { go d.releaseIfPodEnds(v) },
@@ -105,6 +123,12 @@ func (d *Driver) publish(ctx context.Context, p publication) (err error) {
 	}
 	conn.Close() // the holder keeps its own copy
 	v.holder = h
+	if claimOf != "" {
+		if err := writeClaim(dir, claimOf, p.name); err != nil {
+			h.Close()
+			return status.Errorf(codes.Internal, "tell the sidecar of pod %s which volume %s is: %v", p.pod, p.name, err)
+		}
+	}
 	if err := d.saveRecord(v); err != nil {
 		h.Close()
 		return status.Errorf(codes.Internal, "record the publication of %s: %v", p.target, err)

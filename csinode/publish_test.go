@@ -308,6 +308,19 @@ func TestBadRequests(t *testing.T) {
 			r.VolumeCapability.GetMount().MountFlags = []string{"no_default_permissions"}
 		}), "needs default_permissions"},
 		{"unsafe pod uid", mod(func(r *csi.NodePublishVolumeRequest) { r.VolumeContext[ContextPodUID] = "../../etc" }), "not a valid directory name"},
+		{"no metadata URL", mod(func(r *csi.NodePublishVolumeRequest) { delete(r.VolumeContext, AttrMetaURL) }), "neither metaURL nor metaURLSecretKey"},
+		{"both metadata URLs", mod(func(r *csi.NodePublishVolumeRequest) { r.VolumeContext[volumeset.AttrMetaURLSecretKey] = "meta" }), "both metaURL and metaURLSecretKey"},
+		{"secret key without secret", mod(func(r *csi.NodePublishVolumeRequest) {
+			delete(r.VolumeContext, AttrMetaURL)
+			r.VolumeContext[volumeset.AttrMetaURLSecretKey] = "meta"
+		}), "kubelet passed no Secret"},
+		{"secret lacks the key", mod(func(r *csi.NodePublishVolumeRequest) {
+			delete(r.VolumeContext, AttrMetaURL)
+			r.VolumeContext[volumeset.AttrStorageURLSecret] = "storage"
+			r.VolumeContext[volumeset.AttrMetaURLSecretKey] = "meta"
+			r.Secrets = map[string]string{"storage": "file:///x"}
+		}), `Secret has no key "meta"`},
+		{"subDir escapes", mod(func(r *csi.NodePublishVolumeRequest) { r.VolumeContext[volumeset.AttrSubDir] = "a/../../b" }), "clean path inside the volume"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.node.NodePublishVolume(context.Background(), tc.req)

@@ -86,6 +86,7 @@ func TestSanity(t *testing.T) {
 		ContextPodUID:       uid,
 		ContextPodName:      pod.Name,
 		ContextPodNamespace: pod.Namespace,
+		AttrMetaURL:         "bolt:///var/lib/podfs-test/never-opened.db",
 	}
 
 	// Sanity stats the target after publishing; a mount nobody serves

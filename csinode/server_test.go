@@ -241,3 +241,7 @@ type noPods struct{}
 func (noPods) GetPod(context.Context, string, string) (*corev1.Pod, error) {
 	return nil, errors.New("no pods in this test")
 }
+
+func (noPods) GetPVC(context.Context, string, string) (*corev1.PersistentVolumeClaim, error) {
+	return nil, errors.New("no claims in this test")
+}

@@ -114,5 +114,7 @@ func TestE2E(t *testing.T) {
 	t.Run("11-read-only-modes", e.testReadOnlyModes)
 	t.Run("12-one-volume-fails", e.testOneVolumeFails)
 	t.Run("13-sidecar-replaced", e.testSidecarReplaced)
+	t.Run("14-dynamic-provisioning", e.testDynamicProvisioning)
 	t.Run("perf-startup", e.testStartupLatency)
+	t.Run("perf-provision", e.testProvisionLatency)
 }

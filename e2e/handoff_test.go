@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,6 +133,20 @@ func (e *env) testSidecarReplaced(t *testing.T) {
 		to := e.waitOps(t, ns, "app", 10)
 		phases = append(phases, phase{name, from, to})
 	}
+	// The serving process killed three times: the sidecar's supervisor
+	// starts a new one at once, which continues the connection.
+	kill := func() {
+		pid := sidecarPID(t, uid)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
+		}
+		poll(t, 60*time.Second, "a new serving process", func() (bool, error) {
+			return sidecarPID(t, uid) != pid, nil
+		})
+	}
+	for k := 1; k <= 3; k++ {
+		run(fmt.Sprintf("kill -9 #%d", k), kill)
+	}
 	run("in-place upgrade", func() {
 		before := e.sidecarStatus(t, ns, "app").RestartCount
 		patch := fmt.Sprintf(`{"spec":{"initContainers":[{"name":%q,"image":%q}]}}`, sidecarName, upgrade)
@@ -151,7 +167,21 @@ func (e *env) testSidecarReplaced(t *testing.T) {
 		}
 		t.Logf("sidecar restarted %d times; status image %s", e.sidecarStatus(t, ns, "app").RestartCount, e.sidecarStatus(t, ns, "app").Image)
 	})
+	run("podfs rollout-sidecars back to the first image", func() {
+		before := e.sidecarStatus(t, ns, "app").RestartCount
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, e.podfsBin, "rollout-sidecars", "--image", e.image, "--namespace", ns, "--kubeconfig", e.kubeconfig).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "updated") {
+			t.Fatalf("podfs rollout-sidecars: %v\n%s", err, out)
+		}
+		if s := e.sidecarStatus(t, ns, "app"); s.RestartCount <= before || s.Started == nil || !*s.Started {
+			t.Errorf("after rollout-sidecars the sidecar restarted %d times (before %d), started %v", s.RestartCount, before, s.Started)
+		}
+		t.Logf("podfs rollout-sidecars:\n%s", out)
+	})
 	run("CSI node pod deleted", func() { e.restartCSINode(t) })
+	run("kill -9 after the CSI node restart", kill)
 	e.mustExec(t, ns, "app", "app", "touch", "/tmp/stop")
 	poll(t, 60*time.Second, "the loop to stop", func() (bool, error) {
 		_, err := e.exec(ns, "app", "app", "cat", "/tmp/stopped")

@@ -271,9 +271,12 @@ func (e *env) waitWebhookServing(t *testing.T) {
 	})
 }
 
-// Scenario 7: kill -9 of the sidecar process: the kubelet restarts it, it
-// clears the dead mount and mounts again, the app opens files on the volume
-// again without a pod restart, and the pod then deletes cleanly.
+// Scenario 7: kill -9 of the sidecar: first of the process that serves,
+// which the sidecar's supervisor replaces at once (no container restart),
+// then of the container's first process, which the kubelet restarts. Each
+// new server continues the FUSE connection the CSI node holds: the app
+// opens files on the volume again without a pod restart, and the pod then
+// deletes cleanly.
 func (e *env) testSidecarKill(t *testing.T) {
 	ns := e.newNamespace(t, "s7", "enabled")
 	v := e.formatVolume(t, "s7-"+strings.TrimPrefix(ns, "e2e-s7-"))
@@ -288,7 +291,27 @@ func (e *env) testSidecarKill(t *testing.T) {
 	restarts := sidecarRestarts(p)
 
 	pid := sidecarPID(t, uid)
-	t.Logf("killing sidecar pid %d of pod %s", pid, uid)
+	t.Logf("killing the serving process %d of pod %s", pid, uid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 %d: %v", pid, err)
+	}
+	poll(t, 30*time.Second, "a new serving process", func() (bool, error) {
+		return sidecarPID(t, uid) != pid, nil
+	})
+	poll(t, 60*time.Second, "the app to read the volume after the serving process was replaced", func() (bool, error) {
+		out, err := e.exec(ns, "app", "app", "cat", "/data/before.txt")
+		return err == nil && out == "before", nil
+	})
+	q, err := e.kc.CoreV1().Pods(ns).Get(context.Background(), "app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sidecarRestarts(q); got != restarts {
+		t.Errorf("the sidecar container restarted (%d -> %d) although its supervisor replaced the serving process", restarts, got)
+	}
+
+	pid = supervisorPID(t, uid)
+	t.Logf("killing the sidecar container's first process %d", pid)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %d: %v", pid, err)
 	}
@@ -313,7 +336,7 @@ func (e *env) testSidecarKill(t *testing.T) {
 	if got := e.mustExec(t, ns, "app", "app", "cat", "/data/after.txt"); got != "after" {
 		t.Errorf("after.txt = %q", got)
 	}
-	q, err := e.kc.CoreV1().Pods(ns).Get(context.Background(), "app", metav1.GetOptions{})
+	q, err = e.kc.CoreV1().Pods(ns).Get(context.Background(), "app", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,13 +358,26 @@ func sidecarRestarts(p *corev1.Pod) int32 {
 	return 0
 }
 
-// sidecarPID finds the pod's sidecar process on the host: a `podfs sidecar`
-// whose cgroup names the pod's UID (cgroupfs: .../pod<uid>/<container>).
+// sidecarPID finds the pod's sidecar process on the host that serves the
+// volumes: on ordinary nodes the child of the supervisor (its environment
+// says PODFS_SIDECAR_SUPERVISED=1), on serverless nodes the only one.
 func sidecarPID(t *testing.T, uid string) int {
 	t.Helper()
-	var found []int
+	return findSidecarPID(t, uid, true)
+}
+
+// supervisorPID finds the sidecar container's first process on an
+// ordinary node: the supervisor of the serving process.
+func supervisorPID(t *testing.T, uid string) int {
+	t.Helper()
+	return findSidecarPID(t, uid, false)
+}
+
+func findSidecarPID(t *testing.T, uid string, serving bool) int {
+	t.Helper()
+	var found, supervised []int
 	poll(t, 30*time.Second, "the sidecar process of pod "+uid, func() (bool, error) {
-		found = nil
+		found, supervised = nil, nil
 		ents, err := os.ReadDir("/proc")
 		if err != nil {
 			return false, err
@@ -359,12 +395,28 @@ func sidecarPID(t *testing.T, uid string) int {
 				continue
 			}
 			cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-			if err == nil && strings.Contains(string(cg), "pod"+uid) {
+			if err != nil || !strings.Contains(string(cg), "pod"+uid) {
+				continue
+			}
+			env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			if strings.Contains(string(env), "\x00PODFS_SIDECAR_SUPERVISED=1\x00") || strings.HasPrefix(string(env), "PODFS_SIDECAR_SUPERVISED=1\x00") {
+				supervised = append(supervised, pid)
+			} else {
 				found = append(found, pid)
 			}
 		}
-		return len(found) == 1, nil
+		switch {
+		case serving && len(supervised) > 0:
+			return len(supervised) == 1, nil
+		case serving:
+			return len(found) == 1, nil // serverless: no supervisor
+		default:
+			return len(found) == 1, nil
+		}
 	})
+	if serving && len(supervised) > 0 {
+		return supervised[0]
+	}
 	return found[0]
 }
 

@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"podfs.io/podfs/pkg/fuseconn"
@@ -34,6 +39,9 @@ type nodeVolume struct {
 	h      *fuseconn.Handoff
 	m      Mount
 	failed error // why v answers EIO; nil when served
+	// notOurs: a claim the webhook could not resolve at admission turned
+	// out to be bound to another driver's volume.
+	notOurs bool
 }
 
 // runNode serves the volumes of a sidecar on an ordinary node. Each volume
@@ -55,6 +63,9 @@ func runNode(ctx context.Context, cfg Config, vols []Volume, st *state) error {
 	failed := 0
 	for range vols {
 		nv := <-done
+		if nv.notOurs {
+			continue
+		}
 		if nv.h == nil {
 			// No connection at all (the CSI node is down or restarting):
 			// the mount exists but nobody could serve it, so the app must
@@ -118,8 +129,24 @@ func runNode(ctx context.Context, cfg Config, vols []Volume, st *state) error {
 // serveNodeVolume connects to the CSI node's socket for v and serves the
 // connection it gets, or EIO when v cannot be served.
 func serveNodeVolume(ctx context.Context, cfg Config, srv ConnServer, v Volume) *nodeVolume {
-	log := cfg.Log.With("volume", v.Name, "pv", v.Handoff)
 	nv := &nodeVolume{v: v}
+	if v.Claim != "" {
+		pv, err := claimedPV(cfg.HandoffDir, v.Name)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The kubelet publishes every volume before it starts any
+			// container: no file means no podfs volume.
+			cfg.Log.Info("the volume's claim is not bound to a podfs volume; nothing to serve", "volume", v.Name, "claim", v.Claim)
+			nv.notOurs = true
+			return nv
+		}
+		if err != nil {
+			nv.failed = fmt.Errorf("volume %q (claim %q): %w", v.Name, v.Claim, err)
+			return nv
+		}
+		v.Handoff = pv
+		nv.v = v
+	}
+	log := cfg.Log.With("volume", v.Name, "pv", v.Handoff)
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandoffWait)
 	h, err := fuseconn.Dial(dctx, cfg.HandoffDir, v.Handoff, log)
 	cancel()
@@ -130,7 +157,12 @@ func serveNodeVolume(ctx context.Context, cfg Config, srv ConnServer, v Volume) 
 	}
 	nv.h = h
 	start := time.Now()
-	m, err := srv.ServeConn(ctx, v, h)
+	err = fromSource(&v, h.Volume.Source)
+	nv.v = v
+	var m ConnMount
+	if err == nil {
+		m, err = srv.ServeConn(ctx, v, h)
+	}
 	if err == nil {
 		nv.m = m
 		h.ServeStats(m.StatFS)
@@ -155,6 +187,29 @@ func report(ctx context.Context, h *fuseconn.Handoff, s fuseconn.Status, log *sl
 	if err := h.Report(rctx, s); err != nil {
 		log.Warn("could not tell the CSI node how the volume is served", "err", err)
 	}
+}
+
+// fromSource fills in what the CSI node sent with the connection: where the
+// volume's metadata and data live (never in the sidecar's environment).
+func fromSource(v *Volume, src *fuseconn.Source) error {
+	if src == nil {
+		return fmt.Errorf("volume %q: the CSI node sent no metadata URL with the connection (a podfs CSI node older than this sidecar?): upgrade the CSI node DaemonSet", v.Name)
+	}
+	v.MetaURL, v.StorageURL, v.SubDir = src.MetaURL, src.StorageURL, src.SubDir
+	// The PV's options first, the webhook's (configuration, annotations) on top.
+	v.Options = volumeset.MergeOptions(slices.Clone(src.Options), v.Options...)
+	return nil
+}
+
+// claimedPV reads the PV name the CSI node published the pod's volume
+// podVolume as (see volumeset.ClaimsDir).
+func claimedPV(handoffDir, podVolume string) (string, error) {
+	rel, _ := strings.CutPrefix(volumeset.ClaimsDir, volumeset.HandoffDir+"/")
+	b, err := os.ReadFile(filepath.Join(handoffDir, rel, podVolume))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // handoffDefaults fills what Config leaves zero for ordinary nodes.

@@ -31,7 +31,7 @@ type csiNode struct {
 	status []fuseconn.Status
 }
 
-func publishFor(t *testing.T, dir, handoff, name string) *csiNode {
+func publishFor(t *testing.T, dir, handoff, name string, src *fuseconn.Source) *csiNode {
 	t.Helper()
 	c := &csiNode{target: filepath.Join(dir, "targets", name)}
 	for _, d := range []string{c.target, handoff} {
@@ -51,7 +51,7 @@ func publishFor(t *testing.T, dir, handoff, name string) *csiNode {
 		}
 	})
 	c.holder, err = fuseconn.Hold(context.Background(), fuseconn.HolderConfig{
-		Dir: handoff, Volume: fuseconn.Volume{Name: name, VolumeID: "vol-" + name}, Conn: conn,
+		Dir: handoff, Volume: fuseconn.Volume{Name: name, VolumeID: "vol-" + name, Source: src}, Conn: conn,
 		OnStatus: func(s fuseconn.Status) {
 			c.mu.Lock()
 			c.status = append(c.status, s)
@@ -113,11 +113,22 @@ func TestNodeHandoff(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	handoff := filepath.Join(dir, "run", "handoff")
-	good := publishFor(t, dir, handoff, "pv-data")
-	bad := publishFor(t, dir, handoff, "pv-bad")
+	good := publishFor(t, dir, handoff, "pv-data", &fuseconn.Source{MetaURL: formatBolt(t, dir, "data")})
+	bad := publishFor(t, dir, handoff, "pv-bad", &fuseconn.Source{MetaURL: "bolt://" + filepath.Join(dir, "never-formatted.db")})
+	// Admitted before its claim was bound: the CSI node names the PV in
+	// the claims directory. Another claim turned out not to be podfs's.
+	later := publishFor(t, dir, handoff, "pvc-later", &fuseconn.Source{MetaURL: formatBolt(t, dir, "later"), PodVolume: "later"})
+	if err := os.MkdirAll(filepath.Join(handoff, "claims"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(handoff, "claims", "later"), []byte("pvc-later"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	set := &volumeset.VolumeSet{Mode: volumeset.ModeNode, Native: true, Volumes: []volumeset.Volume{
-		{Name: "data", Handoff: "pv-data", MetaURL: formatBolt(t, dir, "data")},
-		{Name: "bad", Handoff: "pv-bad", MetaURL: "bolt://" + filepath.Join(dir, "never-formatted.db")},
+		{Name: "data", Handoff: "pv-data"},
+		{Name: "bad", Handoff: "pv-bad"},
+		{Name: "later", Claim: "scratch"},
+		{Name: "elsewhere", Claim: "local-disk"},
 	}}
 	socket := filepath.Join(dir, "probe.sock")
 	env := []string{"SOCKET=" + socket, "HANDOFF=" + handoff}
@@ -125,6 +136,10 @@ func TestNodeHandoff(t *testing.T) {
 	cmd, out, done := startChild(t, "fs", set, env...)
 	waitReady(t, socket, done)
 	good.waitStatus(t, func(s fuseconn.Status) bool { return s.Served })
+	later.waitStatus(t, func(s fuseconn.Status) bool { return s.Served })
+	if err := os.WriteFile(filepath.Join(later.target, "g"), []byte("bound after admission"), 0o644); err != nil {
+		t.Errorf("write to the volume found through its claim: %v", err)
+	}
 	s := bad.waitStatus(t, func(s fuseconn.Status) bool { return !s.Served })
 	if !strings.Contains(s.Error, "format") {
 		t.Errorf("the failed volume's reported reason %q does not say it needs formatting", s.Error)
@@ -159,7 +174,7 @@ func TestNodeHandoff(t *testing.T) {
 	if err := waitExit(done, 60*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
-	for _, c := range []*csiNode{good, bad} {
+	for _, c := range []*csiNode{good, bad, later} {
 		if !inMountTable(t, c.target) {
 			t.Errorf("%s unmounted by the sidecar's stop; the CSI node owns it", c.target)
 		}

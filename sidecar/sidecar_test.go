@@ -250,8 +250,11 @@ func TestMain(m *testing.M) {
 }
 
 func child(mode string) int {
-	if mode == "fuse" {
+	switch mode {
+	case "fuse":
 		return fuseChild(os.Getenv("FUSE_DIR"))
+	case "plan":
+		return planChild()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()

@@ -287,11 +287,34 @@ func TestKubeAdmission(t *testing.T) {
 		}
 	})
 	t.Run("refused-with-reason", func(t *testing.T) {
-		p := podIn(pod(nil), "inj", "missing")
+		// A serverless sidecar must see the claim bound at admission.
+		p := podIn(pod(nil), "sls", "missing")
 		p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "nope"
 		err := c.Create(ctx, p)
-		if err == nil || !strings.Contains(err.Error(), `volume "data": PersistentVolumeClaim inj/nope does not exist`) {
+		if err == nil || !strings.Contains(err.Error(), `volume "data": PersistentVolumeClaim sls/nope does not exist: on serverless nodes`) {
 			t.Fatalf("want a refusal naming the PVC, got %v", err)
+		}
+	})
+	t.Run("claim-not-yet-created", func(t *testing.T) {
+		// On an ordinary node the sidecar learns the PV from the CSI node.
+		p := podIn(pod(nil), "inj", "early")
+		p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "later"
+		must(t, c.Create(ctx, p))
+		i := slices.IndexFunc(p.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == volumeset.ContainerName })
+		if i < 0 {
+			t.Fatalf("pod with a claim not created yet got no sidecar: %+v", p.Spec.InitContainers)
+		}
+		var set *volumeset.VolumeSet
+		for _, e := range p.Spec.InitContainers[i].Env {
+			if e.Name == volumeset.EnvVar {
+				var err error
+				if set, err = volumeset.Decode(e.Value); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if set == nil || len(set.Volumes) != 1 || set.Volumes[0].Claim != "later" || set.Volumes[0].Handoff != "" {
+			t.Fatalf("volume set %+v, want the claim %q to be resolved by the CSI node", set, "later")
 		}
 	})
 	// Every shape of the table test goes through the real webhook (native)

@@ -105,22 +105,23 @@ func mutate(ctx context.Context, lk Lookup, in Input) (mutation, error) {
 	if _, ok := pod.Annotations[volumeset.InjectedAnnotation]; ok {
 		return mutation{ops: unmountToken(pod)}, nil
 	}
-	vols, err := findVolumes(ctx, lk, in.Namespace, pod)
+	serverless := in.Serverless || targetsVirtualKubelet(pod)
+	vols, err := findVolumes(ctx, lk, in.Namespace, pod, serverless)
 	if err != nil || len(vols) == 0 {
 		return mutation{}, err
 	}
-	ops, pullSecrets, err := inject(pod, vols, in)
+	ops, pullSecrets, err := inject(pod, vols, in, serverless)
 	return mutation{ops: ops, pullSecrets: pullSecrets}, err
 }
 
-// inject builds the patch that adds the sidecar serving vols, and names the
-// pull secrets it relies on.
-func inject(pod *corev1.Pod, vols []podfsVolume, in Input) ([]Op, []string, error) {
+// inject builds the patch that adds the sidecar serving vols (FUSE mounted
+// by the sidecar itself when serverless), and names the pull secrets it
+// relies on.
+func inject(pod *corev1.Pod, vols []podfsVolume, in Input, serverless bool) ([]Op, []string, error) {
 	cfg := in.Config
-	serverless := in.Serverless || targetsVirtualKubelet(pod)
 	isPodfs := make(map[string]bool, len(vols))
 	for _, v := range vols {
-		isPodfs[v.name] = true
+		isPodfs[v.name] = !v.maybe
 	}
 
 	// Where the sidecar goes. A native sidecar is an init container placed
@@ -226,7 +227,15 @@ func inject(pod *corev1.Pod, vols []podfsVolume, in Input) ([]Op, []string, erro
 			return nil, nil, refusef("volume %q: %v; the options come from the webhook configuration (mountOptions, patches), the PersistentVolume (spec.mountOptions, volumeAttributes mountOptions) and the annotation %s: fix the one that has it", v.name, err, AnnMountOptions)
 		}
 		if !serverless {
-			e.Handoff = v.handoff
+			// The CSI node sends the URLs with the connection, so the
+			// pod spec carries neither them nor their Secret.
+			e.MetaURL, e.MetaURLEnv, e.StorageURL, e.StorageURLEnv, e.SubDir = "", "", "", "", ""
+			senv = nil
+			if v.claim == "" {
+				e.Handoff = v.handoff
+			} else {
+				e.Claim = v.claim
+			}
 		}
 		set.Volumes = append(set.Volumes, e)
 		secretEnv = append(secretEnv, senv...)

@@ -202,22 +202,38 @@ func mutateCases() []mutateCase {
 		{name: "malformed-mount-options", native: true, refuse: `annotation podfs.io/mount-options=`, pod: pod(func(p *corev1.Pod) {
 			p.Annotations = map[string]string{AnnMountOptions: "allow_other,attr timeout=1"}
 		})},
-		{name: "missing-pvc", native: true, refuse: `volume "data": PersistentVolumeClaim apps/nope does not exist`, pod: pod(func(p *corev1.Pod) {
+		// On ordinary nodes a claim not yet created or bound gets a
+		// sidecar that learns its PV from the CSI node; a serverless
+		// sidecar has no one to learn from.
+		{name: "missing-pvc", native: true, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "nope"
 		})},
-		{name: "pending-pvc", native: true, refuse: `volume "data": PersistentVolumeClaim apps/pending is not bound`, pod: pod(func(p *corev1.Pod) {
+		{name: "missing-pvc-serverless", native: true, serverless: true, refuse: `volume "data": PersistentVolumeClaim apps/nope does not exist: on serverless nodes`, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "nope"
+		})},
+		{name: "pending-pvc", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "pending"
+			p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("bound", "shared"))
+			p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, mount("bound", "/bound"))
+		})},
+		{name: "pending-pvc-serverless", native: true, serverless: true, refuse: `volume "data": PersistentVolumeClaim apps/pending is not bound (phase "Pending"): on serverless nodes`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "pending"
 		})},
 		{name: "dangling-pv", native: true, refuse: `bound to PersistentVolume "pv-gone", which does not exist`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "dangling"
 		})},
-		{name: "secret-other-namespace", native: true, refuse: `names Secret kube-system/creds in nodePublishSecretRef, but the pod runs in namespace "apps"`, pod: pod(func(p *corev1.Pod) {
+		// The kubelet reads the Secret for the CSI node; only a serverless
+		// sidecar would need it in the pod's namespace.
+		{name: "secret-other-namespace", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "cross-ns"
+		})},
+		{name: "secret-other-namespace-serverless", native: true, serverless: true, refuse: `names Secret kube-system/creds in nodePublishSecretRef, but the pod runs in namespace "apps" on a serverless node`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "cross-ns"
 		})},
 		{name: "no-meta-url", native: true, refuse: `volume "data": volumeAttributes has neither metaURL nor metaURLSecretKey`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "no-meta"
 		})},
-		{name: "bad-subdir", native: true, refuse: `volume 1 ("data"): subDir "../etc" must be a clean relative path`, pod: pod(func(p *corev1.Pod) {
+		{name: "bad-subdir", native: true, refuse: `volume "data": volumeAttributes subDir "../etc" must be a clean relative path`, pod: pod(func(p *corev1.Pod) {
 			p.Spec.Volumes = append([]corev1.Volume{{Name: "inline", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: volumeset.DriverName, VolumeAttributes: map[string]string{AttrMetaURL: "bolt:///x.db"}}}}}, p.Spec.Volumes...)
 			p.Spec.Volumes[1].PersistentVolumeClaim.ClaimName = "bad-subdir"
 		})},
@@ -413,8 +429,11 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 		}
 	}
 	for _, v := range vs.Volumes {
-		if vs.Mode == volumeset.ModeNode && (v.Handoff == "" || v.MountPoint != "") {
-			t.Fatalf("node-mode volume %q: handoff %q, mountPoint %q", v.Name, v.Handoff, v.MountPoint)
+		if vs.Mode == volumeset.ModeNode && ((v.Handoff == "") == (v.Claim == "") || v.MountPoint != "") {
+			t.Fatalf("node-mode volume %q: handoff %q, claim %q, mountPoint %q", v.Name, v.Handoff, v.Claim, v.MountPoint)
+		}
+		if vs.Mode == volumeset.ModeNode && (v.MetaURL != "" || v.MetaURLEnv != "" || v.StorageURL != "" || v.StorageURLEnv != "") {
+			t.Fatalf("node-mode volume %q carries a URL or its env var: the CSI node sends them", v.Name)
 		}
 	}
 

@@ -33,7 +33,7 @@ func TestUnknownAnnotationWarns(t *testing.T) {
 	}{
 		{"injected", pod(nil), true},
 		{"no-podfs-volume", pod(func(p *corev1.Pod) { p.Spec.Volumes = nil; p.Spec.Containers[0].VolumeMounts = nil }), true},
-		{"refused", pod(func(p *corev1.Pod) { p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "nope" }), false},
+		{"refused", pod(func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, app(volumeset.ContainerName)) }), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.pod

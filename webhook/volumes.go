@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"path"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,14 +30,14 @@ func (r *Refusal) Error() string { return r.Msg }
 
 func refusef(format string, a ...any) error { return &Refusal{Msg: fmt.Sprintf(format, a...)} }
 
-// PV volumeAttributes keys.
+// PV volumeAttributes keys (defined with the volume set contract).
 const (
-	AttrMetaURL          = "metaURL"
-	AttrMetaURLSecretKey = "metaURLSecretKey"
-	AttrStorageURL       = "storageURL"
-	AttrStorageURLSecret = "storageURLSecretKey"
-	AttrSubDir           = "subDir"
-	AttrMountOptions     = "mountOptions"
+	AttrMetaURL          = volumeset.AttrMetaURL
+	AttrMetaURLSecretKey = volumeset.AttrMetaURLSecretKey
+	AttrStorageURL       = volumeset.AttrStorageURL
+	AttrStorageURLSecret = volumeset.AttrStorageURLSecret
+	AttrSubDir           = volumeset.AttrSubDir
+	AttrMountOptions     = volumeset.AttrMountOptions
 )
 
 // podfsVolume is one of the pod's volumes that podfs serves.
@@ -50,10 +51,18 @@ type podfsVolume struct {
 	secret   string // Secret in the pod's namespace with the credentials, or ""
 	readOnly bool
 	pvOpts   []string
+	// claim is set for a claim whose PV is not known yet (ordinary nodes
+	// only): not bound, or not created yet. The CSI node tells the sidecar
+	// which PV it became (volumeset.Volume.Claim).
+	claim string
+	// maybe: the claim does not exist yet, so it may not be podfs's at all.
+	maybe bool
 }
 
-// findVolumes returns the pod's podfs volumes, or a Refusal.
-func findVolumes(ctx context.Context, lk Lookup, ns string, pod *corev1.Pod) ([]podfsVolume, error) {
+// findVolumes returns the pod's podfs volumes, or a Refusal. On ordinary
+// nodes a claim that is not bound yet (or does not exist yet) may become
+// podfs's: it is returned with claim set.
+func findVolumes(ctx context.Context, lk Lookup, ns string, pod *corev1.Pod, serverless bool) ([]podfsVolume, error) {
 	var out []podfsVolume
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]
@@ -69,7 +78,7 @@ func findVolumes(ctx context.Context, lk Lookup, ns string, pod *corev1.Pod) ([]
 			}
 			out = append(out, pv)
 		case v.PersistentVolumeClaim != nil:
-			pv, ok, err := pvcVolume(ctx, lk, ns, i, v)
+			pv, ok, err := pvcVolume(ctx, lk, ns, i, v, serverless)
 			if err != nil {
 				return nil, err
 			}
@@ -90,11 +99,18 @@ func findVolumes(ctx context.Context, lk Lookup, ns string, pod *corev1.Pod) ([]
 	return out, nil
 }
 
-func pvcVolume(ctx context.Context, lk Lookup, ns string, i int, v *corev1.Volume) (podfsVolume, bool, error) {
+func pvcVolume(ctx context.Context, lk Lookup, ns string, i int, v *corev1.Volume, serverless bool) (podfsVolume, bool, error) {
 	claim := v.PersistentVolumeClaim.ClaimName
+	pending := podfsVolume{index: i, name: v.Name, claim: claim, readOnly: v.PersistentVolumeClaim.ReadOnly}
 	pvc, err := lk.PVC(ctx, ns, claim)
 	if apierrors.IsNotFound(err) {
-		return podfsVolume{}, false, refusef("volume %q: PersistentVolumeClaim %s/%s does not exist: create it (and let it bind) before the pod", v.Name, ns, claim)
+		if serverless {
+			return podfsVolume{}, false, refusef("volume %q: PersistentVolumeClaim %s/%s does not exist: on serverless nodes podfs must see the claim bound when the pod is created; create it, wait for it to bind (kubectl wait --for=jsonpath='{.status.phase}'=Bound pvc/%s -n %s), then create the pod", v.Name, ns, claim, claim, ns)
+		}
+		// It may become podfs's: the sidecar learns from the CSI node,
+		// and serves nothing if it never publishes the volume.
+		pending.maybe = true
+		return pending, true, nil
 	}
 	if err != nil {
 		return podfsVolume{}, false, fmt.Errorf("volume %q: read PersistentVolumeClaim %s/%s: %w", v.Name, ns, claim, err)
@@ -104,15 +120,24 @@ func pvcVolume(ctx context.Context, lk Lookup, ns string, i int, v *corev1.Volum
 		class = *pvc.Spec.StorageClassName
 	}
 	if pvc.Spec.VolumeName == "" || pvc.Status.Phase != corev1.ClaimBound {
-		// An unbound claim of another provisioner (WaitForFirstConsumer)
-		// is none of podfs's business; one that may become podfs's is
-		// refused, since the sidecar cannot be added later.
+		// An unbound claim of another provisioner is none of podfs's
+		// business; one that may become podfs's (a podfs class, or a
+		// static PV to come) gets a sidecar that learns its PV from the
+		// CSI node when the kubelet publishes it.
 		if class != "" {
-			if sc, err := lk.StorageClass(ctx, class); err == nil && sc.Provisioner != volumeset.DriverName {
+			sc, err := lk.StorageClass(ctx, class)
+			switch {
+			case err == nil && sc.Provisioner != volumeset.DriverName:
 				return podfsVolume{}, false, nil
+			case err != nil && !apierrors.IsNotFound(err):
+				return podfsVolume{}, false, fmt.Errorf("volume %q: read StorageClass %s: %w", v.Name, class, err)
 			}
 		}
-		return podfsVolume{}, false, refusef("volume %q: PersistentVolumeClaim %s/%s is not bound (phase %q): podfs needs the claim bound to its PersistentVolume before the pod is created; create a PV with spec.csi.driver %s (or wait for it to bind)", v.Name, ns, claim, pvc.Status.Phase, volumeset.DriverName)
+		if serverless {
+			return podfsVolume{}, false, refusef("volume %q: PersistentVolumeClaim %s/%s is not bound (phase %q): on serverless nodes podfs must see the claim bound when the pod is created; wait for it to bind (kubectl wait --for=jsonpath='{.status.phase}'=Bound pvc/%s -n %s), then create the pod", v.Name, ns, claim, pvc.Status.Phase, claim, ns)
+		}
+		pending.pvc, pending.class = pvc, class
+		return pending, true, nil
 	}
 	pv, err := lk.PV(ctx, pvc.Spec.VolumeName)
 	if apierrors.IsNotFound(err) {
@@ -128,8 +153,10 @@ func pvcVolume(ctx context.Context, lk Lookup, ns string, i int, v *corev1.Volum
 		attrs: pv.Spec.CSI.VolumeAttributes, readOnly: v.PersistentVolumeClaim.ReadOnly || pv.Spec.CSI.ReadOnly,
 		pvOpts: pv.Spec.MountOptions}
 	if ref := pv.Spec.CSI.NodePublishSecretRef; ref != nil {
-		if ref.Namespace != "" && ref.Namespace != ns {
-			return podfsVolume{}, false, refusef("volume %q: PersistentVolume %s names Secret %s/%s in nodePublishSecretRef, but the pod runs in namespace %q; podfs never copies secrets across namespaces: put the Secret in %q and point the PV at it (or use a PV per namespace)", v.Name, pv.Name, ref.Namespace, ref.Name, ns, ns)
+		// On ordinary nodes the kubelet reads the Secret for the CSI node,
+		// from any namespace; only a serverless sidecar reads it itself.
+		if serverless && ref.Namespace != "" && ref.Namespace != ns {
+			return podfsVolume{}, false, refusef("volume %q: PersistentVolume %s names Secret %s/%s in nodePublishSecretRef, but the pod runs in namespace %q on a serverless node, where the sidecar reads the Secret itself; podfs never copies secrets across namespaces: put the Secret in %q and point the PV at it (or use a PV per namespace)", v.Name, pv.Name, ref.Namespace, ref.Name, ns, ns)
 		}
 		out.secret = ref.Name
 	}
@@ -141,42 +168,11 @@ func pvcVolume(ctx context.Context, lk Lookup, ns string, i int, v *corev1.Volum
 func volumeEntry(i int, v *podfsVolume, mountPoint string, cfg *Config, annOpts []string) (volumeset.Volume, []corev1.EnvVar, error) {
 	e := volumeset.Volume{Name: v.name, MountPoint: mountPoint, ReadOnly: v.readOnly}
 	var env []corev1.EnvVar
-	fromSecret := func(attr, key, envName string) error {
-		if v.secret == "" {
-			return refusef("volume %q: volumeAttributes %s=%q names a key of the nodePublishSecretRef Secret, but the volume has no nodePublishSecretRef: set one (a Secret in the pod's namespace)", v.name, attr, key)
-		}
-		env = append(env, corev1.EnvVar{Name: envName, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: v.secret}, Key: key}}})
-		return nil
-	}
-	meta, metaKey := v.attrs[AttrMetaURL], v.attrs[AttrMetaURLSecretKey]
-	switch {
-	case meta != "" && metaKey != "":
-		return e, nil, refusef("volume %q: volumeAttributes has both %s and %s: keep one", v.name, AttrMetaURL, AttrMetaURLSecretKey)
-	case meta != "":
-		e.MetaURL = meta
-	case metaKey != "":
-		e.MetaURLEnv = fmt.Sprintf("PODFS_VOL%d_META_URL", i)
-		if err := fromSecret(AttrMetaURLSecretKey, metaKey, e.MetaURLEnv); err != nil {
+	if v.claim == "" {
+		var err error
+		if env, err = entrySource(i, v, &e); err != nil {
 			return e, nil, err
 		}
-	default:
-		return e, nil, refusef("volume %q: volumeAttributes has neither %s nor %s: set the metadata URL (e.g. tikv://pd:2379/vol) or the Secret key holding it", v.name, AttrMetaURL, AttrMetaURLSecretKey)
-	}
-	st, stKey := v.attrs[AttrStorageURL], v.attrs[AttrStorageURLSecret]
-	switch {
-	case st != "" && stKey != "":
-		return e, nil, refusef("volume %q: volumeAttributes has both %s and %s: keep one", v.name, AttrStorageURL, AttrStorageURLSecret)
-	case st != "":
-		e.StorageURL = st
-	case stKey != "":
-		e.StorageURLEnv = fmt.Sprintf("PODFS_VOL%d_STORAGE_URL", i)
-		if err := fromSecret(AttrStorageURLSecret, stKey, e.StorageURLEnv); err != nil {
-			return e, nil, err
-		}
-	}
-	if sd := strings.Trim(v.attrs[AttrSubDir], "/"); sd != "" {
-		e.SubDir = sd
 	}
 	opts := append([]string(nil), cfg.MountOptions...)
 	opts = mergeOptions(opts, v.pvOpts...)
@@ -197,6 +193,53 @@ func volumeEntry(i int, v *podfsVolume, mountPoint string, cfg *Config, annOpts 
 	}
 	e.Options = mergeOptions(opts, annOpts...)
 	return e, env, nil
+}
+
+// entrySource checks where v's metadata and data live and sets them in e:
+// plain URLs, or env vars filled from the volume's Secret.
+func entrySource(i int, v *podfsVolume, e *volumeset.Volume) ([]corev1.EnvVar, error) {
+	var env []corev1.EnvVar
+	fromSecret := func(attr, key, envName string) error {
+		if v.secret == "" {
+			return refusef("volume %q: volumeAttributes %s=%q names a key of the nodePublishSecretRef Secret, but the volume has no nodePublishSecretRef: set one (a Secret in the pod's namespace)", v.name, attr, key)
+		}
+		env = append(env, corev1.EnvVar{Name: envName, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: v.secret}, Key: key}}})
+		return nil
+	}
+	meta, metaKey := v.attrs[AttrMetaURL], v.attrs[AttrMetaURLSecretKey]
+	switch {
+	case meta != "" && metaKey != "":
+		return nil, refusef("volume %q: volumeAttributes has both %s and %s: keep one", v.name, AttrMetaURL, AttrMetaURLSecretKey)
+	case meta != "":
+		e.MetaURL = meta
+	case metaKey != "":
+		e.MetaURLEnv = fmt.Sprintf("PODFS_VOL%d_META_URL", i)
+		if err := fromSecret(AttrMetaURLSecretKey, metaKey, e.MetaURLEnv); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, refusef("volume %q: volumeAttributes has neither %s nor %s: set the metadata URL (e.g. tikv://pd:2379/vol) or the Secret key holding it", v.name, AttrMetaURL, AttrMetaURLSecretKey)
+	}
+	st, stKey := v.attrs[AttrStorageURL], v.attrs[AttrStorageURLSecret]
+	switch {
+	case st != "" && stKey != "":
+		return nil, refusef("volume %q: volumeAttributes has both %s and %s: keep one", v.name, AttrStorageURL, AttrStorageURLSecret)
+	case st != "":
+		e.StorageURL = st
+	case stKey != "":
+		e.StorageURLEnv = fmt.Sprintf("PODFS_VOL%d_STORAGE_URL", i)
+		if err := fromSecret(AttrStorageURLSecret, stKey, e.StorageURLEnv); err != nil {
+			return nil, err
+		}
+	}
+	if sd := strings.Trim(v.attrs[AttrSubDir], "/"); sd != "" {
+		if path.Clean(sd) != sd || sd == ".." || strings.HasPrefix(sd, "../") {
+			return nil, refusef("volume %q: volumeAttributes subDir %q must be a clean relative path inside the volume (no . or .. elements): fix the PersistentVolume", v.name, v.attrs[AttrSubDir])
+		}
+		e.SubDir = sd
+	}
+	return env, nil
 }
 
 func pvcLabels(p *corev1.PersistentVolumeClaim) map[string]string {

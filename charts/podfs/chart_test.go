@@ -404,7 +404,7 @@ func checkCSINode(t *testing.T, r rendered, ds *appsv1.DaemonSet, kubeletDir str
 			t.Errorf("unexpected resourceNames in %+v", rule)
 		}
 	}
-	want := map[string][]string{"/pods": {"get"}, "/events": {"create", "patch"}, "events.k8s.io/events": {"create", "patch"}}
+	want := map[string][]string{"/pods": {"get"}, "/persistentvolumeclaims": {"get"}, "/events": {"create", "patch"}, "events.k8s.io/events": {"create", "patch"}}
 	if len(verbs) != len(want) {
 		t.Errorf("csi-node ClusterRole grants %v, want %v", verbs, want)
 	}

@@ -35,6 +35,7 @@ func commands() []command {
 		{"webhook", "serve the mutating admission webhook", runWebhook},
 		{"sidecar", "serve a pod's podfs volumes (the injected sidecar)", runSidecar},
 		{"csi-node", "serve the CSI node plugin", runCSINode},
+		{"rollout-sidecars", "change the sidecar image of running pods in place: rollout-sidecars --image IMAGE", runRollout},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -50,7 +51,7 @@ func runVersion(ctx context.Context, log *slog.Logger, args []string) error {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: podfs COMMAND [options] [args]\n\nCommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-17s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'podfs COMMAND --help' for a command's options.\n"+
 		"Set PODFS_LOG=debug|info|warn|error and PODFS_LOG_FORMAT=text|json to tune logs.\n")

@@ -193,14 +193,14 @@ func (h *Holder) greet(p *peer) (*session, error) {
 		return nil, fmt.Errorf("this socket offers volume %q, the server asked for %q", h.cfg.Volume.Name, m.Volume)
 	}
 	h.mu.Lock()
-	conn, init, clean := h.conn, h.init, h.clean
+	conn, init, clean, vol := h.conn, h.init, h.clean, h.cfg.Volume
 	h.mu.Unlock()
 	switch {
 	case conn != nil:
 		if init == nil && m.Init != nil {
 			init = m.Init // a reconnecting server knows it; we never did
 		}
-		err = p.send(&message{Type: msgConn, Volume: h.cfg.Volume.Name, Info: &h.cfg.Volume, Init: init, Clean: clean}, conn)
+		err = p.send(&message{Type: msgConn, Volume: vol.Name, Info: &vol, Init: init, Clean: clean}, conn)
 		if err != nil {
 			return nil, err
 		}
@@ -263,6 +263,11 @@ func (h *Holder) adopt(p *peer) ([]byte, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.cfg.Volume.Source == nil && m.Info != nil && m.Info.Source != nil && m.Info.Name == h.cfg.Volume.Name {
+		// A restarted holder never stores the source (it may carry
+		// credentials); the server that served it gives it back.
+		h.cfg.Volume.Source = m.Info.Source
+	}
 	if h.conn != nil {
 		f.Close() // another server gave it first
 		return m.Init, nil

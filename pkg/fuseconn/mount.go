@@ -83,6 +83,20 @@ type Volume struct {
 	Name     string `json:"name"`
 	VolumeID string `json:"volume_id,omitempty"`
 	ReadOnly bool   `json:"read_only,omitempty"`
+	// Source is what the server needs to serve the volume. It may carry
+	// credentials: it travels only over the socket, never to disk.
+	Source *Source `json:"source,omitempty"`
+}
+
+// Source says where a volume's metadata and data live, as the holder
+// resolved them from the volume's attributes and Secret.
+type Source struct {
+	// PodVolume is the pod's name for the volume (spec.volumes[].name).
+	PodVolume  string   `json:"pod_volume,omitempty"`
+	MetaURL    string   `json:"meta_url"`
+	StorageURL string   `json:"storage_url,omitempty"`
+	SubDir     string   `json:"sub_dir,omitempty"`
+	Options    []string `json:"options,omitempty"`
 }
 
 // Status is what a server reports about its serving of a connection.

@@ -45,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -79,6 +80,10 @@ const (
 	// on which the CSI node hands the volume's /dev/fuse descriptor to the
 	// sidecar (ModeNode only). The CSI node creates it.
 	HandoffDir = RunDir + "/handoff"
+	// ClaimsDir holds a file per pod volume admitted with a Claim (no PV
+	// known yet), named after the pod's volume and holding the PV name the
+	// CSI node published it as (ModeNode only).
+	ClaimsDir = HandoffDir + "/claims"
 	// ServerlessDir is where the sidecar sees the emptyDir volumes that
 	// replace podfs PVC volumes on serverless nodes.
 	ServerlessDir = "/podfs"
@@ -91,6 +96,19 @@ const (
 	// PodInfoDir is where the sidecar sees its pod's annotations (downward
 	// API volume) when it is not a native sidecar.
 	PodInfoDir = "/etc/podfs/podinfo"
+)
+
+// Keys of a podfs volume's attributes (a PV's spec.csi.volumeAttributes or
+// an inline CSI volume's volumeAttributes): the webhook checks them at
+// admission, the CSI node resolves them (with the nodePublishSecretRef
+// Secret) when it publishes the volume.
+const (
+	AttrMetaURL          = "metaURL"
+	AttrMetaURLSecretKey = "metaURLSecretKey"
+	AttrStorageURL       = "storageURL"
+	AttrStorageURLSecret = "storageURLSecretKey"
+	AttrSubDir           = "subDir"
+	AttrMountOptions     = "mountOptions"
 )
 
 // Mode says how the pod's node serves the volumes.
@@ -130,7 +148,17 @@ type Volume struct {
 	// volume, the pod's volume name for an inline CSI ephemeral volume. In
 	// ModeNode (required there) the sidecar receives the volume's FUSE
 	// descriptor on its socket in HandoffDir; empty in ModeServerless.
-	Handoff       string   `json:"handoff,omitempty"`
+	Handoff string `json:"handoff,omitempty"`
+	// Claim is the PersistentVolumeClaim of a volume whose PV was not known
+	// when the pod was admitted (the claim was not bound yet, or did not
+	// exist); ModeNode only, instead of Handoff. The CSI node writes the PV
+	// name to ClaimsDir/<Name> when it publishes the volume; no such file
+	// when the sidecar starts means the claim is not podfs's (the kubelet
+	// publishes every volume before it starts any container).
+	Claim string `json:"claim,omitempty"`
+	// The URLs and SubDir are for ModeServerless. In ModeNode the CSI node
+	// sends them with the connection (from the PV and its Secret), so
+	// neither the pod spec nor the sidecar's environment carries them.
 	MetaURL       string   `json:"metaURL,omitempty"`
 	MetaURLEnv    string   `json:"metaURLEnv,omitempty"`
 	StorageURL    string   `json:"storageURL,omitempty"`
@@ -256,18 +284,25 @@ func (s *VolumeSet) Validate() error {
 				e("mountPoint %q: in mode %q the CSI node mounts, the sidecar only serves the descriptor it receives; leave mountPoint empty", v.MountPoint, ModeNode)
 			}
 			switch {
-			case v.Handoff == "":
-				e("no handoff name: in mode %q the sidecar receives the volume from the CSI node on a socket in %s named after it (the PV name, or the pod's volume name for an inline volume)", ModeNode, HandoffDir)
-			case !isHandoffName(v.Handoff):
+			case v.Handoff == "" && v.Claim == "":
+				e("neither handoff nor claim: in mode %q the sidecar receives the volume from the CSI node on a socket in %s named after the PV (handoff), or found through the claim's file in %s", ModeNode, HandoffDir, ClaimsDir)
+			case v.Handoff != "" && v.Claim != "":
+				e("both handoff %q and claim %q: a volume whose PV is known needs no claim", v.Handoff, v.Claim)
+			case v.Handoff != "" && !isHandoffName(v.Handoff):
 				e("handoff %q is not a PV or volume name (lower-case letters, digits, '-' and '.', at most 253)", v.Handoff)
+			case v.Claim != "" && !isHandoffName(v.Claim):
+				e("claim %q is not a PersistentVolumeClaim name", v.Claim)
 			}
 			if other, ok := handoffs[v.Handoff]; ok && v.Handoff != "" {
 				e("handoff %q is also volume %q's", v.Handoff, other)
 			}
 			handoffs[v.Handoff] = v.Name
+			if v.MetaURL != "" || v.MetaURLEnv != "" || v.StorageURL != "" || v.StorageURLEnv != "" || v.SubDir != "" {
+				e("in mode %q the metadata and storage URLs and the sub-directory come from the CSI node with the connection; leave them out of the volume set", ModeNode)
+			}
 		case ModeServerless:
-			if v.Handoff != "" {
-				e("handoff %q: mode %q has no CSI node to hand a descriptor over; leave it empty", v.Handoff, ModeServerless)
+			if v.Handoff != "" || v.Claim != "" {
+				e("handoff %q, claim %q: mode %q has no CSI node to hand a descriptor over; leave them empty", v.Handoff, v.Claim, ModeServerless)
 			}
 			mp := strings.ReplaceAll(v.MountPoint, PodUIDRef, "uid")
 			switch {
@@ -282,6 +317,7 @@ func (s *VolumeSet) Validate() error {
 			mps[v.MountPoint] = v.Name
 		}
 		switch {
+		case s.Mode == ModeNode:
 		case v.MetaURL == "" && v.MetaURLEnv == "":
 			e("no metadata URL: set the PV's volumeAttributes metaURL or metaURLSecretKey")
 		case v.MetaURL != "" && v.MetaURLEnv != "":
@@ -324,6 +360,20 @@ func ExpandMountPoint(mp, podUID string) (string, error) {
 		return "", fmt.Errorf("mount point %q needs %s, which is %q: the sidecar must get it from the downward API (fieldRef metadata.uid)", mp, PodUIDEnv, podUID)
 	}
 	return strings.ReplaceAll(mp, PodUIDRef, podUID), nil
+}
+
+// MergeOptions returns dst with each of src appended, replacing an entry of
+// dst with the same key (the part before "="): later options win.
+func MergeOptions(dst []string, src ...string) []string {
+	for _, o := range src {
+		k, _, _ := strings.Cut(o, "=")
+		dst = slices.DeleteFunc(dst, func(d string) bool {
+			dk, _, _ := strings.Cut(d, "=")
+			return dk == k
+		})
+		dst = append(dst, o)
+	}
+	return dst
 }
 
 // ParseOptions splits a comma-separated mount option list ("a,b=c") into

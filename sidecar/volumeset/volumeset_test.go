@@ -7,15 +7,16 @@ import (
 
 func valid() VolumeSet {
 	return VolumeSet{Mode: ModeNode, Native: true, Volumes: []Volume{
-		{Name: "data", Handoff: "pv-1", MetaURL: "bolt:///m.db"},
-		{Name: "models", Handoff: "pvc-0b6c.models", MetaURLEnv: "PODFS_VOL1_META_URL", StorageURLEnv: "PODFS_VOL1_STORAGE_URL", SubDir: "a/b", Options: []string{"allow_other"}},
+		{Name: "data", Handoff: "pv-1"},
+		{Name: "models", Handoff: "pvc-0b6c.models", Options: []string{"allow_other"}},
+		{Name: "later", Claim: "scratch"},
 	}}
 }
 
 func validServerless() VolumeSet {
 	return VolumeSet{Mode: ModeServerless, Native: true, Volumes: []Volume{
 		{Name: "data", MountPoint: ServerlessDir + "/data", MetaURL: "bolt:///m.db"},
-		{Name: "models", MountPoint: ServerlessDir + "/models", MetaURLEnv: "PODFS_VOL1_META_URL"},
+		{Name: "models", MountPoint: ServerlessDir + "/models", MetaURLEnv: "PODFS_VOL1_META_URL", StorageURLEnv: "PODFS_VOL1_STORAGE_URL", SubDir: "a/b"},
 	}}
 }
 
@@ -26,6 +27,7 @@ func TestContract(t *testing.T) {
 		RunDir:                 "/run/podfs",
 		ProbeSocket:            "/run/podfs/sidecar.sock",
 		HandoffDir:             "/run/podfs/handoff",
+		ClaimsDir:              "/run/podfs/handoff/claims",
 		ServerlessDir:          "/podfs",
 		PodInfoDir:             "/etc/podfs/podinfo",
 		DriverName:             "csi.podfs.io",
@@ -41,8 +43,8 @@ func TestContract(t *testing.T) {
 	if SidecarUID != 65532 || SidecarGID != 65532 {
 		t.Errorf("sidecar ids %d:%d, want 65532:65532", SidecarUID, SidecarGID)
 	}
-	js, err := (&VolumeSet{Mode: ModeNode, Volumes: []Volume{{Name: "data", Handoff: "pv-1", MetaURL: "m"}}}).Encode()
-	if want := `{"mode":"node","volumes":[{"name":"data","handoff":"pv-1","metaURL":"m"}],"native":false}`; err != nil || js != want {
+	js, err := (&VolumeSet{Mode: ModeNode, Volumes: []Volume{{Name: "data", Handoff: "pv-1"}, {Name: "later", Claim: "c"}}}).Encode()
+	if want := `{"mode":"node","volumes":[{"name":"data","handoff":"pv-1"},{"name":"later","claim":"c"}],"native":false}`; err != nil || js != want {
 		t.Errorf("encoded node set %s, %v; want %s", js, err, want)
 	}
 }
@@ -57,7 +59,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Volumes) != 2 || got.Volumes[1].MetaURLEnv != "PODFS_VOL1_META_URL" || got.Volumes[1].SubDir != "a/b" || got.Volumes[1].Handoff != "pvc-0b6c.models" {
+	if len(got.Volumes) != 3 || got.Volumes[1].Handoff != "pvc-0b6c.models" || got.Volumes[2].Claim != "scratch" {
 		t.Fatalf("round trip lost data: %+v", got)
 	}
 	sl := validServerless()
@@ -65,7 +67,8 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err = Decode(js); err != nil || got.Volumes[0].MountPoint != "/podfs/data" || got.Mode != ModeServerless {
+	if got, err = Decode(js); err != nil || got.Volumes[0].MountPoint != "/podfs/data" || got.Mode != ModeServerless ||
+		got.Volumes[1].MetaURLEnv != "PODFS_VOL1_META_URL" || got.Volumes[1].SubDir != "a/b" {
 		t.Fatalf("serverless round trip: %+v, %v", got, err)
 	}
 }
@@ -76,7 +79,13 @@ func TestInvalid(t *testing.T) {
 		edit       func(s *VolumeSet)
 	}{
 		{"node-mountpoint", "leave mountPoint empty", func(s *VolumeSet) { s.Volumes[0].MountPoint = "/var/lib/podfs/pods/$(POD_UID)/pv-1" }},
-		{"node-no-handoff", "no handoff name", func(s *VolumeSet) { s.Volumes[0].Handoff = "" }},
+		{"node-no-handoff", "neither handoff nor claim", func(s *VolumeSet) { s.Volumes[0].Handoff = "" }},
+		{"node-both", "a volume whose PV is known needs no claim", func(s *VolumeSet) { s.Volumes[0].Claim = "c" }},
+		{"node-bad-claim", `claim "C_1" is not`, func(s *VolumeSet) { s.Volumes[2].Claim = "C_1" }},
+		{"node-url", "come from the CSI node", func(s *VolumeSet) { s.Volumes[0].MetaURL = "bolt:///m.db" }},
+		{"node-env", "come from the CSI node", func(s *VolumeSet) { s.Volumes[1].StorageURLEnv = "X" }},
+		{"node-subdir", "come from the CSI node", func(s *VolumeSet) { s.Volumes[1].SubDir = "a" }},
+		{"serverless-claim", "has no CSI node", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].Claim = "c" }},
 		{"node-handoff-slash", `handoff "../pv" is not`, func(s *VolumeSet) { s.Volumes[0].Handoff = "../pv" }},
 		{"node-handoff-upper", `handoff "PV-1" is not`, func(s *VolumeSet) { s.Volumes[0].Handoff = "PV-1" }},
 		{"node-handoff-long", "is not a PV", func(s *VolumeSet) { s.Volumes[0].Handoff = strings.Repeat("a.", 127) + "a" }},
@@ -91,10 +100,10 @@ func TestInvalid(t *testing.T) {
 		{"other-var", "may reference only", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MountPoint = "/a/$(HOME)" }},
 		{"no-mp", "clean absolute path", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MountPoint = "" }},
 		{"dup-mp", "is also volume", func(s *VolumeSet) { *s = validServerless(); s.Volumes[1].MountPoint = s.Volumes[0].MountPoint }},
-		{"no-meta", "no metadata URL", func(s *VolumeSet) { s.Volumes[0].MetaURL = "" }},
-		{"both-meta", "both metaURL and metaURLEnv", func(s *VolumeSet) { s.Volumes[0].MetaURLEnv = "X" }},
-		{"bad-env", "not an environment variable name", func(s *VolumeSet) { s.Volumes[1].MetaURLEnv = "A-B" }},
-		{"subdir-escape", "clean relative path", func(s *VolumeSet) { s.Volumes[1].SubDir = "../etc" }},
+		{"no-meta", "no metadata URL", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MetaURL = "" }},
+		{"both-meta", "both metaURL and metaURLEnv", func(s *VolumeSet) { *s = validServerless(); s.Volumes[0].MetaURLEnv = "X" }},
+		{"bad-env", "not an environment variable name", func(s *VolumeSet) { *s = validServerless(); s.Volumes[1].MetaURLEnv = "A-B" }},
+		{"subdir-escape", "clean relative path", func(s *VolumeSet) { *s = validServerless(); s.Volumes[1].SubDir = "../etc" }},
 		{"option-comma", "one option per entry", func(s *VolumeSet) { s.Volumes[1].Options = []string{"a,b"} }},
 		{"neg-cache", "negative", func(s *VolumeSet) { s.Volumes[0].Cache.CacheSize = -1 }},
 	} {
