@@ -64,7 +64,7 @@ func startReplica(t *testing.T, k *testenv.Kube, name string) *replica {
 		Host: "127.0.0.1", Port: testenv.FreePort(t), CASecretName: whCASecret, WebhookConfig: whMWC,
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, NativeSidecar: "auto",
 		MetricsAddr: "0", HealthAddr: health, AppsDone: true, Log: log,
-		LeaderElection: true, LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 250 * time.Millisecond,
+		LeaderElection: true, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 250 * time.Millisecond,
 	})
 	must(t, err)
 	r := &replica{srv: srv, cancel: cancel, done: make(chan error, 1)}

@@ -151,7 +151,7 @@ func startWorldOn(t testing.TB, k *testenv.Kube, config string, log *slog.Logger
 		Host: "127.0.0.1", Port: port, CASecretName: whCASecret, WebhookConfig: whMWC,
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, NativeSidecar: "auto",
 		MetricsAddr: testenv.Addr(testenv.FreePort(t)), HealthAddr: health, AppsDone: true, Log: log,
-		LeaderElection: true, LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 250 * time.Millisecond,
+		LeaderElection: true, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 250 * time.Millisecond,
 	}
 	for _, f := range tweak {
 		f(k, c, &opts)
