@@ -521,6 +521,9 @@ func TestWebhookDrainable(t *testing.T) {
 		sel.MatchLabels["app.kubernetes.io/component"] != "webhook" {
 		t.Errorf("anti-affinity selector %+v does not select the webhook pods", sel)
 	}
+	if l := dep.Spec.Template.Spec.Containers[0].Lifecycle; l == nil || l.PreStop == nil || l.PreStop.Exec == nil || strings.Join(l.PreStop.Exec.Command, " ") != "sleep 5" {
+		t.Errorf("webhook lifecycle %+v: want a preStop sleep 5 so endpoints move before the port closes", l)
+	}
 	if !slices.Contains(dep.Spec.Template.Spec.Containers[0].Args, "--leader-elect=true") {
 		t.Errorf("webhook args %v: no leader election", dep.Spec.Template.Spec.Containers[0].Args)
 	}
