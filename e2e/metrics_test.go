@@ -17,15 +17,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Scenario 14 (sidecar metrics): a pod on the pod network with two podfs
+// Scenario "sidecar metrics": a pod on the pod network with two podfs
 // volumes; the sidecar serves one Prometheus endpoint on its podfs-metrics
 // port, scraped from the host at the pod's IP as Prometheus would. A write
 // to one volume grows that volume's byte counters and not the other's.
-// Wire it into TestE2E with t.Run("14-sidecar-metrics", e.testSidecarMetrics).
+// Wire it into TestE2E with t.Run("16-sidecar-metrics", e.testSidecarMetrics).
 func (e *env) testSidecarMetrics(t *testing.T) {
-	ns := e.newNamespace(t, "s14", "enabled")
-	suffix := strings.TrimPrefix(ns, "e2e-s14-")
-	va, vb := e.podNetVolume(t, "s14a-"+suffix), e.podNetVolume(t, "s14b-"+suffix)
+	ns := e.newNamespace(t, "met", "enabled")
+	suffix := strings.TrimPrefix(ns, "e2e-met-")
+	va, vb := e.podNetVolume(t, "meta-"+suffix), e.podNetVolume(t, "metb-"+suffix)
 	_, ca := e.createVolume(t, ns, va, nil)
 	_, cb := e.createVolume(t, ns, vb, nil)
 	p := e.appPod("app", "sleep 3600")

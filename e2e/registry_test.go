@@ -33,14 +33,14 @@ func (w *warnings) all() string {
 	return strings.Join(w.msgs, "\n")
 }
 
-// Scenario 15 (registry pull): hack/e2e.sh pushed the podfs image to an
+// Scenario "registry pull": hack/e2e.sh pushed the podfs image to an
 // authenticated TLS registry on 127.0.0.1 and the chart's pods pulled it
 // through the pull secret PODFS_PULL_SECRET (nothing imported it). Here an
 // injected pod in a namespace of its own pulls the image again (policy
 // Always) with the Secret the webhook added to it — the pod spec as written
 // names none — and a pod in a namespace without that Secret is admitted
 // with a warning naming it. Wire it into TestE2E with
-// t.Run("15-registry-pull", e.testRegistryPull).
+// t.Run("17-registry-pull", e.testRegistryPull).
 func (e *env) testRegistryPull(t *testing.T) {
 	secret := mustEnv(t, "PODFS_PULL_SECRET", "the image pull Secret in the release namespace (hack/e2e.sh sets it when the image goes through hack/registry.sh)")
 	warn := &warnings{}
@@ -58,12 +58,12 @@ func (e *env) testRegistryPull(t *testing.T) {
 		t.Fatalf("the pull secret %s/%s: %v", e.releaseNS, secret, err)
 	}
 
-	ns := e.newNamespace(t, "s15", "enabled")
+	ns := e.newNamespace(t, "reg", "enabled")
 	copySecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns}, Type: src.Type, Data: src.Data}
 	if _, err := e.kc.CoreV1().Secrets(ns).Create(ctxT(t, 30*time.Second), copySecret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	v := e.formatVolume(t, "s15-"+strings.TrimPrefix(ns, "e2e-s15-"))
+	v := e.formatVolume(t, "reg-"+strings.TrimPrefix(ns, "e2e-reg-"))
 	_, claim := e.createVolume(t, ns, v, nil)
 	p := withClaim(e.appPod("puller", "echo pulled > /data/p.txt && sleep 3600"), claim, "/data")
 	p.Spec.Containers[0].ImagePullPolicy = corev1.PullAlways // a real pull, with the webhook's Secret
@@ -84,7 +84,7 @@ func (e *env) testRegistryPull(t *testing.T) {
 	})
 
 	// Without the Secret: admitted, with a warning naming it.
-	bare := e.newNamespace(t, "s15b", "enabled")
+	bare := e.newNamespace(t, "regb", "enabled")
 	_, claim = e.createVolume(t, bare, v, nil)
 	if _, err := kc.CoreV1().Pods(bare).Create(ctxT(t, 30*time.Second), withClaim(e.appPod("nosecret", "sleep 3600"), claim, "/data"), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create pod without the pull secret in its namespace: %v", err)
