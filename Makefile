@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/podfs
 
-.PHONY: build build-norados test e2e bench demo deps vet clean
+.PHONY: build build-norados image push test e2e bench demo deps vet clean
 
 build:
 	hack/deps.sh --minimal
@@ -12,6 +12,17 @@ build:
 # Without cgo and librados: no rados:// storage.
 build-norados:
 	CGO_ENABLED=0 $(GO) build -tags norados -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)-norados ./cmd/podfs
+
+# The podfs image as a docker-archive tarball, bin/images/podfs.tar, built
+# without a daemon; reproducible: the same commit gives the same digest.
+image:
+	hack/image.sh podfs --no-import
+
+# Push it: make push REF=registry.example.com/podfs/podfs:v1 (credentials:
+# $$PODFS_REGISTRY_USERNAME/_PASSWORD or docker's config; see hack/image.sh).
+push:
+	@test -n "$(REF)" || { echo "make push REF=registry/repository:tag" >&2; exit 2; }
+	hack/image.sh podfs --push "$(REF)"
 
 deps:
 	hack/deps.sh

@@ -202,6 +202,10 @@ oom_score = 0
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$state/cni/net.d"
+  # One directory per registry (HOST:PORT/hosts.toml), read at each pull:
+  # hack/e2e.sh puts the CA of hack/registry.sh's registry there.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$etc/containerd-certs.d"
 EOF
 	# A bridge with no gateway and no masquerade: pods reach each other, and
 	# iptables and ip_forward stay as they are. Pods that need the API server

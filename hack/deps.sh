@@ -7,6 +7,8 @@
 #   hack/deps.sh --minimal  only what building and running the embedded default needs
 #   hack/deps.sh --e2e      everything above plus the node runtime the e2e cluster
 #                           needs (containerd, runc, CNI plugins, busybox for images)
+#   hack/deps.sh --registry only what hack/registry.sh runs (docker-registry,
+#                           htpasswd, openssl, curl)
 set -euo pipefail
 
 base=(ca-certificates gcc libc6-dev librados-dev pkg-config)
@@ -15,9 +17,15 @@ base=(ca-certificates gcc libc6-dev librados-dev pkg-config)
 full=(etcd-server ceph-mon ceph-osd ceph-mgr ceph-common fio e2fsprogs util-linux busybox-static acl)
 e2e=(containerd runc containernetworking-plugins iproute2 conntrack)
 
-want=("${base[@]}")
-[[ "${1:-}" == "--minimal" ]] || want+=("${full[@]}")
-[[ "${1:-}" == "--e2e" ]] && want+=("${e2e[@]}")
+registry=(docker-registry apache2-utils openssl curl ca-certificates)
+
+if [[ "${1:-}" == "--registry" ]]; then
+	want=("${registry[@]}")
+else
+	want=("${base[@]}")
+	[[ "${1:-}" == "--minimal" ]] || want+=("${full[@]}")
+	[[ "${1:-}" == "--e2e" ]] && want+=("${e2e[@]}")
+fi
 
 missing=()
 for p in "${want[@]}"; do

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Builds podfs's container images without a Docker daemon or a registry
 # (hack/imagebuild writes docker-archive tarballs) and imports them into the
-# e2e cluster's containerd.
+# e2e cluster's containerd, or pushes one to a registry.
 #
 #   hack/image.sh [podfs|pause|all] [--no-import]
+#   hack/image.sh [podfs|pause] --push REF [--username USER --password-stdin] [--ca-file CA]
+#
+# --push REF pushes the built image to REF (e.g. registry.example.com/podfs/podfs:v1)
+# instead of importing it, with go-containerregistry: credentials from
+# --username and the password on standard input, else $PODFS_REGISTRY_USERNAME
+# and $PODFS_REGISTRY_PASSWORD, else docker's keychain (~/.docker/config.json,
+# $DOCKER_CONFIG, credential helpers); --ca-file (or $PODFS_REGISTRY_CA) adds
+# a CA for the registry's certificate. It prints REF@sha256:... on standard
+# output. The image is built reproducibly: the same commit gives the same digest.
 #
 #   podfs  podfs.io/podfs:dev — the podfs binary (cgo, librados) with the shared
 #          libraries it loads, busybox for a shell; runs webhook, sidecar, csi-node
@@ -19,18 +28,40 @@ address=${CONTAINERD_ADDRESS:-$state/run/containerd.sock}
 podfs_image=${PODFS_IMAGE:-podfs.io/podfs:dev}
 pause_image=${PAUSE_IMAGE:-podfs.io/pause:dev}
 
+usage() {
+	echo "usage: hack/image.sh [podfs|pause|all] [--no-import]" >&2
+	echo "       hack/image.sh [podfs|pause] --push REF [--username USER --password-stdin] [--ca-file CA]" >&2
+	exit 2
+}
 what=all
 import=1
-for a in "$@"; do
-	case $a in
-	podfs | pause | all) what=$a ;;
+push=""
+push_args=()
+while (($#)); do
+	case $1 in
+	podfs | pause | all) what=$1 ;;
 	--no-import) import=0 ;;
-	*)
-		echo "usage: hack/image.sh [podfs|pause|all] [--no-import]" >&2
-		exit 2
+	--push)
+		(($# >= 2)) || usage
+		push=$2
+		shift
 		;;
+	--username | --ca-file)
+		(($# >= 2)) || usage
+		push_args+=("-${1#--}" "$2")
+		shift
+		;;
+	--password-stdin) push_args+=(-password-stdin) ;;
+	*) usage ;;
 	esac
+	shift
 done
+if [[ -n $push ]]; then
+	[[ $what != all ]] || what=podfs
+	import=0
+elif ((${#push_args[@]})); then
+	usage
+fi
 
 "$root/hack/deps.sh" --e2e
 out=$root/bin/images
@@ -76,6 +107,11 @@ all)
 	build_podfs
 	;;
 esac
+
+if [[ -n $push ]]; then
+	bin/imagebuild push -tar "$out/$what.tar" -ref "$push" "${push_args[@]}"
+	echo "hack/image.sh: pushed $what to $push" >&2
+fi
 
 if ((import)); then
 	case $what in

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"log/slog"
-	"sync"
 
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fs"
@@ -13,12 +12,8 @@ import (
 // FSMounter mounts volumes with pkg/fs, all in this process.
 type FSMounter struct {
 	Log *slog.Logger
-	// MetricsAddr, when set, serves the first mount's metrics (one
-	// listener per process).
-	MetricsAddr string
-
-	mu      sync.Mutex
-	mounted int
+	// Metrics, when set, gets every mount's metrics under its volume name.
+	Metrics *Metrics
 }
 
 // Mount implements Mounter.
@@ -27,7 +22,7 @@ func (f *FSMounter) Mount(ctx context.Context, v Volume) (Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.mounted++
+	f.Metrics.Set(v.Name, m.Metrics())
 	return m, nil
 }
 
@@ -47,9 +42,7 @@ func (f *FSMounter) ServeConn(ctx context.Context, v Volume, h *fuseconn.Handoff
 	if err != nil {
 		return nil, err
 	}
-	f.mu.Lock()
-	f.mounted++
-	f.mu.Unlock()
+	f.Metrics.Set(v.Name, m.Metrics())
 	return m, nil
 }
 
@@ -67,12 +60,6 @@ func (f *FSMounter) logger() *slog.Logger {
 
 // config is pkg/fs's configuration of v.
 func (f *FSMounter) config(v Volume) fs.Config {
-	f.mu.Lock()
-	metrics := ""
-	if f.mounted == 0 {
-		metrics = f.MetricsAddr
-	}
-	f.mu.Unlock()
 	log := f.logger()
 	return fs.Config{
 		MetaURL:    v.MetaURL,
@@ -93,7 +80,6 @@ func (f *FSMounter) config(v Volume) fs.Config {
 			Readahead:    v.Cache.Readahead,
 			Logger:       log.With("volume", v.Name),
 		},
-		MetricsAddr: metrics,
-		Logger:      log.With("volume", v.Name),
+		Logger: log.With("volume", v.Name),
 	}
 }

@@ -268,7 +268,17 @@ func child(mode string) int {
 	case "fail":
 		mounter = tmpfsMounter{failOn: "models", gate: os.Getenv("GATE")}
 	case "fs":
-		mounter = &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+		fsm := &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+		if addr := os.Getenv("METRICS"); addr != "" {
+			fsm.Metrics = NewMetrics()
+			stopMetrics, err := fsm.Metrics.Serve(addr, fsm.Log)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer stopMetrics()
+		}
+		mounter = fsm
 	}
 	err = Run(ctx, Config{Set: set, Mounter: mounter, ProbeSocket: os.Getenv("SOCKET"), TerminationLog: os.Getenv("TERMLOG"),
 		StopGrace: time.Second, HandoffDir: os.Getenv("HANDOFF"), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})

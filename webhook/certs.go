@@ -101,8 +101,20 @@ func (m *CertManager) CABundle() []byte {
 // due, and patches the CA bundle into the webhook configuration. Run it at
 // start (before serving) and periodically.
 func (m *CertManager) Ensure(ctx context.Context) error {
+	if err := m.ensureServing(ctx, true); err != nil {
+		return err
+	}
+	if m.WebhookConfig != "" {
+		return m.patchBundle(ctx)
+	}
+	return nil
+}
+
+// ensureServing loads the CA (creating it when missing, rotating it when
+// due and rotate is set) and renews the serving certificate when due.
+func (m *CertManager) ensureServing(ctx context.Context, rotate bool) error {
 	m.defaults()
-	if err := m.ensureCA(ctx); err != nil {
+	if err := m.ensureCA(ctx, rotate); err != nil {
 		return err
 	}
 	m.mu.RLock()
@@ -113,15 +125,25 @@ func (m *CertManager) Ensure(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.WebhookConfig != "" {
-		return m.patchBundle(ctx)
-	}
 	return nil
 }
 
 // Run calls Ensure every interval until ctx ends; errors are logged and
-// retried (the current certificate keeps serving).
+// retried (the current certificate keeps serving). With several replicas
+// only the leader runs it: CA rotation and the caBundle have one writer.
 func (m *CertManager) Run(ctx context.Context, interval time.Duration) error {
+	return m.every(ctx, interval, m.Ensure)
+}
+
+// RunServing keeps this replica's serving certificate signed by the
+// current CA and renewed, every interval; every replica runs it. It rotates
+// nothing: a CA past two thirds of its life keeps signing until the leader
+// has rotated it.
+func (m *CertManager) RunServing(ctx context.Context, interval time.Duration) error {
+	return m.every(ctx, interval, func(ctx context.Context) error { return m.ensureServing(ctx, false) })
+}
+
+func (m *CertManager) every(ctx context.Context, interval time.Duration, f func(context.Context) error) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -129,7 +151,7 @@ func (m *CertManager) Run(ctx context.Context, interval time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := m.Ensure(ctx); err != nil {
+			if err := f(ctx); err != nil {
 				m.Log.Error("renew webhook certificates", "err", err)
 			}
 		}
@@ -143,7 +165,7 @@ func (m *CertManager) renewDue(c *x509.Certificate) bool {
 
 // ensureCA reads the CA Secret, creating or rotating it. Replicas race
 // through optimistic concurrency: whoever loses re-reads the winner's CA.
-func (m *CertManager) ensureCA(ctx context.Context) error {
+func (m *CertManager) ensureCA(ctx context.Context, rotate bool) error {
 	for attempt := 0; attempt < 5; attempt++ {
 		var s corev1.Secret
 		err := m.Client.Get(ctx, types.NamespacedName{Namespace: m.SecretNamespace, Name: m.SecretName}, &s)
@@ -193,7 +215,7 @@ func (m *CertManager) ensureCA(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("CA Secret %s/%s: %w; delete it to have a new CA made", m.SecretNamespace, m.SecretName, err)
 		}
-		if m.renewDue(ca) {
+		if rotate && m.renewDue(ca) {
 			// Rotate: the new CA signs from now on; the bundle keeps the
 			// old one until it expires so certificates of replicas that
 			// have not renewed yet still verify.

@@ -10,8 +10,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
+	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/sidecar/volumeset"
 )
 
@@ -58,12 +60,17 @@ const ConfigKey = "config.yaml"
 // selects nothing) is logged, reported as a Warning event InvalidConfig on
 // the ConfigMap, and the last good configuration stays in use.
 type Config struct {
-	Image           string                      `json:"image"`
-	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy,omitempty"`
-	Resources       corev1.ResourceRequirements `json:"resources,omitzero"`
-	MountOptions    []string                    `json:"mountOptions,omitempty"`
-	Env             []corev1.EnvVar             `json:"env,omitempty"`
-	Cache           CacheConfig                 `json:"cache,omitzero"`
+	Image           string            `json:"image"`
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+	// ImagePullSecrets are added to every injected pod's
+	// spec.imagePullSecrets (names it lacks), for the sidecar's image. They
+	// must exist in the app's namespace: admission warns, naming any that
+	// does not.
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	Resources        corev1.ResourceRequirements   `json:"resources,omitzero"`
+	MountOptions     []string                      `json:"mountOptions,omitempty"`
+	Env              []corev1.EnvVar               `json:"env,omitempty"`
+	Cache            CacheConfig                   `json:"cache,omitzero"`
 	// CacheVolumeSizeLimit is the sizeLimit of the emptyDir the sidecar's
 	// disk caches live in (added when a volume has a cacheDir: the
 	// sidecar's root file system is read-only). It is raised per pod to
@@ -78,6 +85,9 @@ type Config struct {
 	// use a StorageClass that makes it so. Nothing else is accepted: the
 	// sidecar gets no hostPath.
 	CacheVolume *corev1.VolumeSource `json:"cacheVolume,omitempty"`
+	// MetricsPort is where the sidecar serves Prometheus metrics for all
+	// its volumes (container port podfs-metrics); unset = 9567, 0 = none.
+	MetricsPort *int32 `json:"metricsPort,omitempty"`
 	// TerminationGracePeriod is not set: the pod's own applies.
 	Patches []Patch `json:"patches,omitempty"`
 }
@@ -93,15 +103,17 @@ type CacheConfig struct {
 
 // Patch changes the sidecar for the volumes it selects.
 type Patch struct {
-	Name              string                       `json:"name"`
-	PVCSelector       *metav1.LabelSelector        `json:"pvcSelector,omitempty"`
-	StorageClassNames []string                     `json:"storageClassNames,omitempty"`
-	Image             string                       `json:"image,omitempty"`
-	ImagePullPolicy   corev1.PullPolicy            `json:"imagePullPolicy,omitempty"`
-	Resources         *corev1.ResourceRequirements `json:"resources,omitempty"`
-	MountOptions      []string                     `json:"mountOptions,omitempty"`
-	Env               []corev1.EnvVar              `json:"env,omitempty"`
-	Cache             *CacheConfig                 `json:"cache,omitempty"`
+	Name              string                `json:"name"`
+	PVCSelector       *metav1.LabelSelector `json:"pvcSelector,omitempty"`
+	StorageClassNames []string              `json:"storageClassNames,omitempty"`
+	Image             string                `json:"image,omitempty"`
+	ImagePullPolicy   corev1.PullPolicy     `json:"imagePullPolicy,omitempty"`
+	// ImagePullSecrets add to the default's (for a patch's own image).
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	Resources        *corev1.ResourceRequirements  `json:"resources,omitempty"`
+	MountOptions     []string                      `json:"mountOptions,omitempty"`
+	Env              []corev1.EnvVar               `json:"env,omitempty"`
+	Cache            *CacheConfig                  `json:"cache,omitempty"`
 
 	selector labels.Selector
 }
@@ -151,6 +163,7 @@ func (c *Config) compile() error {
 		errs = append(errs, errors.New("image is empty: set image in the ConfigMap or --sidecar-image"))
 	}
 	errs = append(errs, checkPullPolicy("imagePullPolicy", c.ImagePullPolicy))
+	errs = append(errs, checkPullSecrets("imagePullSecrets", c.ImagePullSecrets))
 	errs = append(errs, checkOptions("mountOptions", c.MountOptions))
 	errs = append(errs, checkEnv("env", c.Env))
 	errs = append(errs, checkCache("cache", &c.Cache))
@@ -165,6 +178,9 @@ func (c *Config) compile() error {
 		default:
 			errs = append(errs, errors.New("cacheVolume: want exactly one of emptyDir or ephemeral (with a volumeClaimTemplate); the sidecar gets no hostPath or other node storage"))
 		}
+	}
+	if p := c.MetricsPort; p != nil && (*p < 0 || *p > 65535) {
+		errs = append(errs, fmt.Errorf("metricsPort %d: want 1-65535, or 0 for no metrics", *p))
 	}
 	names := map[string]bool{}
 	for i := range c.Patches {
@@ -188,6 +204,7 @@ func (c *Config) compile() error {
 			p.selector = s
 		}
 		errs = append(errs, checkPullPolicy(where+".imagePullPolicy", p.ImagePullPolicy))
+		errs = append(errs, checkPullSecrets(where+".imagePullSecrets", p.ImagePullSecrets))
 		errs = append(errs, checkOptions(where+".mountOptions", p.MountOptions))
 		errs = append(errs, checkEnv(where+".env", p.Env))
 		if p.Cache != nil {
@@ -208,11 +225,23 @@ func checkPullPolicy(where string, p corev1.PullPolicy) error {
 	return fmt.Errorf("%s %q: want Always, IfNotPresent or Never", where, p)
 }
 
+func checkPullSecrets(where string, refs []corev1.LocalObjectReference) error {
+	for _, r := range refs {
+		if errs := validation.IsDNS1123Subdomain(r.Name); len(errs) > 0 {
+			return fmt.Errorf("%s: %q is not a Secret name: %s", where, r.Name, strings.Join(errs, "; "))
+		}
+	}
+	return nil
+}
+
 func checkOptions(where string, opts []string) error {
 	for _, o := range opts {
 		if o == "" || strings.ContainsAny(o, ", \t\n") {
 			return fmt.Errorf("%s: %q is not one mount option (no commas or spaces; one per list entry)", where, o)
 		}
+	}
+	if err := fs.CheckOptions(opts); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	return nil
 }

@@ -20,14 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"podfs.io/podfs/internal/testenv"
 	"podfs.io/podfs/sidecar/volumeset"
@@ -153,6 +151,7 @@ func startWorldOn(t testing.TB, k *testenv.Kube, config string, log *slog.Logger
 		Host: "127.0.0.1", Port: port, CASecretName: whCASecret, WebhookConfig: whMWC,
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, NativeSidecar: "auto",
 		MetricsAddr: testenv.Addr(testenv.FreePort(t)), HealthAddr: health, AppsDone: true, Log: log,
+		LeaderElection: true, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 250 * time.Millisecond,
 	}
 	for _, f := range tweak {
 		f(k, c, &opts)
@@ -504,25 +503,7 @@ func TestKubeCertificates(t *testing.T) {
 // chart grants (no Secrets, no pods): the CA stays in memory, the apps-done
 // controller is off, and injection works.
 func TestKubeChartRBAC(t *testing.T) {
-	w := startWorldAs(t, "image: podfs:rbac\n", nil, func(k *testenv.Kube, c client.Client) *rest.Config {
-		ctx := context.Background()
-		must(t, c.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "podfs-webhook"}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"namespaces", "persistentvolumeclaims", "persistentvolumes"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{whMWC}, Verbs: []string{"get", "update", "patch"}},
-		}}))
-		must(t, c.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "podfs-webhook"},
-			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "podfs-webhook"},
-			Subjects: []rbacv1.Subject{{Kind: "User", Name: "podfs-webhook"}}}))
-		must(t, c.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: whNamespace, Name: "podfs-webhook"}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}}))
-		must(t, c.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: whNamespace, Name: "podfs-webhook"},
-			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "podfs-webhook"},
-			Subjects: []rbacv1.Subject{{Kind: "User", Name: "podfs-webhook"}}}))
-		u, err := k.Env.AddUser(envtest.User{Name: "podfs-webhook"}, nil)
-		must(t, err)
-		return u.Config()
-	})
+	w := startWorldAs(t, "image: podfs:rbac\n", nil, chartUser(t))
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
 	must(t, w.c.Get(w.ctx, types.NamespacedName{Name: whMWC}, &mwc))
 	if len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {

@@ -92,6 +92,7 @@ func fixtureLookup() *memLookup {
 	add(testPVC("apps", "cross-ns", "pv-cross", "", nil), testPV("pv-cross", map[string]string{AttrMetaURLSecretKey: "meta"}, &corev1.SecretReference{Namespace: "kube-system", Name: "creds"}))
 	add(testPVC("apps", "no-meta", "pv-nometa", "", nil), testPV("pv-nometa", map[string]string{}, nil))
 	add(testPVC("apps", "bad-subdir", "pv-badsub", "", nil), testPV("pv-badsub", map[string]string{AttrMetaURL: "bolt:///m.db", AttrSubDir: "../etc"}, nil))
+	add(testPVC("apps", "bad-opts", "pv-badopts", "", nil), testPV("pv-badopts", map[string]string{AttrMetaURL: "bolt:///m.db", AttrMountOptions: "allow_other,max_readahead=1M"}, nil))
 	add(testPVC("apps", "pending", "", "podfs", nil), nil)
 	add(testPVC("apps", "local-wffc", "", "local-path", nil), nil)
 	ebs := testPV("pv-ebs", nil, nil)
@@ -117,6 +118,7 @@ func fixtureConfig(t testing.TB) *Config {
 	t.Helper()
 	c, err := ParseConfig([]byte(`
 image: podfs:test
+imagePullSecrets: [{name: podfs-pull}]
 resources:
   requests: {cpu: 100m, memory: 128Mi}
   limits: {memory: 1Gi}
@@ -126,7 +128,8 @@ cache: {cacheSize: 256Mi}
 patches:
 - name: seqread
   pvcSelector: {matchLabels: {podfs.io/profile: seqread}}
-  mountOptions: [attr_timeout=60s, max_readahead=256Mi]
+  mountOptions: [attr_timeout=60s, entry_timeout=60s]
+  imagePullSecrets: [{name: podfs-pull}, {name: seqread-pull}]
   resources: {limits: {memory: 4Gi}}
   cache: {readahead: 256Mi}
 - name: cached

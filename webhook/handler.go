@@ -39,8 +39,15 @@ type Handler struct {
 	// Namespaces gives a namespace's labels (from a cache).
 	Namespaces func(ctx context.Context, name string) (map[string]string, error)
 	Config     *ConfigStore
-	// Native says whether to inject native sidecars.
-	Native  bool
+	// Native says whether to inject native sidecars (the API server runs
+	// them, or --native-sidecar=true).
+	Native bool
+	// Nodes, when set, narrows Native per pod to nodes whose kubelet runs
+	// native sidecars (see NodeVersions); nil trusts Native.
+	Nodes *NodeVersions
+	// Secrets, when set, checks that the sidecar's imagePullSecrets exist
+	// in the pod's namespace (a warning names each missing one).
+	Secrets SecretChecker
 	Log     *slog.Logger
 	Metrics *Metrics
 }
@@ -163,6 +170,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b = append(b, `,"kind":"AdmissionReview","response":{"uid":`...)
 		b = appendJSONString(b, string(resp.UID))
 		b = append(b, `,"allowed":true`...)
+		if len(resp.Warnings) > 0 {
+			b = append(b, `,"warnings":[`...)
+			for i, w := range resp.Warnings {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, w)
+			}
+			b = append(b, ']')
+		}
 		if len(resp.Patch) > 0 {
 			b = append(b, `,"patchType":"JSONPatch","patch":"`...)
 			b = base64.StdEncoding.AppendEncode(b, resp.Patch)
@@ -200,22 +217,31 @@ func (h *Handler) admit(ctx context.Context, namespace string, pod *corev1.Pod) 
 		}
 		in.Serverless = labels[volumeset.InjectionLabel] == "serverless"
 	}
-	ops, err := Mutate(ctx, h.Lookup, in)
+	if in.Native && h.Nodes != nil {
+		in.Native = h.Nodes.NativeOK(pod, in.Serverless || targetsVirtualKubelet(pod))
+	}
+	warnings := annotationWarnings(pod)
+	m, err := mutate(ctx, h.Lookup, in)
+	ops := m.ops
 	var ref *Refusal
 	switch {
 	case errors.As(err, &ref):
 		if h.Log != nil {
 			h.Log.Info("pod refused", "namespace", in.Namespace, "pod", podName(pod), "reason", ref.Msg)
 		}
-		return deny(http.StatusForbidden, "podfs: "+ref.Msg), "refused"
+		r := deny(http.StatusForbidden, "podfs: "+ref.Msg)
+		r.Warnings = warnings
+		return r, "refused"
 	case err != nil:
 		if h.Log != nil {
 			h.Log.Error("admission failed", "namespace", in.Namespace, "pod", podName(pod), "err", err)
 		}
 		return deny(http.StatusInternalServerError, "podfs: "+err.Error()), "error"
 	case len(ops) == 0:
+		allow.Warnings = warnings
 		return allow, "skipped"
 	}
+	allow.Warnings = append(warnings, h.pullSecretWarnings(ctx, in.Namespace, m.pullSecrets)...)
 	patch, err := fastJSON.Marshal(ops)
 	if err != nil {
 		return deny(http.StatusInternalServerError, "podfs: encode the patch: "+err.Error()), "error"

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/sidecar/volumeset"
 )
 
@@ -28,12 +29,21 @@ const (
 	AnnPlacement = "podfs.io/sidecar-placement"
 )
 
-// SidecarLabel marks pods whose sidecar is an ordinary container
-// (SidecarLabelContainer): the apps-done controller tells those sidecars
-// when the app is done.
+// SidecarLabel marks every injected pod with its sidecar's placement:
+// SidecarLabelNative or SidecarLabelContainer. The apps-done controller
+// watches the latter (it tells those sidecars when the app is done); a
+// PodMonitor selects both.
 const (
 	SidecarLabel          = "podfs.io/sidecar"
 	SidecarLabelContainer = "container"
+	SidecarLabelNative    = "native"
+
+	// MetricsPortName names the sidecar's metrics port (podfs-metrics:
+	// apps often call their own port "metrics").
+	MetricsPortName = "podfs-metrics"
+	// DefaultMetricsPort is where the sidecar serves metrics unless the
+	// configuration says otherwise (metricsPort; 0 = none).
+	DefaultMetricsPort = 9567
 
 	// Values of AnnPlacement.
 	PlacementNative    = "native"
@@ -59,6 +69,7 @@ type Op struct {
 	Op    string `json:"op"`
 	Path  string `json:"path"`
 	Value any    `json:"value,omitempty"`
+	From  string `json:"from,omitempty"` // of "move"
 }
 
 // Input is what one admission decides on.
@@ -77,18 +88,38 @@ type Input struct {
 // deny the pod with its message; another error means the decision could
 // not be made (the API server applies the failure policy).
 func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
+	m, err := mutate(ctx, lk, in)
+	return m.ops, err
+}
+
+// mutation is what mutate decided.
+type mutation struct {
+	ops []Op
+	// pullSecrets the sidecar's image needs in the pod's namespace.
+	pullSecrets []string
+}
+
+func mutate(ctx context.Context, lk Lookup, in Input) (mutation, error) {
 	pod := in.Pod
 	if pod.Labels[volumeset.InjectLabel] == "false" {
-		return nil, nil
+		return mutation{}, nil
 	}
 	if _, ok := pod.Annotations[volumeset.InjectedAnnotation]; ok {
-		return unmountToken(pod), nil
+		return mutation{ops: unmountToken(pod)}, nil
 	}
 	serverless := in.Serverless || targetsVirtualKubelet(pod)
 	vols, err := findVolumes(ctx, lk, in.Namespace, pod, serverless)
 	if err != nil || len(vols) == 0 {
-		return nil, err
+		return mutation{}, err
 	}
+	ops, pullSecrets, err := inject(pod, vols, in, serverless)
+	return mutation{ops: ops, pullSecrets: pullSecrets}, err
+}
+
+// inject builds the patch that adds the sidecar serving vols (FUSE mounted
+// by the sidecar itself when serverless), and names the pull secrets it
+// relies on.
+func inject(pod *corev1.Pod, vols []podfsVolume, in Input, serverless bool) ([]Op, []string, error) {
 	cfg := in.Config
 	isPodfs := make(map[string]bool, len(vols))
 	for _, v := range vols {
@@ -105,9 +136,10 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	case PlacementContainer:
 		native = false
 	default:
-		return nil, refusef("annotation %s=%q: want %q (an init container with restartPolicy Always; the default where the cluster supports it) or %q (an ordinary container ahead of the apps, which start sooner)", AnnPlacement, p, PlacementNative, PlacementContainer)
+		return nil, nil, refusef("annotation %s=%q: want %q (an init container with restartPolicy Always; the default where the cluster supports it) or %q (an ordinary container ahead of the apps, which start sooner)", AnnPlacement, p, PlacementNative, PlacementContainer)
 	}
-	if slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy }) {
+	proxy := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy })
+	if proxy >= 0 {
 		native = false
 	}
 	var at int
@@ -117,37 +149,43 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		}
 		for _, c := range pod.Spec.InitContainers[:at] {
 			if usesAny(&c, isPodfs) {
-				return nil, refusef("init container %q uses a podfs volume but runs before %s, which must start first so the network is up; move it after %s", c.Name, istioProxy, istioProxy)
+				return nil, nil, refusef("init container %q uses a podfs volume but runs before %s, which must start first so the network is up; move it after %s", c.Name, istioProxy, istioProxy)
 			}
 		}
 	} else {
-		if i := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy }); i >= 0 {
-			at = i + 1
+		// After istio-proxy (moved first when it is not: see the patch
+		// below), before every other container.
+		if proxy >= 0 {
+			at = 1
 		}
 		for _, c := range pod.Spec.InitContainers {
 			if usesAny(&c, isPodfs) {
-				return nil, refusef("init container %q uses podfs volume(s), which only a native sidecar (Kubernetes >= 1.29, or no istio-proxy among the containers) can serve before the app starts; drop the volume from the init container", c.Name)
+				return nil, nil, refusef("init container %q uses podfs volume(s), which only a native sidecar can serve before the app starts (API server and the node's kubelet >= 1.29, no istio-proxy among the containers, no %s=%s); drop the volume from the init container", c.Name, AnnPlacement, PlacementContainer)
 			}
 		}
 	}
 	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
 		if c.Name == volumeset.ContainerName {
-			return nil, refusef("the pod already has a container named %q but no %s annotation; rename that container", c.Name, volumeset.InjectedAnnotation)
+			return nil, nil, refusef("the pod already has a container named %q but no %s annotation; rename that container", c.Name, volumeset.InjectedAnnotation)
 		}
 	}
 
 	res, err := sidecarResources(pod, vols, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var annOpts []string
 	if s, ok := pod.Annotations[AnnMountOptions]; ok {
 		annOpts, err = volumeset.ParseOptions(s)
 		if err != nil {
-			return nil, refusef("annotation %s=%q: %v; write options comma-separated, e.g. \"allow_other,attr_timeout=1s\"", AnnMountOptions, s, err)
+			return nil, nil, refusef("annotation %s=%q: %v; write options comma-separated, e.g. \"allow_other,attr_timeout=1s\"", AnnMountOptions, s, err)
+		}
+		if err := fs.CheckOptions(annOpts); err != nil {
+			return nil, nil, refusef("annotation %s=%q: %v", AnnMountOptions, s, err)
 		}
 	}
 	image, pull, env := cfg.Image, cfg.ImagePullPolicy, slices.Clone(cfg.Env)
+	pullSecrets := addPullSecrets(nil, cfg.ImagePullSecrets)
 	for i := range cfg.Patches {
 		p := &cfg.Patches[i]
 		if !slices.ContainsFunc(vols, func(v podfsVolume) bool { return p.matches(pvcLabels(v.pvc), v.class, v.pvc != nil) }) {
@@ -159,6 +197,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		if p.ImagePullPolicy != "" {
 			pull = p.ImagePullPolicy
 		}
+		pullSecrets = addPullSecrets(pullSecrets, p.ImagePullSecrets)
 		env = mergeEnv(env, p.Env)
 	}
 
@@ -185,7 +224,10 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		}
 		e, senv, err := volumeEntry(i, v, mp, cfg, annOpts)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if err := fs.CheckOptions(e.Options); err != nil {
+			return nil, nil, refusef("volume %q: %v; the options come from the webhook configuration (mountOptions, patches), the PersistentVolume (spec.mountOptions, volumeAttributes mountOptions) and the annotation %s: fix the one that has it", v.name, err, AnnMountOptions)
 		}
 		if !serverless {
 			// The CSI node sends the URLs with the connection, so the
@@ -212,7 +254,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	}
 	cacheMounts, cacheLimit, err := cacheVolumeMounts(cacheVol, set.Volumes, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mounts = append(mounts, cacheMounts...)
 	if !native {
@@ -222,7 +264,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 	js, err := set.Encode()
 	if err != nil {
 		// Bad PV attributes (a subDir with "..", an option with a space).
-		return nil, refusef("the sidecar's volume set is invalid: %s; fix the PersistentVolume's volumeAttributes or the webhook configuration", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return nil, nil, refusef("the sidecar's volume set is invalid: %s; fix the PersistentVolume's volumeAttributes or the webhook configuration", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 
 	sc := corev1.Container{
@@ -230,6 +272,7 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		Image:           image,
 		ImagePullPolicy: pull,
 		Command:         []string{"podfs", "sidecar"},
+		Ports:           metricsPort(pod, cfg),
 		Env: slices.Concat([]corev1.EnvVar{
 			{Name: volumeset.PodUIDEnv, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.uid"}}},
 			{Name: volumeset.EnvVar, Value: js},
@@ -238,6 +281,9 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 		VolumeMounts:             mounts,
 		SecurityContext:          sidecarSecurityContext(serverless),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	if len(sc.Ports) > 0 {
+		sc.Command = append(sc.Command, "--metrics-addr=:"+strconv.Itoa(int(sc.Ports[0].ContainerPort)))
 	}
 	// A postStart hook that returns once every mount is served holds back the
 	// next container exactly as long as needed: the kubelet runs the hook before
@@ -276,13 +322,13 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			for ci := range cs {
 				for mi, m := range cs[ci].VolumeMounts {
 					if isPodfs[m.Name] && (m.MountPropagation == nil || *m.MountPropagation == corev1.MountPropagationNone) {
-						ops = append(ops, Op{"add", "/spec/" + kind + "/" + strconv.Itoa(ci) + "/volumeMounts/" + strconv.Itoa(mi) + "/mountPropagation", hostToContainer})
+						ops = append(ops, Op{Op: "add", Path: "/spec/" + kind + "/" + strconv.Itoa(ci) + "/volumeMounts/" + strconv.Itoa(mi) + "/mountPropagation", Value: hostToContainer})
 					}
 				}
 			}
 		}
 		for _, v := range vols {
-			ops = append(ops, Op{"replace", "/spec/volumes/" + strconv.Itoa(v.index), corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}})
+			ops = append(ops, Op{Op: "replace", Path: "/spec/volumes/" + strconv.Itoa(v.index), Value: corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}})
 		}
 	}
 	// In memory: it holds the sockets and, on ordinary nodes, the Secret
@@ -301,31 +347,93 @@ func Mutate(ctx context.Context, lk Lookup, in Input) ([]Op, error) {
 			Items: []corev1.DownwardAPIVolumeFile{{Path: "annotations", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations"}}}}}})
 	}
 	for _, nv := range newVols {
-		ops = append(ops, Op{"add", "/spec/volumes/-", nv}) // pod.spec.volumes is non-empty: it holds a podfs volume
+		ops = append(ops, Op{Op: "add", Path: "/spec/volumes/-", Value: nv}) // pod.spec.volumes is non-empty: it holds a podfs volume
 	}
 	list, cs := "/spec/containers", pod.Spec.Containers
+	if !native && proxy > 0 {
+		// istio-proxy behind an app container (istio's default without
+		// holdApplicationUntilProxyStarts): move it first, as that option
+		// does, so the sidecar can follow it (its traffic goes through the
+		// proxy) and still start before every app container.
+		ops = append(ops, Op{Op: "move", From: "/spec/containers/" + strconv.Itoa(proxy), Path: "/spec/containers/0"})
+	}
 	if native {
 		list, cs = "/spec/initContainers", pod.Spec.InitContainers
 	}
 	if len(cs) == 0 {
-		ops = append(ops, Op{"add", list, []corev1.Container{sc}})
+		ops = append(ops, Op{Op: "add", Path: list, Value: []corev1.Container{sc}})
 	} else {
-		ops = append(ops, Op{"add", list + "/" + strconv.Itoa(at), sc})
+		ops = append(ops, Op{Op: "add", Path: list + "/" + strconv.Itoa(at), Value: sc})
 	}
+	ops = appendPullSecretOps(ops, pod, pullSecrets)
 	if pod.Annotations == nil {
-		ops = append(ops, Op{"add", "/metadata/annotations", map[string]string{volumeset.InjectedAnnotation: injectedValue(native, serverless)}})
+		ops = append(ops, Op{Op: "add", Path: "/metadata/annotations", Value: map[string]string{volumeset.InjectedAnnotation: injectedValue(native, serverless)}})
 	} else {
-		ops = append(ops, Op{"add", "/metadata/annotations/" + escapePointer(volumeset.InjectedAnnotation), injectedValue(native, serverless)})
+		ops = append(ops, Op{Op: "add", Path: "/metadata/annotations/" + escapePointer(volumeset.InjectedAnnotation), Value: injectedValue(native, serverless)})
 	}
+	// The apps-done controller watches only pods labelled "container".
+	label := SidecarLabelNative
 	if !native {
-		// The apps-done controller watches only pods with this label.
-		if pod.Labels == nil {
-			ops = append(ops, Op{"add", "/metadata/labels", map[string]string{SidecarLabel: SidecarLabelContainer}})
-		} else {
-			ops = append(ops, Op{"add", "/metadata/labels/" + escapePointer(SidecarLabel), SidecarLabelContainer})
+		label = SidecarLabelContainer
+	}
+	if pod.Labels == nil {
+		ops = append(ops, Op{Op: "add", Path: "/metadata/labels", Value: map[string]string{SidecarLabel: label}})
+	} else {
+		ops = append(ops, Op{Op: "add", Path: "/metadata/labels/" + escapePointer(SidecarLabel), Value: label})
+	}
+	return ops, pullSecrets, nil
+}
+
+// metricsPort is the sidecar's metrics port, or none: when the
+// configuration turns metrics off, on the host network (where the port
+// would be the node's: two such pods could not share a node, and the
+// scheduler would keep them apart), or when another container of the pod
+// declares that port or name.
+func metricsPort(pod *corev1.Pod, cfg *Config) []corev1.ContainerPort {
+	port := int32(DefaultMetricsPort)
+	if cfg.MetricsPort != nil {
+		port = *cfg.MetricsPort
+	}
+	if port == 0 || pod.Spec.HostNetwork {
+		return nil
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == port || p.Name == MetricsPortName }) {
+			return nil
 		}
 	}
-	return ops, nil
+	return []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: port, Protocol: corev1.ProtocolTCP}}
+}
+
+// addPullSecrets appends the names of refs not in names yet.
+func addPullSecrets(names []string, refs []corev1.LocalObjectReference) []string {
+	for _, r := range refs {
+		if !slices.Contains(names, r.Name) {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}
+
+// appendPullSecretOps adds the names the pod does not list yet to its
+// spec.imagePullSecrets.
+func appendPullSecretOps(ops []Op, pod *corev1.Pod, names []string) []Op {
+	var missing []corev1.LocalObjectReference
+	for _, n := range names {
+		if !slices.ContainsFunc(pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == n }) {
+			missing = append(missing, corev1.LocalObjectReference{Name: n})
+		}
+	}
+	switch {
+	case len(missing) == 0:
+	case len(pod.Spec.ImagePullSecrets) == 0:
+		ops = append(ops, Op{Op: "add", Path: "/spec/imagePullSecrets", Value: missing})
+	default:
+		for _, r := range missing {
+			ops = append(ops, Op{Op: "add", Path: "/spec/imagePullSecrets/-", Value: r})
+		}
+	}
+	return ops
 }
 
 // ServiceAccountTokenPath is where the ServiceAccount admission plugin

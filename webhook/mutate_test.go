@@ -128,6 +128,28 @@ func mutateCases() []mutateCase {
 			p.Spec.Containers = []corev1.Container{app("istio-proxy"), p.Spec.Containers[0]}
 			p.Spec.InitContainers = []corev1.Container{app("istio-init")}
 		})},
+		{name: "istio-container-last", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Containers = []corev1.Container{p.Spec.Containers[0], app("istio-proxy"), app("second", mount("data", "/data"))}
+		})},
+		{name: "istio-container-last-serverless", serverless: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Containers = []corev1.Container{p.Spec.Containers[0], app("istio-proxy")}
+		})},
+		{name: "unknown-mount-option-annotation", native: true, refuse: `annotation podfs.io/mount-options="allow_other,max_readahead=1M": unknown mount option "max_readahead=1M"; known options: allow_other, attr_timeout=DURATION`, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnMountOptions: "allow_other,max_readahead=1M"}
+		})},
+		{name: "unknown-mount-option-pv", native: true, refuse: `volume "data": unknown mount option "max_readahead=1M"; known options: `, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "bad-opts"
+		})},
+		{name: "unsupported-mount-option", native: true, refuse: `mount option no_default_permissions is not supported`, pod: pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnMountOptions: "no_default_permissions"}
+		})},
+		{name: "pull-secrets-pod-has-some", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "app-pull"}, {Name: "podfs-pull"}}
+			p.Spec.Volumes = append(p.Spec.Volumes, pvcVol("models", "models"))
+		})},
+		{name: "metrics-port-taken", native: true, pod: pod(func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "metrics", ContainerPort: DefaultMetricsPort}}
+		})},
 		{name: "existing-native-sidecar", native: true, pod: pod(func(p *corev1.Pod) {
 			logs := app("log-shipper", mount("data", "/data"))
 			logs.RestartPolicy = &always
@@ -327,6 +349,13 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 			t.Fatal("two sidecars")
 		}
 		sc = &after.Spec.Containers[i]
+		// Before every app container, after istio-proxy wherever it was.
+		hasProxy := slices.ContainsFunc(after.Spec.Containers, func(c corev1.Container) bool { return c.Name == istioProxy })
+		for j, c := range after.Spec.Containers {
+			if c.Name != istioProxy && j < i || hasProxy && (i == 0 || after.Spec.Containers[0].Name != istioProxy) {
+				t.Fatalf("sidecar at %d among the containers %v: want it right after istio-proxy and before every app", i, containerNames(after.Spec.Containers))
+			}
+		}
 	}
 	if sc == nil {
 		t.Fatal("no sidecar")
@@ -535,4 +564,12 @@ func TestReinvocationDropsToken(t *testing.T) {
 			}
 		}
 	}
+}
+
+func containerNames(cs []corev1.Container) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name
+	}
+	return out
 }

@@ -1,6 +1,6 @@
 // Package webhook is podfs's mutating admission webhook: it gives every pod
 // that uses a podfs volume, in a namespace labelled podfs.io/injection, one
-// privileged podfs-sidecar container serving all its podfs volumes (see
+// podfs-sidecar container serving all its podfs volumes (see
 // Mutate for the rules and Config for the configuration and its precedence).
 // Server wires the handler into a controller-runtime webhook server with
 // informer-cached lookups, a self-managed CA, the configuration ConfigMap
@@ -14,11 +14,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -69,7 +71,15 @@ type Options struct {
 	HealthAddr    string // "" or "0" = no health probes
 	// AppsDone runs the controller that lets non-native pods complete.
 	AppsDone bool
-	Log      *slog.Logger
+	// LeaderElection makes one replica (a Lease named LeaderElectionID in
+	// Namespace) run the apps-done controller, the CA rotation and the
+	// caBundle watch; every replica serves admissions, loads the
+	// configuration and renews its own serving certificate.
+	LeaderElection   bool
+	LeaderElectionID string // default "podfs-webhook"
+	// Lease timings; zero = controller-runtime's defaults (15s, 10s, 2s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	Log                                       *slog.Logger
 }
 
 // Server is a configured, not yet running webhook.
@@ -133,6 +143,13 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		&corev1.PersistentVolume{}:      {UnsafeDisableDeepCopy: ptr(true)},
 		&storagev1.StorageClass{}:       {UnsafeDisableDeepCopy: ptr(true)},
 		&corev1.Namespace{}:             {UnsafeDisableDeepCopy: ptr(true)},
+		// Kubelet versions (native placement): a few fields per node.
+		&corev1.Node{}: {Transform: stripNode},
+	}
+	if s.Certs != nil && o.WebhookConfig != "" {
+		// Its own webhook configuration only: the caBundle watch.
+		byObject[&admissionregistrationv1.MutatingWebhookConfiguration{}] = cache.ByObject{
+			Field: fields.OneTermEqualSelector("metadata.name", o.WebhookConfig)}
 	}
 	if o.ConfigMapName != "" {
 		byObject[&corev1.ConfigMap{}] = cache.ByObject{
@@ -147,13 +164,35 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	if healthAddr == "" {
 		healthAddr = "0"
 	}
-	mgr, err := ctrl.NewManager(o.RestConfig, ctrl.Options{
+	mopts := ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: healthAddr,
 		WebhookServer:          crwebhook.NewServer(whOpts),
 		Cache:                  cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()},
-	})
+	}
+	if o.LeaderElection {
+		if o.Namespace == "" {
+			return nil, errors.New("leader election needs --namespace (or $POD_NAMESPACE) for its Lease")
+		}
+		mopts.LeaderElection = true
+		mopts.LeaderElectionID = o.LeaderElectionID
+		if mopts.LeaderElectionID == "" {
+			mopts.LeaderElectionID = "podfs-webhook"
+		}
+		mopts.LeaderElectionNamespace = o.Namespace
+		// A replica stopping (drain, rollout) hands over at once.
+		mopts.LeaderElectionReleaseOnCancel = true
+		for _, d := range []struct {
+			src time.Duration
+			dst **time.Duration
+		}{{o.LeaseDuration, &mopts.LeaseDuration}, {o.RenewDeadline, &mopts.RenewDeadline}, {o.RetryPeriod, &mopts.RetryPeriod}} {
+			if d.src > 0 {
+				*d.dst = ptr(d.src)
+			}
+		}
+	}
+	mgr, err := ctrl.NewManager(o.RestConfig, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
@@ -162,24 +201,51 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 
 	lk := &CachedLookup{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}
 	s.Handler = &Handler{Lookup: lk, Namespaces: lk.NamespaceLabels, Config: s.config, Native: native,
-		Log: o.Log, Metrics: NewMetrics(ctrlmetrics.Registry)}
+		Secrets: &SecretMetadata{Reader: mgr.GetAPIReader()}, Log: o.Log, Metrics: NewMetrics(ctrlmetrics.Registry)}
 	mgr.GetWebhookServer().Register(MutatePath, s.Handler)
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		return nil, err
-	}
-	if s.Certs != nil {
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return s.Certs.Run(ctx, o.CertCheck) })); err != nil {
+	if native && (o.NativeSidecar == "" || o.NativeSidecar == "auto") {
+		if err := s.watchNodes(ctx, direct); err != nil {
 			return nil, err
 		}
 	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return nil, err
+	}
 	// Names are unique per process already; tests run several servers.
 	ctrlOpts := controller.Options{SkipNameValidation: ptr(true)}
+	if s.Certs != nil {
+		// Every replica renews its own serving certificate; the leader alone
+		// rotates the CA and keeps the caBundle right.
+		if err := mgr.Add(everyReplica(func(ctx context.Context) error { return s.Certs.RunServing(ctx, o.CertCheck) })); err != nil {
+			return nil, err
+		}
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return s.Certs.Run(ctx, o.CertCheck) })); err != nil {
+			return nil, err
+		}
+		if o.WebhookConfig != "" {
+			// Patched at once whenever the object changes: a `helm template |
+			// kubectl apply` (or a GitOps sync) that empties caBundle is
+			// repaired in a moment, not at the next hourly check.
+			err := builder.ControllerManagedBy(mgr).Named("podfs-cabundle").WithOptions(ctrlOpts).
+				For(&admissionregistrationv1.MutatingWebhookConfiguration{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
+					return obj.GetName() == o.WebhookConfig
+				}))).Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+				return reconcile.Result{}, s.Certs.Ensure(ctx)
+			}))
+			if err != nil {
+				return nil, fmt.Errorf("caBundle watch: %w", err)
+			}
+		}
+	}
 	if o.ConfigMapName != "" {
-		err := builder.ControllerManagedBy(mgr).Named("podfs-config").WithOptions(ctrlOpts).For(&corev1.ConfigMap{},
+		// Every replica needs the configuration, leader or not.
+		cmOpts := ctrlOpts
+		cmOpts.NeedLeaderElection = ptr(false)
+		err := builder.ControllerManagedBy(mgr).Named("podfs-config").WithOptions(cmOpts).For(&corev1.ConfigMap{},
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
 				return obj.GetNamespace() == o.Namespace && obj.GetName() == o.ConfigMapName
 			}))).Complete(reconcile.Func(s.reconcileConfig))
@@ -201,8 +267,44 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
+// watchNodes narrows native placement to nodes whose kubelet runs native
+// sidecars (NodeVersions). Without RBAC to list and watch nodes the API
+// server's version alone decides, as --native-sidecar=true would.
+func (s *Server) watchNodes(ctx context.Context, direct client.Client) error {
+	if !allowed(ctx, direct, s.opts.Log, "nodes", "list", "watch") {
+		s.opts.Log.Warn("cannot list and watch nodes: native sidecars are injected without checking the nodes' kubelet versions (grant list/watch on nodes, or set --native-sidecar)")
+		return nil
+	}
+	inf, err := s.mgr.GetCache().GetInformer(ctx, &corev1.Node{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
+	nv := NewNodeVersions()
+	if _, err := inf.AddEventHandler(nv.Handler()); err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
+	s.Handler.Nodes = nv
+	// Until the nodes are known, native placement could pick a node too old.
+	return s.mgr.AddReadyzCheck("nodes", func(*http.Request) error {
+		if !inf.HasSynced() {
+			return errors.New("the node informer has not synced yet")
+		}
+		return nil
+	})
+}
+
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error { return s.mgr.Start(ctx) }
+
+// Elected is closed once this replica leads (at once without leader election).
+func (s *Server) Elected() <-chan struct{} { return s.mgr.Elected() }
+
+// everyReplica is a runnable that runs whether or not this replica leads.
+type everyReplica func(ctx context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+
+func (everyReplica) NeedLeaderElection() bool { return false }
 
 // Config is the configuration in use.
 func (s *Server) Config() *Config { return s.config.Load() }

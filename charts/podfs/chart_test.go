@@ -17,6 +17,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"sigs.k8s.io/yaml"
@@ -457,4 +458,190 @@ func hasWrite(verbs []string) bool {
 		}
 	}
 	return false
+}
+
+func TestImagePullSecrets(t *testing.T) {
+	r := render(t, "--set", "imagePullSecrets[0].name=regcred", "--set", "imagePullSecrets[1].name=mirror")
+	var cm corev1.ConfigMap
+	r.get(t, "ConfigMap/podfs-webhook", &cm)
+	cfg, err := webhook.ParseConfig([]byte(cm.Data[webhook.ConfigKey]), "unused")
+	if err != nil {
+		t.Fatalf("the webhook refuses the chart's configuration: %v", err)
+	}
+	if len(cfg.ImagePullSecrets) != 2 || cfg.ImagePullSecrets[0].Name != "regcred" || cfg.ImagePullSecrets[1].Name != "mirror" {
+		t.Errorf("sidecar imagePullSecrets %v, want regcred and mirror", cfg.ImagePullSecrets)
+	}
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	var ds appsv1.DaemonSet
+	r.get(t, "DaemonSet/podfs-csi-node", &ds)
+	for what, got := range map[string][]corev1.LocalObjectReference{"webhook": dep.Spec.Template.Spec.ImagePullSecrets, "csi-node": ds.Spec.Template.Spec.ImagePullSecrets} {
+		if len(got) != 2 || got[0].Name != "regcred" {
+			t.Errorf("%s pods: imagePullSecrets %v", what, got)
+		}
+	}
+	var cr rbacv1.ClusterRole
+	r.get(t, "ClusterRole/podfs-webhook-podfs-system", &cr)
+	found := false
+	for _, rule := range cr.Rules {
+		if slices.Contains(rule.Resources, "secrets") {
+			found = true
+			if strings.Join(rule.Verbs, ",") != "get" || strings.Join(rule.ResourceNames, ",") != "regcred,mirror" {
+				t.Errorf("secrets rule %+v: want get on regcred and mirror only", rule)
+			}
+		}
+	}
+	if !found {
+		t.Error("no rule to check the pull secrets")
+	}
+	r = render(t)
+	r.get(t, "ClusterRole/podfs-webhook-podfs-system", &cr)
+	for _, rule := range cr.Rules {
+		if slices.Contains(rule.Resources, "secrets") {
+			t.Errorf("secrets rule without pull secrets: %+v", rule)
+		}
+	}
+}
+
+// TestWebhookDrainable: two replicas spread over nodes, a
+// PodDisruptionBudget keeping one, leader election on; none of it on the
+// single-node values, where a second replica could not bind its port.
+func TestWebhookDrainable(t *testing.T) {
+	r := render(t)
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
+		t.Errorf("webhook replicas %v, want 2", dep.Spec.Replicas)
+	}
+	aff := dep.Spec.Template.Spec.Affinity
+	if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+		aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" {
+		t.Errorf("affinity %+v, want preferred anti-affinity per node", aff)
+	} else if sel := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector; sel == nil ||
+		sel.MatchLabels["app.kubernetes.io/component"] != "webhook" {
+		t.Errorf("anti-affinity selector %+v does not select the webhook pods", sel)
+	}
+	if l := dep.Spec.Template.Spec.Containers[0].Lifecycle; l == nil || l.PreStop == nil || l.PreStop.Exec == nil || strings.Join(l.PreStop.Exec.Command, " ") != "sleep 5" {
+		t.Errorf("webhook lifecycle %+v: want a preStop sleep 5 so endpoints move before the port closes", l)
+	}
+	if !slices.Contains(dep.Spec.Template.Spec.Containers[0].Args, "--leader-elect=true") {
+		t.Errorf("webhook args %v: no leader election", dep.Spec.Template.Spec.Containers[0].Args)
+	}
+	var pdb policyv1.PodDisruptionBudget
+	r.get(t, "PodDisruptionBudget/podfs-webhook", &pdb)
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 || pdb.Spec.Selector.MatchLabels["app.kubernetes.io/component"] != "webhook" {
+		t.Errorf("PDB spec %+v, want minAvailable 1 over the webhook pods", pdb.Spec)
+	}
+	for k, v := range pdb.Spec.Selector.MatchLabels {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("PDB selects %s=%s, which the webhook pods lack", k, v)
+		}
+	}
+	var role rbacv1.Role
+	r.get(t, "Role/podfs-webhook", &role)
+	if !slices.ContainsFunc(role.Rules, func(rule rbacv1.PolicyRule) bool { return slices.Contains(rule.Resources, "leases") }) {
+		t.Error("no RBAC for the leader election Lease")
+	}
+
+	r = render(t, "-f", "values-single-node.yaml")
+	if _, ok := r["PodDisruptionBudget/podfs-webhook"]; ok {
+		t.Error("a PodDisruptionBudget with one replica blocks every drain")
+	}
+	r = render(t, "--set", "webhook.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=a",
+		"--set", "webhook.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists")
+	var dep2 appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep2)
+	if a := dep2.Spec.Template.Spec.Affinity; a == nil || a.NodeAffinity == nil || a.PodAntiAffinity != nil {
+		t.Errorf("a given affinity must replace the default: %+v", a)
+	}
+}
+
+// TestMonitors: PodMonitor and ServiceMonitor only when the operator's
+// CRDs exist and the values ask for them; the sidecar's port reaches the
+// webhook's configuration.
+func TestMonitors(t *testing.T) {
+	on := []string{"--set", "metrics.podMonitor.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"}
+	for _, key := range []string{"PodMonitor/podfs-sidecars", "ServiceMonitor/podfs-webhook", "Service/podfs-webhook-metrics"} {
+		if _, ok := render(t, on...)[key]; ok {
+			t.Errorf("%s rendered without the monitoring.coreos.com/v1 API", key)
+		}
+		if _, ok := render(t, "--api-versions", "monitoring.coreos.com/v1")[key]; ok {
+			t.Errorf("%s rendered while off (the default)", key)
+		}
+	}
+	r := render(t, append(on, "--api-versions", "monitoring.coreos.com/v1")...)
+	type endpoint struct {
+		Port     string `json:"port"`
+		Path     string `json:"path"`
+		Interval string `json:"interval"`
+	}
+	var pm struct {
+		APIVersion string         `json:"apiVersion"`
+		Kind       string         `json:"kind"`
+		Metadata   map[string]any `json:"metadata"`
+		Spec       struct {
+			NamespaceSelector struct {
+				Any bool `json:"any"`
+			} `json:"namespaceSelector"`
+			Selector            map[string]any `json:"selector"`
+			PodMetricsEndpoints []endpoint     `json:"podMetricsEndpoints"`
+		} `json:"spec"`
+	}
+	r.get(t, "PodMonitor/podfs-sidecars", &pm)
+	if !pm.Spec.NamespaceSelector.Any || len(pm.Spec.PodMetricsEndpoints) != 1 || pm.Spec.PodMetricsEndpoints[0].Port != webhook.MetricsPortName {
+		t.Errorf("PodMonitor spec %+v: want every namespace, port %s", pm.Spec, webhook.MetricsPortName)
+	}
+	var svc corev1.Service
+	r.get(t, "Service/podfs-webhook-metrics", &svc)
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	for k, v := range svc.Spec.Selector {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("metrics Service selects %s=%s, which the webhook pods lack", k, v)
+		}
+	}
+	if !slices.ContainsFunc(dep.Spec.Template.Spec.Containers[0].Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" }) {
+		t.Error("the webhook container has no port named metrics")
+	}
+	var sm struct {
+		APIVersion string         `json:"apiVersion"`
+		Kind       string         `json:"kind"`
+		Metadata   map[string]any `json:"metadata"`
+		Spec       struct {
+			Selector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+			Endpoints []endpoint `json:"endpoints"`
+		} `json:"spec"`
+	}
+	r.get(t, "ServiceMonitor/podfs-webhook", &sm)
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if svc.Labels[k] != v {
+			t.Errorf("ServiceMonitor selects %s=%s, which the metrics Service lacks", k, v)
+		}
+	}
+	// The CSI node: a headless Service over its pods' metrics port.
+	var csvc corev1.Service
+	r.get(t, "Service/podfs-csi-node-metrics", &csvc)
+	var ds appsv1.DaemonSet
+	r.get(t, "DaemonSet/podfs-csi-node", &ds)
+	for k, v := range csvc.Spec.Selector {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("CSI node metrics Service selects %s=%s, which the CSI node pods lack", k, v)
+		}
+	}
+	c := ds.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--metrics-addr=:9568") || !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" && p.ContainerPort == 9568 }) {
+		t.Errorf("CSI node args %v ports %v: want metrics on 9568", c.Args, c.Ports)
+	}
+	if _, ok := r["ServiceMonitor/podfs-csi-node"]; !ok {
+		t.Error("no ServiceMonitor for the CSI node")
+	}
+	var cm corev1.ConfigMap
+	r = render(t, "--set", "sidecar.metricsPort=9999")
+	r.get(t, "ConfigMap/podfs-webhook", &cm)
+	cfg, err := webhook.ParseConfig([]byte(cm.Data[webhook.ConfigKey]), "unused")
+	if err != nil || cfg.MetricsPort == nil || *cfg.MetricsPort != 9999 {
+		t.Errorf("sidecar metricsPort: %v, %v", err, cfg)
+	}
 }

@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"k8s.io/klog/v2"
 	"podfs.io/podfs/csinode"
@@ -21,6 +27,7 @@ the connection to the pod's podfs sidecar; pods without one are refused.`)
 	kubeletDir := fs.String("kubelet-dir", csinode.DefaultKubeletDir, "kubelet's root directory (its --root-dir)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file to reach the API server (default: the pod's service account)")
 	regDir := fs.String("registration-dir", "", "kubelet's plugin registration directory (default <kubelet-dir>/plugins_registry); \"none\" to leave registration to node-driver-registrar")
+	metricsAddr := fs.String("metrics-addr", "", "serve the process's Prometheus metrics (Go runtime, process) at http://ADDR/metrics, e.g. :9568; \"\" = none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,6 +56,13 @@ the connection to the pod's podfs sidecar; pods without one are refused.`)
 		*nodeID = host
 	}
 
+	if *metricsAddr != "" {
+		stop, err := serveProcessMetrics(*metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	// mount-utils logs through klog; send it to the same place.
 	klog.SetSlogLogger(log)
 	rc, err := restConfig(*kubeconfig)
@@ -74,4 +88,27 @@ the connection to the pod's podfs sidecar; pods without one are refused.`)
 		return usagef("%v", err)
 	}
 	return d.Run(ctx)
+}
+
+// serveProcessMetrics serves the default Prometheus registry (the Go runtime
+// and process collectors) until the returned stop is called.
+func serveProcessMetrics(addr string, log *slog.Logger) (func(), error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", l.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }

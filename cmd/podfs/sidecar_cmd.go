@@ -29,7 +29,7 @@ in this process instead.`)
 	socket := fs.String("socket", volumeset.ProbeSocket, "unix socket of the readiness probe")
 	grace := fs.Duration("stop-grace", 0, "non-native sidecars: after SIGTERM, wait this long for the apps before unmounting (default 20s)")
 	termLog := fs.String("termination-log", "/dev/termination-log", "file the kubelet reads the failure reason from; \"\" = none")
-	metrics := fs.String("metrics-addr", "", "serve the file system's Prometheus metrics here; \"\" = none")
+	metrics := fs.String("metrics-addr", "", "serve every volume's Prometheus metrics (label volume) at http://ADDR/metrics, e.g. :9567; \"\" = none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,9 +64,21 @@ in this process instead.`)
 			Log: log,
 		})
 	}
+	// Metrics are served by the process that serves the volumes (the
+	// supervisor's child on ordinary nodes, which gets the same flags).
+	var met *sidecar.Metrics
+	if *metrics != "" {
+		met = sidecar.NewMetrics()
+		// Metrics are not worth failing the pod's volumes for.
+		if stop, err := met.Serve(*metrics, log); err != nil {
+			log.Error("no metrics", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 	return sidecar.Run(ctx, sidecar.Config{
 		Set:            set,
-		Mounter:        &sidecar.FSMounter{Log: log, MetricsAddr: *metrics},
+		Mounter:        &sidecar.FSMounter{Log: log, Metrics: met},
 		ProbeSocket:    *socket,
 		TerminationLog: *termLog,
 		StopGrace:      *grace,

@@ -52,6 +52,8 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 	health := fs.String("health-addr", ":8081", "healthz/readyz address; 0 = off")
 	appsDone := fs.Bool("apps-done", true, "run the controller that lets pods with non-native sidecars complete")
 	certCheck := fs.Duration("cert-check", time.Hour, "how often to check the certificates for renewal")
+	leaderElect := fs.Bool("leader-elect", true, "with several replicas: one (holding a Lease in --namespace) runs apps-done, CA rotation and the caBundle watch; all serve admissions")
+	leaderID := fs.String("leader-election-id", "podfs-webhook", "name of the leader election Lease")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,7 +68,7 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 		RestConfig: cfg, Namespace: *namespace, ConfigMapName: *configMap, DefaultImage: *image,
 		Host: *host, Port: *port, CertDir: *certDir, CASecretName: *caSecret, WebhookConfig: *mwc,
 		NativeSidecar: *native, MetricsAddr: *metrics, HealthAddr: *health, AppsDone: *appsDone,
-		CertCheck: *certCheck, Log: log,
+		CertCheck: *certCheck, LeaderElection: *leaderElect, LeaderElectionID: *leaderID, Log: log,
 	}
 	for _, h := range strings.Split(*certHosts, ",") {
 		if h = strings.TrimSpace(h); h == "" {

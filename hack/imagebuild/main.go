@@ -12,6 +12,9 @@
 // linked against librados runs in the image exactly as it does here.
 // Timestamps are fixed, so the same inputs give the same image ID and
 // re-importing is a no-op.
+//
+// `imagebuild push -tar FILE -ref REF` pushes such a tarball's image to a
+// registry (see runPush for credentials and CAs).
 package main
 
 import (
@@ -30,7 +33,13 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "push" {
+		err = runPush(os.Stdin, os.Args[2:])
+	} else {
+		err = run(os.Args[1:])
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "imagebuild: %v\n", err)
 		os.Exit(1)
 	}
