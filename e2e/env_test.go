@@ -115,6 +115,8 @@ func TestE2E(t *testing.T) {
 	t.Run("12-one-volume-fails", e.testOneVolumeFails)
 	t.Run("13-sidecar-replaced", e.testSidecarReplaced)
 	t.Run("14-dynamic-provisioning", e.testDynamicProvisioning)
+	t.Run("16-sidecar-metrics", e.testSidecarMetrics)
+	t.Run("17-registry-pull", e.testRegistryPull)
 	t.Run("perf-startup", e.testStartupLatency)
 	t.Run("perf-provision", e.testProvisionLatency)
 }
