@@ -1,0 +1,159 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"podfs.io/podfs/pkg/fs"
+	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/storage"
+)
+
+// Volumes keeps one metadata client per metadata URL for the life of the
+// controller: claims of many classes share a volume, and connecting to
+// TiKV or etcd for every claim would be slow and would leave sessions
+// behind.
+type Volumes struct {
+	// Open connects to a volume's metadata engine; create says a missing
+	// embedded (bolt) database may be created because the volume is about
+	// to be formatted. Default: meta.Open (create) or fs.OpenMeta.
+	Open        func(ctx context.Context, url string, create bool) (meta.Meta, error)
+	OpenTimeout time.Duration // default 30 s: an unreachable TiKV PD blocks long
+	Log         *slog.Logger
+
+	mu   sync.Mutex
+	open map[string]*volume
+}
+
+type volume struct {
+	mu     sync.Mutex // serialises format
+	m      meta.Meta
+	format *meta.Format // nil until loaded
+}
+
+// volumeSecret is what a class's provisioner Secret says about its volume.
+type volumeSecret struct {
+	MetaURL    string
+	StorageURL string
+	Format     *fs.FormatOptions // nil: the volume must already exist
+}
+
+// get returns the volume's client and settings, formatting the volume
+// first when the Secret asks for it.
+func (vs *Volumes) get(ctx context.Context, s *volumeSecret) (meta.Meta, *meta.Format, error) {
+	v, err := vs.client(ctx, s.MetaURL, s.Format != nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.format != nil {
+		return v.m, v.format, nil
+	}
+	if s.Format != nil {
+		f, err := vs.format(ctx, v.m, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		v.format = f
+		return v.m, f, nil
+	}
+	f, err := v.m.Load(ctx)
+	if errors.Is(err, syscall.ENOENT) {
+		return nil, nil, fmt.Errorf("no volume is formatted at %s: run podfs format %s NAME --storage URL, or put format: \"true\" and name: NAME in the provisioner Secret", fs.RedactURL(s.MetaURL), fs.RedactURL(s.MetaURL))
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the volume's settings at %s: %w", fs.RedactURL(s.MetaURL), err)
+	}
+	v.format = f
+	return v.m, f, nil
+}
+
+func (vs *Volumes) format(ctx context.Context, m meta.Meta, s *volumeSecret) (*meta.Format, error) {
+	o := *s.Format
+	if o.Storage == "" {
+		o.Storage = s.StorageURL
+	}
+	if err := o.Validate(s.MetaURL); err != nil {
+		return nil, fmt.Errorf("format settings in the provisioner Secret: %w", err)
+	}
+	// A short-lived store: without the journal, which mounts sharing the
+	// directory would otherwise find.
+	store, err := storage.Open(ctx, storage.DefaultFileOption(o.Storage, "journal", "false"))
+	if err != nil {
+		return nil, fmt.Errorf("open storage %s to format the volume: %w", fs.RedactURL(o.Storage), err)
+	}
+	defer store.Close()
+	f, created, err := fs.Format(ctx, m, store, o)
+	if err != nil {
+		return nil, fmt.Errorf("format the volume at %s: %w", fs.RedactURL(s.MetaURL), err)
+	}
+	if created {
+		vs.log().Info("formatted volume", "name", f.Name, "meta", fs.RedactURL(s.MetaURL), "storage", fs.RedactURL(f.Storage))
+	}
+	return f, nil
+}
+
+// client returns the cached client of url, connecting on first use.
+func (vs *Volumes) client(ctx context.Context, url string, create bool) (*volume, error) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if v, ok := vs.open[url]; ok {
+		return v, nil
+	}
+	timeout := vs.OpenTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	octx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	open := vs.Open
+	if open == nil {
+		open = defaultOpen(vs.log())
+	}
+	m, err := open(octx, url, create)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the volume's metadata at %s (check the Secret's metaURL and that the engine is reachable from the controller): %w", fs.RedactURL(url), err)
+	}
+	if vs.open == nil {
+		vs.open = map[string]*volume{}
+	}
+	v := &volume{m: m}
+	vs.open[url] = v
+	return v, nil
+}
+
+func defaultOpen(log *slog.Logger) func(ctx context.Context, url string, create bool) (meta.Meta, error) {
+	return func(ctx context.Context, url string, create bool) (meta.Meta, error) {
+		if create {
+			return meta.Open(ctx, url, meta.Options{Logger: log})
+		}
+		return fs.OpenMeta(ctx, url, log)
+	}
+}
+
+// Close closes every client.
+func (vs *Volumes) Close(ctx context.Context) error {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	var errs []error
+	for url, v := range vs.open {
+		if err := v.m.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", fs.RedactURL(url), err))
+		}
+	}
+	vs.open = nil
+	return errors.Join(errs...)
+}
+
+func (vs *Volumes) log() *slog.Logger {
+	if vs.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return vs.Log
+}
