@@ -261,6 +261,9 @@ func parts(u string) []string {
 	authority, _, _ := strings.Cut(rest, "/")
 	if at := strings.LastIndexByte(authority, '@'); at > 0 {
 		out = append(out, authority[:at])
+		if _, pw, ok := strings.Cut(authority[:at], ":"); ok && len(pw) >= 4 {
+			out = append(out, pw)
+		}
 	}
 	for _, kv := range strings.Split(query, "&") {
 		if _, v, ok := strings.Cut(kv, "="); ok && len(v) >= 4 {
