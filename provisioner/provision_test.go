@@ -241,9 +241,9 @@ func testRollback(w *world) {
 	probe := &corev1.PersistentVolume{}
 	poll(w.t, "the policy to deny PVs", 30e9, func() error {
 		probe = &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-"}, Spec: corev1.PersistentVolumeSpec{
-			Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			ClaimRef:    &corev1.ObjectReference{Namespace: "rollback", Name: "probe"},
+			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			ClaimRef:               &corev1.ObjectReference{Namespace: "rollback", Name: "probe"},
 			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "probe.example.com", VolumeHandle: "x"}},
 		}}
 		err := w.c.Create(w.ctx, probe)
