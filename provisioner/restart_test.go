@@ -1,0 +1,55 @@
+package provisioner
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"podfs.io/podfs/pkg/fs"
+)
+
+// TestRestartMidCreate leaves what a controller killed half-way through
+// provisioning leaves (one claim's directory made and in place, another's
+// still under its temporary name; no PVs), then starts a new controller:
+// it must finish both with the directories already there, not new ones.
+func TestRestartMidCreate(t *testing.T) {
+	w := newWorld(t)
+	v := w.newVolume()
+	w.namespace("restart", v)
+	w.class("podfs-restart", nil, nil)
+	a := w.claim("restart", "a", "podfs-restart", "1Gi", corev1.ReadWriteMany, nil)
+	b := w.claim("restart", "b", "podfs-restart", "2Gi", corev1.ReadWriteMany, nil)
+
+	// What the first controller got done before it died.
+	m, _, err := w.vols.get(w.ctx, &volumeSecret{MetaURL: v.metaURL, StorageURL: v.storageURL, Format: &fs.FormatOptions{Name: "vol"}})
+	must(t, err)
+	dirA, err := ensureClaimDir(w.ctx, m, w.quotas.of(m), "restart/a", string(a.UID), 1<<30)
+	must(t, err)
+	parent := w.dirIno(m, "restart")
+	tmpB, _, err := m.Mkdir(w.ctx, parent, tmpPrefix+string(b.UID), claimMode, 0, 0)
+	must(t, err)
+	must(t, m.SetXattr(w.ctx, tmpB, ownerXattr, []byte(b.UID), 0))
+
+	w.start()
+	w.waitPV(a)
+	w.waitPV(b)
+	if got := w.claimDir(m, "restart/a", a.UID); got != dirA.ino {
+		t.Errorf("claim a got directory inode %d, want the one made before the restart, %d", got, dirA.ino)
+	}
+	if got := w.claimDir(m, "restart/b", b.UID); got != tmpB {
+		t.Errorf("claim b got directory inode %d, want the one made before the restart, %d", got, tmpB)
+	}
+	if q, _ := w.quotas.last(tmpB); q != 2<<30 {
+		t.Errorf("claim b's quota %d, want %d", q, 2<<30)
+	}
+	ents, err := m.Readdir(w.ctx, parent, "", 100)
+	must(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name)
+	}
+	if strings.Join(names, ",") != "a,b" {
+		t.Errorf("restart/ holds %v, want exactly a and b", names)
+	}
+}
