@@ -223,3 +223,10 @@ func parseSecret(s *corev1.Secret) (*volumeSecret, error) {
 	vs.Format = o
 	return vs, nil
 }
+
+// CheckClass reports what is wrong with a podfs StorageClass's parameters
+// (what the controller would put in every claim's ProvisioningFailed event).
+func CheckClass(sc *storagev1.StorageClass) error {
+	_, err := parseClass(sc)
+	return err
+}
