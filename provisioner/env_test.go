@@ -69,11 +69,15 @@ func newWorld(t *testing.T) *world {
 }
 
 // start runs a controller until w.stop is called (or the test ends).
-func (w *world) start() {
+func (w *world) start(tweak ...func(*Options)) *Controller {
 	w.t.Helper()
 	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctl, err := New(Options{RestConfig: w.kube.Config, Volumes: w.vols, Quotas: w.quotas.of,
-		RetryBase: 50 * time.Millisecond, RetryMax: time.Second, Now: func() time.Time { return w.now }, Log: log})
+	o := Options{RestConfig: w.kube.Config, Volumes: w.vols, Quotas: w.quotas.of,
+		RetryBase: 50 * time.Millisecond, RetryMax: time.Second, Now: func() time.Time { return w.now }, Log: log}
+	for _, f := range tweak {
+		f(&o)
+	}
+	ctl, err := New(o)
 	must(w.t, err)
 	ctx, cancel := context.WithCancel(w.ctx)
 	done := make(chan error, 1)
@@ -89,6 +93,7 @@ func (w *world) start() {
 	}
 	w.t.Cleanup(stop)
 	w.stop = stop
+	return ctl
 }
 
 // recQuotas records every SetQuota and passes it on to the volume's client.
