@@ -64,6 +64,9 @@ type Options struct {
 	// RetryBase and RetryMax bound the backoff of failed attempts (default
 	// 1 s and 5 min): a missing Secret is retried until it appears.
 	RetryBase, RetryMax time.Duration
+	// AttemptTimeout bounds one attempt at a claim or volume (default 2
+	// min), so an engine that stops answering cannot hold a worker forever.
+	AttemptTimeout time.Duration
 	// Volumes holds the metadata clients; default a new one (closed by Run).
 	Volumes *Volumes
 	// Quotas turns a volume's client into what sets directory quotas;
@@ -102,6 +105,9 @@ func New(o Options) (*Controller, error) {
 	}
 	if o.RetryMax <= 0 {
 		o.RetryMax = 5 * time.Minute
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 2 * time.Minute
 	}
 	if o.Quotas == nil {
 		o.Quotas = MetaQuotas
@@ -157,7 +163,7 @@ func New(o Options) (*Controller, error) {
 		WithOptions(controller.Options{MaxConcurrentReconciles: o.Workers, RateLimiter: limiter(), SkipNameValidation: &skip}).
 		For(&corev1.PersistentVolumeClaim{}).
 		Watches(&storagev1.StorageClass{}, handler.EnqueueRequestsFromMapFunc(c.claimsOfClass)).
-		Complete(reconcile.Func(c.reconcileClaim))
+		Complete(c.bounded(c.reconcileClaim))
 	if err != nil {
 		return nil, fmt.Errorf("claim controller: %w", err)
 	}
@@ -166,7 +172,7 @@ func New(o Options) (*Controller, error) {
 		For(&corev1.PersistentVolume{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
 			return obj.GetAnnotations()[AnnProvisionedBy] == DriverName
 		}))).
-		Complete(reconcile.Func(c.reconcileVolume))
+		Complete(c.bounded(c.reconcileVolume))
 	if err != nil {
 		return nil, fmt.Errorf("volume controller: %w", err)
 	}
@@ -209,4 +215,13 @@ func (c *Controller) claimsOfClass(ctx context.Context, obj client.Object) []rec
 		}
 	}
 	return out
+}
+
+// bounded gives each attempt at most AttemptTimeout.
+func (c *Controller) bounded(f reconcile.Func) reconcile.Func {
+	return func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		defer cancel()
+		return f(ctx, req)
+	}
 }

@@ -291,3 +291,14 @@ func poll(t testing.TB, what string, timeout time.Duration, f func() error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// client returns url's connected client (tests).
+func (vs *Volumes) client(ctx context.Context, url string, create bool) (*volume, error) {
+	v := vs.entry(url)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := vs.connect(ctx, v, url, create); err != nil {
+		return nil, err
+	}
+	return v, nil
+}

@@ -31,8 +31,8 @@ type Volumes struct {
 }
 
 type volume struct {
-	mu     sync.Mutex // serialises format
-	m      meta.Meta
+	mu     sync.Mutex   // serialises connecting and formatting
+	m      meta.Meta    // nil until connected
 	format *meta.Format // nil until loaded
 }
 
@@ -46,12 +46,12 @@ type volumeSecret struct {
 // get returns the volume's client and settings, formatting the volume
 // first when the Secret asks for it.
 func (vs *Volumes) get(ctx context.Context, s *volumeSecret) (meta.Meta, *meta.Format, error) {
-	v, err := vs.client(ctx, s.MetaURL, s.Format != nil)
-	if err != nil {
-		return nil, nil, err
-	}
+	v := vs.entry(s.MetaURL)
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if err := vs.connect(ctx, v, s.MetaURL, s.Format != nil); err != nil {
+		return nil, nil, err
+	}
 	if v.format != nil {
 		return v.m, v.format, nil
 	}
@@ -99,12 +99,26 @@ func (vs *Volumes) format(ctx context.Context, m meta.Meta, s *volumeSecret) (*m
 	return f, nil
 }
 
-// client returns the cached client of url, connecting on first use.
-func (vs *Volumes) client(ctx context.Context, url string, create bool) (*volume, error) {
+// entry returns url's entry, made empty on first use. Connecting happens
+// under the entry's own lock, so a slow engine delays only its claims.
+func (vs *Volumes) entry(url string) *volume {
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	if v, ok := vs.open[url]; ok {
-		return v, nil
+	if vs.open == nil {
+		vs.open = map[string]*volume{}
+	}
+	v, ok := vs.open[url]
+	if !ok {
+		v = &volume{}
+		vs.open[url] = v
+	}
+	return v
+}
+
+// connect opens v's client unless it is open; v.mu is held.
+func (vs *Volumes) connect(ctx context.Context, v *volume, url string, create bool) error {
+	if v.m != nil {
+		return nil
 	}
 	timeout := vs.OpenTimeout
 	if timeout == 0 {
@@ -118,14 +132,10 @@ func (vs *Volumes) client(ctx context.Context, url string, create bool) (*volume
 	}
 	m, err := open(octx, url, create)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the volume's metadata at %s (check the Secret's metaURL and that the engine is reachable from the controller): %w", fs.RedactURL(url), err)
+		return fmt.Errorf("cannot reach the volume's metadata at %s (check the Secret's metaURL and that the engine is reachable from the controller): %w", fs.RedactURL(url), err)
 	}
-	if vs.open == nil {
-		vs.open = map[string]*volume{}
-	}
-	v := &volume{m: m}
-	vs.open[url] = v
-	return v, nil
+	v.m = m
+	return nil
 }
 
 func defaultOpen(log *slog.Logger) func(ctx context.Context, url string, create bool) (meta.Meta, error) {
@@ -143,7 +153,14 @@ func (vs *Volumes) Close(ctx context.Context) error {
 	defer vs.mu.Unlock()
 	var errs []error
 	for url, v := range vs.open {
-		if err := v.m.Close(ctx); err != nil {
+		v.mu.Lock()
+		m := v.m
+		v.m = nil
+		v.mu.Unlock()
+		if m == nil {
+			continue
+		}
+		if err := m.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close %s: %w", fs.RedactURL(url), err))
 		}
 	}
