@@ -42,7 +42,10 @@ const (
 	ReasonResizeFailed          = "VolumeResizeFailed"
 	ReasonResizeSucceeded       = "VolumeResizeSuccessful"
 	ReasonDeleteFailed          = "VolumeFailedDelete"
-	ReasonDeleted               = "VolumeDeleted"
+	// ReasonNodeSecretMissing warns that pods will not start until the
+	// node-publish Secret exists (the PV is made all the same: the Secret
+	// may well come later).
+	ReasonNodeSecretMissing = "NodePublishSecretMissing"
 )
 
 // PVName is the PV a claim gets: the same for every attempt, so retries
@@ -88,7 +91,35 @@ func (c *Controller) reconcileClaim(ctx context.Context, req reconcile.Request) 
 	}
 	c.log.Info("provisioned", "claim", req.String(), "class", sc.Name, "volume", pvName)
 	c.events.Eventf(&pvc, corev1.EventTypeNormal, ReasonProvisioningSucceeded, "Successfully provisioned volume %s", pvName)
+	c.checkNodeSecret(ctx, &pvc, pvName)
 	return reconcile.Result{}, nil
+}
+
+// checkNodeSecret warns when the Secret the pods' sidecars will read is
+// missing or lacks metaURL: pods would otherwise fail to start with a
+// less telling error.
+func (c *Controller) checkNodeSecret(ctx context.Context, pvc *corev1.PersistentVolumeClaim, pvName string) {
+	var pv corev1.PersistentVolume
+	if err := c.api.Get(ctx, types.NamespacedName{Name: pvName}, &pv); err != nil || pv.Spec.CSI == nil || pv.Spec.CSI.NodePublishSecretRef == nil {
+		return
+	}
+	ref := pv.Spec.CSI.NodePublishSecretRef
+	var s corev1.Secret
+	err := c.api.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, &s)
+	var problem string
+	switch {
+	case apierrors.IsNotFound(err):
+		problem = "does not exist"
+	case err != nil:
+		return // no RBAC or no answer: nothing certain to say
+	case len(s.Data[KeyMetaURL]) == 0:
+		problem = "has no key " + KeyMetaURL
+	default:
+		return
+	}
+	c.events.Eventf(pvc, corev1.EventTypeWarning, ReasonNodeSecretMissing,
+		"podfs: Secret %s/%s, from which pods' sidecars read the volume's %s and %s, %s: pods using this claim will not start until it does; create it in the claim's namespace",
+		ref.Namespace, ref.Name, KeyMetaURL, KeyStorageURL, problem)
 }
 
 // classOf returns the claim's class when podfs is to provision the claim.

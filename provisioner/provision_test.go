@@ -78,6 +78,13 @@ func testCreate(w *world) {
 		}
 		w.waitEvent("create", pvc.Name, ReasonProvisioningSucceeded)
 	}
+	// A missing node-publish Secret makes a warning, not a failure.
+	w.class("podfs-nonode", map[string]string{ParamNodePublishSecretName: "missing"}, nil)
+	nonode := w.claim("create", "nonode", "podfs-nonode", "1Gi", corev1.ReadWriteMany, nil)
+	w.waitPV(nonode)
+	if msg := w.waitEvent("create", "nonode", ReasonNodeSecretMissing); !strings.Contains(msg, "Secret create/missing") {
+		t.Errorf("event %q does not name the missing Secret", msg)
+	}
 	// A claim of another provisioner's class is left alone.
 	must(t, w.c.Create(w.ctx, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "other"}, Provisioner: "example.com/other"}))
 	other := w.claim("create", "other", "other", "1Gi", corev1.ReadWriteOnce, nil)
