@@ -153,6 +153,9 @@ func (c *Controller) provision(ctx context.Context, pvc *corev1.PersistentVolume
 	if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
 		return errors.New("volumeMode Block is not supported: a podfs volume is a file system, use volumeMode Filesystem")
 	}
+	if pvc.Spec.Selector != nil {
+		return errors.New("a claim with spec.selector cannot be provisioned dynamically (the selector picks among existing PVs): remove the selector, or create a matching PV yourself")
+	}
 	if pvc.Spec.DataSource != nil || pvc.Spec.DataSourceRef != nil {
 		return errors.New("podfs cannot provision from a data source (snapshot or clone): remove spec.dataSource")
 	}

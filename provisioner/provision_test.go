@@ -159,6 +159,9 @@ func testBad(w *world) {
 		{"unformatted volume", map[string]string{ParamSecretName: "unformatted"}, nil, []string{"no volume at", "format"}},
 		{"unreachable metadata", map[string]string{ParamSecretName: "unreachable"}, nil, []string{"cannot reach the volume's metadata at etcd://***@127.0.0.1:1/v"}},
 		{"block volume", nil, func(p *corev1.PersistentVolumeClaim) { p.Spec.VolumeMode = &block }, []string{"volumeMode Block is not supported"}},
+		{"selector", nil, func(p *corev1.PersistentVolumeClaim) {
+			p.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}
+		}, []string{"spec.selector", "remove the selector"}},
 		{"path collision", nil, nil, []string{"path collision", `"bad/collide" already exists`, "pathPattern"}},
 	} {
 		class := fmt.Sprintf("bad-%d", i)
