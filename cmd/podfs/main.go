@@ -34,9 +34,9 @@ func commands() []command {
 		{"compact", "compact fragmented files of a mounted podfs: compact PATH...", runCompact},
 		{"bench", "benchmark a mounted podfs: bench PATH", runBench},
 		{"webhook", "serve the mutating admission webhook", runWebhook},
+		{"controller", "provision, expand and delete podfs volumes of StorageClasses", runController},
 		{"sidecar", "serve a pod's podfs volumes (the injected sidecar)", runSidecar},
 		{"csi-node", "serve the CSI node plugin", runCSINode},
-		{"controller", "provision, expand and delete podfs volumes of StorageClasses", runController},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -52,7 +52,7 @@ func runVersion(ctx context.Context, log *slog.Logger, args []string) error {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: podfs COMMAND [options] [args]\n\nCommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'podfs COMMAND --help' for a command's options.\n"+
 		"Set PODFS_LOG=debug|info|warn|error and PODFS_LOG_FORMAT=text|json to tune logs.\n")
