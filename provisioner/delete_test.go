@@ -163,9 +163,7 @@ func testExpand(w *world) {
 		}
 		return nil
 	})
-	if q, _ := w.quotas.last(dirIno); q != 3<<30 {
-		w.t.Errorf("quota %d, want %d", q, 3<<30)
-	}
+	w.checkQuota(m, dirIno, 3<<30)
 	w.waitEvent(ns, "data", ReasonResizeSucceeded)
 	// Shrinking is the API server's to refuse (below status.capacity).
 	pvc.Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("2Gi")

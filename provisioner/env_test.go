@@ -127,6 +127,26 @@ func (q quotaRecorder) SetQuota(ctx context.Context, dir meta.Ino, maxBytes, max
 	return err
 }
 
+// checkQuota checks that the last quota set on dir is want bytes and,
+// where the volume's client reports a directory's statfs (pkg/meta's
+// directory quotas), that it shows want as the directory's size.
+func (w *world) checkQuota(m meta.Meta, dir meta.Ino, want uint64) {
+	w.t.Helper()
+	if q, ok := w.quotas.last(dir); !ok || q != want {
+		w.t.Errorf("quota of inode %d: %d (set %v), want %d", dir, q, ok, want)
+	}
+	sd, ok := m.(interface {
+		StatFSDir(context.Context, meta.Ino) (meta.StatFS, error)
+	})
+	if !ok {
+		return
+	}
+	st, err := sd.StatFSDir(w.ctx, dir)
+	if err != nil || st.TotalSpace != want {
+		w.t.Errorf("statfs of inode %d: total %d, %v; want the quota %d", dir, st.TotalSpace, err, want)
+	}
+}
+
 // last returns the last quota set on dir.
 func (r *recQuotas) last(dir meta.Ino) (uint64, bool) {
 	r.mu.Lock()

@@ -73,9 +73,7 @@ func testCreate(w *world) {
 			t.Errorf("%s: nodePublishSecretRef %+v", pv.Name, pv.Spec.CSI.NodePublishSecretRef)
 		}
 		ino := w.claimDir(m, dir, pvc.UID)
-		if q, ok := w.quotas.last(ino); !ok || q != 2<<30 {
-			t.Errorf("%s: quota %d (set %v), want %d", dir, q, ok, 2<<30)
-		}
+		w.checkQuota(m, ino, 2<<30)
 		w.waitEvent("create", pvc.Name, ReasonProvisioningSucceeded)
 	}
 	// A missing node-publish Secret makes a warning, not a failure.

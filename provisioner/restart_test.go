@@ -46,9 +46,7 @@ func TestRestartMidCreate(t *testing.T) {
 	if got := w.claimDir(m, "restart/b", b.UID); got != tmpB {
 		t.Errorf("claim b got directory inode %d, want the one made before the restart, %d", got, tmpB)
 	}
-	if q, _ := w.quotas.last(tmpB); q != 2<<30 {
-		t.Errorf("claim b's quota %d, want %d", q, 2<<30)
-	}
+	w.checkQuota(m, tmpB, 2<<30)
 	ents, err := m.Readdir(w.ctx, parent, "", 100)
 	must(t, err)
 	var names []string
