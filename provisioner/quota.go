@@ -13,12 +13,12 @@ var ErrNoQuotas = errors.New("this podfs build's metadata engine cannot set dire
 
 // MetaQuotas is the production Quotas of a volume's client.
 //
-// TODO(lead): pkg/meta gains SetQuota(ctx, dir meta.Ino, maxBytes,
-// maxInodes uint64) error on its client in a parallel change. Once merged,
-// replace this adapter with the client itself (return m, or add SetQuota to
-// meta.Meta and drop the assertion). Until then a client without the method
-// fails provisioning with ErrNoQuotas rather than hand out an unlimited
-// directory.
+// TODO(lead): the quota branch adds SetQuota(ctx, dir meta.Ino, maxBytes,
+// maxInodes uint64) error to meta.Meta itself. Once merged, every client
+// satisfies Quotas: make this `return m` and delete noQuotas and
+// ErrNoQuotas (and the ErrNoQuotas branches in provision.go and the
+// tests). Until then a client without the method fails provisioning with
+// ErrNoQuotas rather than hand out an unlimited directory.
 func MetaQuotas(m meta.Meta) Quotas {
 	if q, ok := m.(Quotas); ok {
 		return q
