@@ -117,7 +117,7 @@ func parseClass(sc *storagev1.StorageClass) (*classParams, error) {
 			ParamProvisionerSecretName, ParamProvisionerSecretNamespace, KeyMetaURL, KeyStorageURL)
 	}
 	if p.nodePublish.Name == "" || p.nodePublish.Namespace == "" {
-		return nil, fmt.Errorf("StorageClass %s: set %s and %s (the Secret with %s and %s the pods' sidecars read; usually %s in the claim's namespace)", sc.Name,
+		return nil, fmt.Errorf("StorageClass %s: set %s and %s (the Secret with %s and %s that pods get; for pods on serverless nodes it must be in the claim's namespace, %s)", sc.Name,
 			ParamNodePublishSecretName, ParamNodePublishSecretNamespace, KeyMetaURL, KeyStorageURL, "${pvc.namespace}")
 	}
 	for _, t := range []struct{ param, v string }{

@@ -118,7 +118,7 @@ func (c *Controller) checkNodeSecret(ctx context.Context, pvc *corev1.Persistent
 		return
 	}
 	c.events.Eventf(pvc, corev1.EventTypeWarning, ReasonNodeSecretMissing,
-		"podfs: Secret %s/%s, from which pods' sidecars read the volume's %s and %s, %s: pods using this claim will not start until it does; create it in the claim's namespace",
+		"podfs: Secret %s/%s, from which pods get the volume's %s and %s, %s: pods using this claim will not start until it does; create it",
 		ref.Namespace, ref.Name, KeyMetaURL, KeyStorageURL, problem)
 }
 

@@ -144,7 +144,7 @@ func TestStorageClass(t *testing.T) {
 		t.Errorf("provisioner %q", sc.Provisioner)
 	case p[provisioner.ParamProvisionerSecretName] != "podfs-volume" || p[provisioner.ParamProvisionerSecretNamespace] != "podfs-system":
 		t.Errorf("provisioner Secret %v", p)
-	case p[provisioner.ParamNodePublishSecretName] != "podfs-volume" || p[provisioner.ParamNodePublishSecretNamespace] != "${pvc.namespace}":
+	case p[provisioner.ParamNodePublishSecretName] != "podfs-volume" || p[provisioner.ParamNodePublishSecretNamespace] != "podfs-system":
 		t.Errorf("node-publish Secret %v", p)
 	case p[provisioner.ParamOnDelete] != "archive" || !slices.Equal(sc.MountOptions, []string{"allow_other"}):
 		t.Errorf("onDelete %q mountOptions %v", p[provisioner.ParamOnDelete], sc.MountOptions)
@@ -153,6 +153,16 @@ func TestStorageClass(t *testing.T) {
 	}
 	if err := provisioner.CheckClass(&sc); err != nil {
 		t.Errorf("the controller refuses the chart's class: %v", err)
+	}
+	// Serverless pods: the Secret in the claim's namespace.
+	r = render(t, "--set", "storageClass.create=true", "--set", "storageClass.provisionerSecret.name=podfs-volume",
+		"--set", "storageClass.nodePublishSecret.namespace=${pvc.namespace}")
+	r.get(t, "StorageClass/podfs", &sc)
+	if got := sc.Parameters[provisioner.ParamNodePublishSecretNamespace]; got != "${pvc.namespace}" {
+		t.Errorf("node-publish namespace %q, want ${pvc.namespace}", got)
+	}
+	if err := provisioner.CheckClass(&sc); err != nil {
+		t.Errorf("the controller refuses the chart's serverless class: %v", err)
 	}
 	// The example's class too.
 	b, err := os.ReadFile("examples/storageclass.yaml")
