@@ -300,7 +300,7 @@ func parts(u string) []string {
 		}
 	}
 	for _, kv := range strings.Split(query, "&") {
-		if _, v, ok := strings.Cut(kv, "="); ok && len(v) >= 4 {
+		if k, v, ok := strings.Cut(kv, "="); ok && fs.SecretParam(k) && len(v) >= 4 {
 			out = append(out, v)
 		}
 	}

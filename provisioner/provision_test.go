@@ -136,7 +136,8 @@ func testBad(w *world) {
 	w.namespace("bad", v)
 	w.secret("bad", "nometa", map[string]string{KeyStorageURL: v.storageURL})
 	w.secret("bad", "unformatted", map[string]string{KeyMetaURL: "bolt://" + w.t.TempDir() + "/none.db"})
-	w.secret("bad", "unreachable", map[string]string{KeyMetaURL: "etcd://root:hunter22@127.0.0.1:1/v"})
+	w.secret("bad", "credentials", map[string]string{KeyMetaURL: "etcd://root:hunter22@127.0.0.1:1/v"})
+	w.secret("bad", "unreachable", map[string]string{KeyMetaURL: "etcd://127.0.0.1:1/v", KeyStorageURL: "rados://pool?mon_host=127.0.0.1:1&key=AQBhunter22"})
 	m := w.format(v)
 	_, err := mkdirAll(w.ctx, m, "bad/collide")
 	must(w.t, err)
@@ -155,7 +156,8 @@ func testBad(w *world) {
 		{"bad onDelete", map[string]string{ParamOnDelete: "shred"}, nil, []string{"use delete, retain or archive"}},
 		{"Secret without metaURL", map[string]string{ParamSecretName: "nometa"}, nil, []string{"Secret bad/nometa has no key metaURL"}},
 		{"unformatted volume", map[string]string{ParamSecretName: "unformatted"}, nil, []string{"no volume at", "format"}},
-		{"unreachable metadata", map[string]string{ParamSecretName: "unreachable"}, nil, []string{"cannot reach the volume's metadata at etcd://***@127.0.0.1:1/v"}},
+		{"credentials in the URL", map[string]string{ParamSecretName: "credentials"}, nil, []string{"cannot reach the volume's metadata at etcd://***@127.0.0.1:1/v"}},
+		{"unreachable metadata", map[string]string{ParamSecretName: "unreachable"}, nil, []string{"cannot reach the volume's metadata at etcd://127.0.0.1:1/v", "reachable from the controller"}},
 		{"block volume", nil, func(p *corev1.PersistentVolumeClaim) { p.Spec.VolumeMode = &block }, []string{"volumeMode Block is not supported"}},
 		{"selector", nil, func(p *corev1.PersistentVolumeClaim) {
 			p.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}

@@ -142,9 +142,9 @@ func ProbeStorage(ctx context.Context, s storage.Store) error {
 }
 
 // RedactURL hides what a URL may carry as credentials, for messages, logs
-// and events: the user information and every query value
-// (etcd://user:pw@h:2379/v -> etcd://***@h:2379/v,
-// rados://pool?key=SECRET -> rados://pool?key=***).
+// and events: the user information and the values of query parameters
+// that hold secrets (etcd://user:pw@h:2379/v -> etcd://***@h:2379/v,
+// rados://pool?mon_host=h:6789&key=SECRET -> rados://pool?mon_host=h:6789&key=***).
 func RedactURL(s string) string {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
@@ -163,11 +163,27 @@ func RedactURL(s string) string {
 		query, _, _ = strings.Cut(query, "#")
 		parts := strings.Split(query, "&")
 		for i, kv := range parts {
-			if k, _, ok := strings.Cut(kv, "="); ok {
+			if k, _, ok := strings.Cut(kv, "="); ok && SecretParam(k) {
 				parts[i] = k + "=***"
 			}
 		}
 		out += "?" + strings.Join(parts, "&")
 	}
 	return out
+}
+
+// SecretParam says whether a URL query parameter holds a credential
+// (rados key=, and anything named like a secret, password or token; not
+// keyring=, a file's path).
+func SecretParam(name string) bool {
+	n := strings.ToLower(name)
+	if n == "key" || strings.HasSuffix(n, "_key") || strings.HasSuffix(n, "-key") {
+		return true
+	}
+	for _, w := range []string{"secret", "password", "passwd", "token", "credential"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }

@@ -14,7 +14,9 @@ func TestRedactURLQuery(t *testing.T) {
 	for in, want := range map[string]string{
 		"etcd://user:pw@127.0.0.1:2379/vol":               "etcd://***@127.0.0.1:2379/vol",
 		"tikv://pd1:2379,pd2:2379/vol":                    "tikv://pd1:2379,pd2:2379/vol",
-		"rados://pool?conf=/etc/ceph/ceph.conf&key=AQB==": "rados://pool?conf=***&key=***",
+		"rados://pool?conf=/etc/ceph/ceph.conf&key=AQB==": "rados://pool?conf=/etc/ceph/ceph.conf&key=***",
+		"rados://pool?mon_host=127.0.0.1:6789&keyring=/k": "rados://pool?mon_host=127.0.0.1:6789&keyring=/k",
+		"s3://b?access_key=A&secret_key=B&token=C":        "s3://b?access_key=***&secret_key=***&token=***",
 		"rados://u:p@pool?key=s3cret#frag":                "rados://***@pool?key=***",
 		"bolt:///var/lib/podfs/meta.db":                   "bolt:///var/lib/podfs/meta.db",
 		"not a url":                                       "not a url",
