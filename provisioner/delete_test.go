@@ -27,6 +27,7 @@ func TestDeleteAndExpand(t *testing.T) {
 	}
 	t.Run("delete retried", func(t *testing.T) { w.t = t; testDeleteRetry(w) })
 	t.Run("expand", func(t *testing.T) { w.t = t; testExpand(w) })
+	t.Run("expand retried", func(t *testing.T) { w.t = t; testExpandRetry(w) })
 }
 
 // provisioned makes a namespace, class and claim and waits for its PV.
@@ -196,4 +197,42 @@ func (w *world) bind(pvc *corev1.PersistentVolumeClaim, pv *corev1.PersistentVol
 	pvc.Status.AccessModes = pv.Spec.AccessModes
 	pvc.Status.Capacity = corev1.ResourceList{corev1.ResourceStorage: pv.Spec.Capacity[corev1.ResourceStorage]}
 	must(w.t, w.c.Status().Update(w.ctx, pvc))
+}
+
+// testExpandRetry: an expansion that cannot reach the volume (its Secret
+// gone) leaves the claim as it was, with an event, and completes once the
+// Secret is back.
+func testExpandRetry(w *world) {
+	ns := "expand-retry"
+	allow := true
+	m, pvc, pv := w.provisioned(ns, "podfs-"+ns, nil, func(sc *storagev1.StorageClass) { sc.AllowVolumeExpansion = &allow })
+	dirIno := w.dirIno(m, ns+"/data")
+	w.bind(pvc, pv)
+	var secret corev1.Secret
+	must(w.t, w.c.Get(w.ctx, types.NamespacedName{Namespace: ns, Name: "podfs"}, &secret))
+	must(w.t, w.c.Delete(w.ctx, &secret))
+	must(w.t, w.c.Get(w.ctx, client.ObjectKeyFromObject(pvc), pvc))
+	pvc.Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("2Gi")
+	must(w.t, w.c.Update(w.ctx, pvc))
+	msg := w.waitEvent(ns, "data", ReasonResizeFailed)
+	if !strings.Contains(msg, "Secret "+ns+"/podfs") || !strings.Contains(msg, "does not exist") {
+		w.t.Errorf("event %q does not name the missing Secret", msg)
+	}
+	must(w.t, w.c.Get(w.ctx, types.NamespacedName{Name: pv.Name}, pv))
+	must(w.t, w.c.Get(w.ctx, client.ObjectKeyFromObject(pvc), pvc))
+	one := resource.MustParse("1Gi")
+	if got, cap := pvc.Status.Capacity[corev1.ResourceStorage], pv.Spec.Capacity[corev1.ResourceStorage]; got.Cmp(one) != 0 || cap.Cmp(one) != 0 {
+		w.t.Errorf("a failed expansion changed the claim (%s) or the PV (%s)", got.String(), cap.String())
+	}
+	secret.ResourceVersion = ""
+	must(w.t, w.c.Create(w.ctx, &secret))
+	two := resource.MustParse("2Gi")
+	poll(w.t, "expansion after the Secret is back", 30e9, func() error {
+		must(w.t, w.c.Get(w.ctx, client.ObjectKeyFromObject(pvc), pvc))
+		if got := pvc.Status.Capacity[corev1.ResourceStorage]; got.Cmp(two) != 0 {
+			return fmt.Errorf("claim status %s", got.String())
+		}
+		return nil
+	})
+	w.checkQuota(m, dirIno, 2<<30)
 }

@@ -136,8 +136,12 @@ func (c *Controller) classOf(ctx context.Context, pvc *corev1.PersistentVolumeCl
 	}
 	var sc storagev1.StorageClass
 	if err := c.client.Get(ctx, types.NamespacedName{Name: *pvc.Spec.StorageClassName}, &sc); err != nil {
-		// A class created later enqueues its claims (claimsOfClass).
-		return nil, false, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			// A class created later enqueues its claims (claimsOfClass).
+			c.log.Debug("the claim's class is not found; waiting for it", "claim", pvc.Namespace+"/"+pvc.Name, "class", *pvc.Spec.StorageClassName)
+			return nil, false, nil
+		}
+		return nil, false, err
 	}
 	return &sc, sc.Provisioner == DriverName, nil
 }

@@ -28,6 +28,7 @@ func TestProvision(t *testing.T) {
 	t.Run("retry after a missing Secret", func(t *testing.T) { w.t = t; testRetry(w) })
 	t.Run("bad parameters", func(t *testing.T) { w.t = t; testBad(w) })
 	t.Run("wait for first consumer", func(t *testing.T) { w.t = t; testWaitForConsumer(w) })
+	t.Run("class created after the claim", func(t *testing.T) { w.t = t; testLateClass(w) })
 	t.Run("PV refused, directory taken back", func(t *testing.T) { w.t = t; testRollback(w) })
 }
 
@@ -281,4 +282,17 @@ func testRollback(w *world) {
 	w.start()
 	w.waitPV(pvc)
 	w.claimDir(m, "rollback/data", pvc.UID)
+}
+
+// testLateClass: a claim whose class does not exist yet is provisioned
+// once the class appears (the class watch enqueues it; no retry is pending).
+func testLateClass(w *world) {
+	v := w.newVolume()
+	w.namespace("late", v)
+	pvc := w.claim("late", "data", "podfs-late-class", "1Gi", corev1.ReadWriteMany, nil)
+	w.waitLog("class is not found", "podfs-late-class") // the controller looked
+	w.noPV(pvc)
+	w.class("podfs-late-class", nil, nil)
+	w.waitPV(pvc)
+	w.claimDir(w.meta(v), "late/data", pvc.UID)
 }
