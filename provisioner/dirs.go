@@ -147,24 +147,32 @@ func ensureClaimDir(ctx context.Context, m meta.Meta, q Quotas, p, uid string, m
 
 	// Build it under a temporary name (reused after a crash), then rename.
 	tmp := tmpPrefix + uid
+	made := false
 	ino, _, err = m.Lookup(ctx, parent, tmp)
 	if errors.Is(err, syscall.ENOENT) {
 		ino, _, err = m.Mkdir(ctx, parent, tmp, claimMode, 0, 0)
+		made = err == nil
 	}
 	if err != nil {
 		return claimDir{}, fmt.Errorf("make directory %q: %w", path.Join(parentPath, tmp), err)
 	}
+	fail := func(err error) (claimDir, error) {
+		if made { // this call's own, still empty: take it back
+			_ = m.Rmdir(ctx, parent, tmp)
+		}
+		return claimDir{}, err
+	}
 	if err := m.SetXattr(ctx, ino, ownerXattr, []byte(uid), 0); err != nil {
-		return claimDir{}, fmt.Errorf("mark directory %q as the claim's: %w", path.Join(parentPath, tmp), err)
+		return fail(fmt.Errorf("mark directory %q as the claim's: %w", path.Join(parentPath, tmp), err))
 	}
 	if err := q.SetQuota(ctx, ino, maxBytes, 0); err != nil {
-		return claimDir{}, fmt.Errorf("set the quota of %q to %d bytes: %w", p, maxBytes, err)
+		return fail(fmt.Errorf("set the quota of %q to %d bytes: %w", p, maxBytes, err))
 	}
 	if err := m.Rename(ctx, parent, tmp, parent, name, meta.RenameNoReplace); err != nil {
 		if errors.Is(err, syscall.EEXIST) {
-			return claimDir{}, fmt.Errorf("%w: %q appeared while the claim's directory was being made", errCollision, p)
+			return fail(fmt.Errorf("%w: %q appeared while the claim's directory was being made", errCollision, p))
 		}
-		return claimDir{}, fmt.Errorf("move the claim's directory into place at %q: %w", p, err)
+		return fail(fmt.Errorf("move the claim's directory into place at %q: %w", p, err))
 	}
 	return claimDir{ino: ino, created: true}, nil
 }
