@@ -86,6 +86,10 @@ func TestController(t *testing.T) {
 		t.Error("a StorageClass is rendered by default")
 	}
 
+	if out, err := helm(t, "template", "podfs", ".", "--kube-version", kubeVersion, "--set", "controller.replicas=2",
+		"--set", "controller.leaderElection=false"); err == nil || !strings.Contains(out, "controller.leaderElection") {
+		t.Errorf("two replicas without leader election rendered, or the error does not say what to set: %v\n%s", err, out)
+	}
 	// Off: nothing of it.
 	r = render(t, "--set", "controller.enabled=false")
 	for k := range r {
