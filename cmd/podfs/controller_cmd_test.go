@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -65,6 +66,7 @@ func TestControllerCommand(t *testing.T) {
 		}
 	}
 	health := testenv.Addr(testenv.FreePort(t))
+	metrics := testenv.Addr(testenv.FreePort(t))
 	logs := &testenv.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -74,7 +76,7 @@ func TestControllerCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runController(ctx, slog.New(slog.NewTextHandler(logs, nil)), []string{"--kubeconfig", kubeconfig, "--namespace", "podfs-system",
-			"--metrics-addr", "0", "--health-addr", health})
+			"--metrics-addr", metrics, "--health-addr", health})
 	}()
 	defer func() {
 		cancel()
@@ -118,6 +120,15 @@ func TestControllerCommand(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("readyz: %s", resp.Status)
+	}
+	resp, err = http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `controller_runtime_reconcile_total{controller="podfs-claims"`) {
+		t.Errorf("/metrics lacks the claim controller's reconcile counts")
 	}
 	var lease coordinationv1.Lease
 	if err := c.Get(ctx, types.NamespacedName{Namespace: "podfs-system", Name: "podfs-controller"}, &lease); err != nil {
