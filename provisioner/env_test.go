@@ -30,7 +30,7 @@ import (
 // world is a real kube-apiserver (envtest) and the metadata clients the
 // controllers under test share (a bolt volume is open in one place only).
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	kube   *testenv.Kube
 	c      client.Client
@@ -42,7 +42,7 @@ type world struct {
 	dir    string // for volumes
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	k := testenv.StartKube(t)
 	scheme := runtime.NewScheme()
