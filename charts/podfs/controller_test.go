@@ -90,6 +90,26 @@ func TestController(t *testing.T) {
 		"--set", "controller.leaderElection=false"); err == nil || !strings.Contains(out, "controller.leaderElection") {
 		t.Errorf("two replicas without leader election rendered, or the error does not say what to set: %v\n%s", err, out)
 	}
+	// Secrets in named namespaces only.
+	r = render(t, "--set", "controller.secretNamespaces={podfs-system,storage}")
+	r.get(t, "ClusterRole/podfs-controller-podfs-system", &cr)
+	if _, ok := ruleVerbs(cr.Rules)["/secrets"]; ok {
+		t.Error("secretNamespaces set, but the ClusterRole still reads Secrets everywhere")
+	}
+	// One Role per namespace (same name: the rendered map keeps the last).
+	var secRole rbacv1.Role
+	r.get(t, "Role/podfs-controller-secrets", &secRole)
+	if got := ruleVerbs(secRole.Rules); len(got) != 1 || !slices.Equal(got["/secrets"], []string{"get"}) || secRole.Namespace != "storage" {
+		t.Errorf("secrets Role in %s grants %v, want get on secrets", secRole.Namespace, got)
+	}
+	out, err := helm(t, "template", "podfs", ".", "-n", "podfs-system", "--kube-version", kubeVersion,
+		"--set", "controller.secretNamespaces={podfs-system,storage}", "-s", "templates/controller-rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, "name: podfs-controller-secrets\n  namespace: "); n != 4 { // a Role and a RoleBinding each
+		t.Errorf("%d secrets Roles and RoleBindings rendered, want 4:\n%s", n, out)
+	}
 	// Off: nothing of it.
 	r = render(t, "--set", "controller.enabled=false")
 	for k := range r {
