@@ -137,7 +137,18 @@ echo "e2e: chart ready after $((SECONDS - t0)) s" >&2
 # chart's pods): the in-place sidecar upgrade scenario changes a running
 # pod's sidecar to it.
 upgrade_image=${image%:*}:upgrade
-ctr --address "$state/run/containerd.sock" -n k8s.io images tag --force "$image" "$upgrade_image" >/dev/null
+# The runtime may record the pulled tag a moment after the pods are ready.
+for i in $(seq 1 60); do
+	if ctr --address "$state/run/containerd.sock" -n k8s.io images tag --force "$image" "$upgrade_image" >/dev/null 2>&1; then
+		break
+	fi
+	if [[ $i == 60 ]]; then
+		echo "e2e: image $image is not on the node after the chart started" >&2
+		ctr --address "$state/run/containerd.sock" -n k8s.io images ls -q >&2 || true
+		exit 1
+	fi
+	sleep 1
+done
 
 export PODFS_BIN=$root/bin/podfs PODFS_IMAGE=$image PODFS_IMAGE_UPGRADE=$upgrade_image PODFS_RELEASE=$release/$release_ns
 if [[ $registry == 1 ]]; then

@@ -348,6 +348,8 @@ func TestExamples(t *testing.T) {
 				obj = &corev1.Secret{}
 			case "Deployment":
 				obj = &appsv1.Deployment{}
+			case "StorageClass":
+				obj = &storagev1.StorageClass{}
 			default:
 				t.Errorf("%s: unexpected kind %q in an example", f, head.Kind)
 				continue

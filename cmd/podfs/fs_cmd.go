@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"path"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"podfs.io/podfs/pkg/fs"
@@ -101,24 +96,6 @@ func formatSize(n int64) string {
 	return fmt.Sprintf("%.1f %s", f, units[i])
 }
 
-// defaultStorage is the data directory beside an embedded metadata file:
-// bolt:///DIR/meta.db -> file:///DIR/data.
-func defaultStorage(metaURL string) string {
-	u, err := url.Parse(metaURL)
-	if err != nil || u.Scheme != "bolt" || u.Path == "" {
-		return ""
-	}
-	return "file://" + path.Join(path.Dir(u.Path), "data")
-}
-
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
-}
-
 func runFormat(ctx context.Context, log *slog.Logger, args []string) error {
 	f := newFlags("format", "META-URL NAME [--storage URL] [options]", `
 Format a volume: write its settings into the metadata engine at META-URL.
@@ -139,93 +116,36 @@ the same name and storage again changes nothing.`)
 	if len(pos) != 2 {
 		return usagef("format takes META-URL and NAME, got %d arguments (see podfs format --help)", len(pos))
 	}
-	metaURL, name := pos[0], pos[1]
-	if !validName(name) {
-		return usagef("volume name %q: use 1-63 letters, digits, '-', '_' or '.'", name)
+	metaURL := pos[0]
+	o := fs.FormatOptions{Name: pos[1], Storage: *storageURL, BlockSize: int(blockSize.v), Capacity: uint64(capacity.v), Inodes: *inodes}
+	if err := o.Validate(metaURL); err != nil {
+		return usagef("%v", err)
 	}
-	if *storageURL == "" {
-		*storageURL = defaultStorage(metaURL)
-		if *storageURL == "" {
-			return usagef("--storage is required unless META-URL is bolt:///DIR/meta.db (then it defaults to file:///DIR/data)")
-		}
-	}
-	if bs := blockSize.v; bs < 64<<10 || bs > 64<<20 || bs&(bs-1) != 0 {
-		return usagef("--block-size %s: use a power of two between 64K and 64M", blockSize)
-	}
-	if redact.URL(*storageURL) != *storageURL {
+	if redact.URL(o.Storage) != o.Storage {
 		// The storage URL is kept in the volume's metadata, where every
 		// client reads it.
 		log.Warn("the storage URL carries a secret (key=), which the volume's metadata will keep: prefer keyring= or keyfile= naming a file from a mounted Secret")
 	}
-	store, err := openToolStorage(ctx, *storageURL)
+	store, err := openToolStorage(ctx, o.Storage)
 	if err != nil {
-		return fmt.Errorf("open storage %s: %w", redact.URL(*storageURL), err)
+		return fmt.Errorf("open storage %s: %w", redact.URL(o.Storage), err)
 	}
 	defer store.Close()
-	if err := probeStorage(ctx, store); err != nil {
-		return fmt.Errorf("storage %s does not work: %w", store, err)
-	}
 	m, err := meta.Open(ctx, metaURL, meta.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("open metadata %s: %w", redact.URL(metaURL), err)
 	}
 	defer m.Close(context.Background())
-	if old, err := m.Load(ctx); err == nil {
-		if old.Name == name && old.Storage == *storageURL {
-			fmt.Printf("volume %q is already formatted at %s (storage %s): nothing to do\n", name, redact.URL(metaURL), redact.URL(old.Storage))
-			return nil
-		}
-		return fmt.Errorf("%s already holds volume %q (storage %s): pick another metadata URL, or remove that volume first", redact.URL(metaURL), old.Name, redact.URL(old.Storage))
-	} else if !errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("check for an existing volume at %s: %w", redact.URL(metaURL), err)
+	vol, created, err := fs.Format(ctx, m, store, o)
+	if err != nil {
+		return fmt.Errorf("format %s: %w", redact.URL(metaURL), err)
 	}
-	format := meta.Format{
-		Name:      name,
-		UUID:      newUUID(),
-		BlockSize: int(blockSize.v),
-		Storage:   *storageURL,
-		Capacity:  uint64(capacity.v),
-		Inodes:    *inodes,
-		CreatedAt: time.Now().UTC(),
-		Version:   meta.FormatVersion,
+	if !created {
+		fmt.Printf("volume %q is already formatted at %s (storage %s): nothing to do\n", vol.Name, redact.URL(metaURL), redact.URL(vol.Storage))
+		return nil
 	}
-	if err := m.Init(ctx, format); err != nil {
-		return fmt.Errorf("format volume %q at %s: %w", name, redact.URL(metaURL), err)
-	}
-	fmt.Printf("formatted volume %q: metadata %s, storage %s, block size %s\n", name, redact.URL(metaURL), redact.URL(*storageURL), blockSize)
+	fmt.Printf("formatted volume %q: metadata %s, storage %s, block size %s\n", vol.Name, redact.URL(metaURL), redact.URL(vol.Storage), blockSize)
 	return nil
-}
-
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-// probeStorage writes, reads back and deletes one object, so a volume is
-// never formatted on storage that does not work.
-func probeStorage(ctx context.Context, s interface {
-	Put(context.Context, string, []byte) error
-	Get(context.Context, string, int64, []byte) (int, error)
-	Delete(context.Context, string) error
-}) error {
-	key := "podfs-probe/" + newUUID()
-	want := []byte("podfs storage probe")
-	if err := s.Put(ctx, key, want); err != nil {
-		return fmt.Errorf("write a test object: %w", err)
-	}
-	got := make([]byte, len(want))
-	n, err := s.Get(ctx, key, 0, got)
-	if err != nil || string(got[:n]) != string(want) {
-		return fmt.Errorf("read back a test object: got %q, %v", got[:n], err)
-	}
-	return s.Delete(ctx, key)
 }
 
 func runUmount(ctx context.Context, log *slog.Logger, args []string) error {

@@ -30,15 +30,6 @@ func TestParseInterleaved(t *testing.T) {
 	}
 }
 
-func TestDefaultStorage(t *testing.T) {
-	if got := defaultStorage("bolt:///var/lib/podfs/meta.db"); got != "file:///var/lib/podfs/data" {
-		t.Errorf("got %q", got)
-	}
-	if got := defaultStorage("etcd://127.0.0.1:2379/v"); got != "" {
-		t.Errorf("etcd has no default storage, got %q", got)
-	}
-}
-
 func TestMountName(t *testing.T) {
 	if got := mountName("/mnt/pod fs/x"); got != "mnt_pod_fs_x" {
 		t.Errorf("got %q", got)

@@ -1,5 +1,6 @@
 // Command podfs is the one binary of podfs: the file system client and its
-// tools, the admission webhook, the CSI node plugin and the sidecar runtime.
+// tools, the admission webhook, the CSI node plugin, the provisioning
+// controller and the sidecar runtime.
 package main
 
 import (
@@ -35,6 +36,7 @@ func commands() []command {
 		{"compact", "compact fragmented files of a mounted podfs: compact PATH...", runCompact},
 		{"bench", "benchmark a mounted podfs: bench PATH", runBench},
 		{"webhook", "serve the mutating admission webhook", runWebhook},
+		{"controller", "provision, expand and delete podfs volumes of StorageClasses", runController},
 		{"sidecar", "serve a pod's podfs volumes (the injected sidecar)", runSidecar},
 		{"csi-node", "serve the CSI node plugin", runCSINode},
 		{"rollout-sidecars", "change the sidecar image of running pods in place: rollout-sidecars --image IMAGE", runRollout},
