@@ -159,7 +159,7 @@ func serveNodeVolume(ctx context.Context, cfg Config, srv ConnServer, v Volume) 
 	}
 	nv.h = h
 	start := time.Now()
-	err = fromSource(&v, h.Volume.Source, filepath.Join(filepath.Dir(cfg.HandoffDir), "secrets"))
+	err = fromSource(&v, h.Volume.Source, cfg.SecretsDir)
 	nv.v = v
 	var m ConnMount
 	if err == nil {
@@ -227,6 +227,9 @@ func claimedPV(handoffDir, podVolume string) (string, error) {
 func handoffDefaults(cfg *Config) {
 	if cfg.HandoffDir == "" {
 		cfg.HandoffDir = volumeset.HandoffDir
+	}
+	if cfg.SecretsDir == "" {
+		cfg.SecretsDir = volumeset.SecretsDir
 	}
 	if cfg.HandoffWait == 0 {
 		cfg.HandoffWait = 2 * time.Minute

@@ -68,6 +68,10 @@ type Config struct {
 	// HandoffDir is where the CSI node offers the FUSE connections on
 	// ordinary nodes; "" = volumeset.HandoffDir.
 	HandoffDir string
+	// SecretsDir is where the Secret files the CSI node sends with a
+	// connection are kept, a directory per volume (ordinary nodes; an
+	// in-memory emptyDir the webhook adds); "" = volumeset.SecretsDir.
+	SecretsDir string
 	// HandoffWait bounds the wait for a volume's connection; default 2m.
 	HandoffWait time.Duration
 	Log         *slog.Logger

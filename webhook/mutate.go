@@ -212,6 +212,10 @@ func inject(pod *corev1.Pod, vols []podfsVolume, in Input, serverless bool) ([]O
 	// handoff sockets, found by this mount path) in both modes: the root
 	// file system may be read-only.
 	mounts := []corev1.VolumeMount{{Name: runVol, MountPath: volumeset.RunDir}}
+	secretsVol := uniqueName(secretVolumeName+"s", pod, runVol, infoVol, cacheVol)
+	if !serverless {
+		mounts = append(mounts, corev1.VolumeMount{Name: secretsVol, MountPath: volumeset.SecretsDir})
+	}
 	bidi := corev1.MountPropagationBidirectional
 	var secretEnv []corev1.EnvVar
 	var secretVols []corev1.Volume
@@ -331,9 +335,15 @@ func inject(pod *corev1.Pod, vols []podfsVolume, in Input, serverless bool) ([]O
 			ops = append(ops, Op{Op: "replace", Path: "/spec/volumes/" + strconv.Itoa(v.index), Value: corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}})
 		}
 	}
-	// In memory: it holds the sockets and, on ordinary nodes, the Secret
-	// files the CSI node hands over, which must not reach the node's disk.
-	newVols := []corev1.Volume{{Name: runVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}}}
+	// On disk, not tmpfs: the CSI node creates the handoff sockets in it
+	// from the host, possibly before the kubelet would have mounted a tmpfs
+	// there, which would then hide them.
+	newVols := []corev1.Volume{{Name: runVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	if !serverless {
+		// The Secret files the CSI node hands over, kept in memory only.
+		secretVols = append(secretVols, corev1.Volume{Name: secretsVol, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: resource.NewQuantity(4<<20, resource.BinarySI)}}})
+	}
 	if len(cacheMounts) > 0 {
 		src := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: cacheLimit}}
 		if cfg.CacheVolume != nil {

@@ -84,8 +84,12 @@ const (
 	// known yet), named after the pod's volume and holding the PV name the
 	// CSI node published it as (ModeNode only).
 	ClaimsDir = HandoffDir + "/claims"
-	// SecretsDir holds, on serverless nodes, a directory per volume with
-	// its Secret's keys as files (Volume.SecretDir).
+	// SecretsDir holds a directory per volume with its Secret's keys as
+	// files: on serverless nodes the Secret volumes the webhook mounts
+	// (Volume.SecretDir); on ordinary nodes an in-memory emptyDir where the
+	// sidecar writes the files the CSI node sends with the connection.
+	// (Not RunDir: the CSI node writes into that emptyDir from the host,
+	// which a tmpfs mounted by the kubelet could hide.)
 	SecretsDir = "/run/podfs-secrets"
 	// ServerlessDir is where the sidecar sees the emptyDir volumes that
 	// replace podfs PVC volumes on serverless nodes.
