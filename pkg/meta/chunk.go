@@ -51,7 +51,9 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 	if err := c.checkSpaceQuota(ctx); err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
+	var grew int64
 	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
+		grew = 0
 		k, uk := chunkKey(ino, index), randomUsageKey()
 		if err := prefetch(tx, attrKey(ino), k, uk); err != nil {
 			return err
@@ -82,6 +84,10 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 			grow = align4k(end) - align4k(a.Size)
 			a.Size = end
 		}
+		if err := c.chargeFileTx(tx, &a, ino, grow, 0); err != nil {
+			return err
+		}
+		grew = grow
 		a.Mtime = mtime.UnixNano()
 		a.Ctime = a.Mtime
 		putAttr(tx, ino, &a)
@@ -90,6 +96,7 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 	if err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
+	c.useReservation(ino, grew, false)
 	return nil
 }
 

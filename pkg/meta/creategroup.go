@@ -52,6 +52,7 @@ type createOp struct {
 	target string
 	openBy uint64
 	ino    Ino
+	chain  []Ino // quotas above parent (quota.go)
 
 	// Outcome of the last attempt.
 	a       Attr
@@ -256,6 +257,14 @@ func (c *Client) applyCreate(tx kv.Tx, op *createOp) error {
 		}
 	}
 	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			op.err = err
+			return nil
+		}
+		return err
+	}
+	if err := c.chargeTx(tx, op.chain, op.parent, 0, 1); err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
 			op.err = err
