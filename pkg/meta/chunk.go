@@ -84,7 +84,7 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 			grow = align4k(end) - align4k(a.Size)
 			a.Size = end
 		}
-		if err := c.chargeFileTx(tx, &a, ino, grow, 0); err != nil {
+		if err := c.chargeFileTx(tx, &a, grow, 0); err != nil {
 			return err
 		}
 		grew = grow

@@ -124,6 +124,11 @@ func (c *Client) Engine() kv.Engine { return c.e }
 func (c *Client) LocalOpens() bool { return c.localOpens }
 
 func (c *Client) txn(ctx context.Context, fn func(kv.Tx) error) error {
+	// Transactions charge quotas from the cache (quota_cache.go): keep it
+	// fresh (a time check, and a scan every quotaRefresh).
+	if err := c.loadQuotas(ctx); err != nil {
+		return err
+	}
 	for misses := 0; ; misses++ {
 		start := time.Now()
 		attempts, err := kv.TxnAttempts(ctx, c.e, fn)

@@ -264,7 +264,7 @@ func (c *Client) applyCreate(tx kv.Tx, op *createOp) error {
 		}
 		return err
 	}
-	if err := c.chargeTx(tx, op.chain, op.parent, 0, 1); err != nil {
+	if err := c.chargeTx(tx, op.chain, 0, 1); err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
 			op.err = err

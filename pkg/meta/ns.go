@@ -183,7 +183,7 @@ func (c *Client) SetAttr(ctx context.Context, ino Ino, set uint32, in Attr) (Att
 			if err := truncate(tx, ino, &a, in.Size); err != nil {
 				return err
 			}
-			if err := c.chargeFileTx(tx, &a, ino, align4k(a.Size)-align4k(old), 0); err != nil {
+			if err := c.chargeFileTx(tx, &a, align4k(a.Size)-align4k(old), 0); err != nil {
 				return err
 			}
 			a.Mtime = t

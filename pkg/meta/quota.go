@@ -26,14 +26,12 @@ import (
 //	Y dir(8)            maxBytes(8) maxInodes(8)    the quota of directory dir; 0 = unlimited
 //	y dir(8) shard(1)   space(8) inodes(8), signed  usage of dir's tree: the sum of its shards
 //
-// A transaction charging a quota adds to one shard, read-modify-write, in
-// the transaction that makes the change it accounts for, so usage is exact
-// whatever commits or fails. The shard is this client's random offset plus
-// the stripe (txnOn) the transaction holds: this client's transactions
-// that may run at once hold different stripes and so write different
-// shards, and two clients meet on a shard for 1 pair of stripes in 256.
-// There is no hot key, and the shards are bounded (256 per quota), so
-// nothing needs folding. Reading the usage sums at most 256 small keys.
+// A transaction charging a quota adds to one of its 256 shards, chosen at
+// random, read-modify-write, in the transaction that makes the change it
+// accounts for, so usage is exact whatever commits or fails. There is no
+// hot key: concurrent charges, of one client or several, meet on a shard
+// seldom (a conflict, retried), and as the shards are bounded nothing
+// needs folding. Reading the usage sums at most 256 small keys.
 //
 // Clients cache which directories carry quotas (refreshed every
 // quotaRefresh; SetQuota and DeleteQuota refresh the caller's at once) and,
