@@ -128,3 +128,30 @@ func TestQuotaRenameMount(t *testing.T) {
 		t.Fatalf("statfs of the volume root reported the sub-directory's quota")
 	}
 }
+
+// The commit checks the quota again: bytes accepted by write(2) that no
+// longer fit when committed (the quota shrank meanwhile) fail close(2)
+// with EDQUOT, not EIO (and the data layer does not retry the refusal).
+func TestQuotaCommitRecheck(t *testing.T) {
+	v := newBoltVolume(t)
+	setQuota(t, v, "/q", 1<<20, 0)
+	m, mp := mountVolume(t, v)
+	f, err := os.Create(filepath.Join(mp, "q", "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 512<<10)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir, err := meta.LookupPath(ctx, m.m, "/q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.m.SetQuota(ctx, dir, 256<<10, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("close after the quota shrank: %v, want EDQUOT", err)
+	}
+}
