@@ -53,6 +53,7 @@ type createOp struct {
 	openBy uint64
 	ino    Ino
 	chain  []Ino // quotas above parent (quota.go)
+	shard  uint8 // the quota usage shard this attempt charges
 
 	// Outcome of the last attempt.
 	a       Attr
@@ -200,6 +201,10 @@ func (c *Client) createTxn(ctx context.Context, ops, confirm []*createOp) (tried
 		if !slot.blind {
 			keys = append(keys, slot.key)
 		}
+		for _, op := range ops {
+			op.shard = c.quotaShard()
+			keys = quotaKeys(keys, op.chain, op.shard)
+		}
 		var dirs []int // index in keys of confirm[i]'s directory
 		for _, o := range confirm {
 			k := attrKey(o.parent)
@@ -264,7 +269,7 @@ func (c *Client) applyCreate(tx kv.Tx, op *createOp) error {
 		}
 		return err
 	}
-	if err := c.chargeTx(tx, op.chain, 0, 1); err != nil {
+	if err := c.chargeTxAt(tx, op.chain, op.shard, 0, 1); err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
 			op.err = err

@@ -297,6 +297,9 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 	if err := c.runCreate(ctx, o); err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
+	if openBy != 0 {
+		c.knownChain(ino, chain) // its writes reserve without reading it
+	}
 	return ino, o.a, nil
 }
 

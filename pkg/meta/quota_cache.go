@@ -211,6 +211,12 @@ func (c *Client) quotaShard() uint8 { return uint8(rand.N(quotaShards)) }
 // chargeTx adds (space, inodes) to every quota of chain in tx, refusing
 // growth that does not fit (EDQUOT, nothing written).
 func (c *Client) chargeTx(tx kv.Tx, chain []Ino, space, inodes int64) error {
+	return c.chargeTxAt(tx, chain, c.quotaShard(), space, inodes)
+}
+
+// chargeTxAt is chargeTx on a shard the caller picked (and prefetched:
+// quotaKeys).
+func (c *Client) chargeTxAt(tx kv.Tx, chain []Ino, shard uint8, space, inodes int64) error {
 	if len(chain) == 0 || space == 0 && inodes == 0 {
 		return nil
 	}
@@ -219,7 +225,6 @@ func (c *Client) chargeTx(tx kv.Tx, chain []Ino, space, inodes int64) error {
 			return err
 		}
 	}
-	shard := c.quotaShard()
 	keys := make([][]byte, len(chain))
 	for i, q := range chain {
 		keys[i] = quotaUsageKey(q, shard)
@@ -262,13 +267,13 @@ func (c *Client) fitsTx(tx kv.Tx, q Ino, space, inodes int64) error {
 	if err != nil {
 		return err
 	}
-	if !c.serializable {
+	c.noteUsage(q, s, n)
+	if !c.serializable && (near(s, space, l.bytes) || near(n, inodes, l.inodes)) {
 		// Changes near the limit take turns (their scans do not conflict).
 		if err := tx.Lock(quotaKey(q)); err != nil {
 			return err
 		}
 	}
-	c.noteUsage(q, s, n)
 	if space > 0 && l.bytes > 0 && s+space > int64(l.bytes) {
 		return fmt.Errorf("quota of directory %d: %d of %d bytes used, %d more do not fit: %w", q, s, l.bytes, space, syscall.EDQUOT)
 	}
@@ -564,4 +569,41 @@ func (c *Client) moveChargeTx(tx kv.Tx, a *Attr, dest Ino) error {
 	}
 	a.Parent = dest
 	return nil
+}
+
+// quotaKeys appends the usage keys a charge of chain on shard writes, for a
+// transaction's first read to fetch with the rest.
+func quotaKeys(keys [][]byte, chain []Ino, shard uint8) [][]byte {
+	for _, q := range chain {
+		keys = append(keys, quotaUsageKey(q, shard))
+	}
+	return keys
+}
+
+// fileChainHint guesses the quotas file ino is charged to, from its
+// reservation (writes through the file system reserve first), so a commit
+// can prefetch their keys; nil when unknown.
+func (c *Client) fileChainHint(ino Ino) []Ino {
+	cq := &c.quotas
+	cq.mu.Lock()
+	defer cq.mu.Unlock()
+	if r := cq.pending[ino]; r != nil {
+		return r.chain
+	}
+	return nil
+}
+
+// knownChain records the quotas a file just created (and opened) is
+// charged to, so its first ReserveSpace need not read them; its last
+// Release drops the record with the reservation.
+func (c *Client) knownChain(ino Ino, chain []Ino) {
+	if len(chain) == 0 {
+		return
+	}
+	cq := &c.quotas
+	cq.mu.Lock()
+	defer cq.mu.Unlock()
+	if cq.pending != nil && cq.pending[ino] == nil {
+		cq.pending[ino] = &reservation{chain: chain}
+	}
 }
