@@ -32,6 +32,7 @@ func commands() []command {
 		{"umount", "unmount a podfs mount: umount MOUNTPOINT", runUmount},
 		{"status", "show a volume's settings, sessions and usage: status META-URL", runStatus},
 		{"fsck", "check a volume's metadata and objects: fsck META-URL", runFsck},
+		{"quota", "directory quotas: quota set|get|list|delete|check META-URL --path /DIR", runQuota},
 		{"gc", "delete objects no file references: gc META-URL [--delete]", runGC},
 		{"compact", "compact fragmented files of a mounted podfs: compact PATH...", runCompact},
 		{"bench", "benchmark a mounted podfs: bench PATH", runBench},

@@ -2,6 +2,7 @@ package data
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -375,7 +376,10 @@ func (f *File) commitLoop() {
 					}
 				}
 			} else {
-				ws.failed = eio(fmt.Errorf("inode %d chunk %d: %w", f.ino, ws.index, err))
+				ws.failed = fmt.Errorf("inode %d chunk %d: %w", f.ino, ws.index, err)
+				if !errors.Is(err, syscall.EDQUOT) { // reported as is
+					ws.failed = eio(ws.failed)
+				}
 				f.s.log.Error("slice commit failed; the write is lost and Flush reports EIO", "ino", f.ino, "chunk", ws.index, "err", err)
 			}
 		}

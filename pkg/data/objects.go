@@ -86,7 +86,8 @@ func retry(ctx context.Context, max int, backoff time.Duration, what string, op 
 		if err = op(); err == nil {
 			return nil
 		}
-		if errors.Is(err, storage.ErrNotFound) || ctx.Err() != nil || attempt >= max {
+		// A directory quota's refusal is final (a commit re-checks it).
+		if errors.Is(err, storage.ErrNotFound) || errors.Is(err, syscall.EDQUOT) || ctx.Err() != nil || attempt >= max {
 			break
 		}
 		d := backoff << attempt

@@ -167,7 +167,11 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, p []byte) 
 		// the length as of our open plus our own writes.
 		off = max(off, int64(h.of.f.Size()))
 	}
-	n, err := h.of.f.WriteAt(context.Background(), p, off)
+	ctx := context.Background()
+	if err := fs.reserve(ctx, h, off, len(p)); err != nil {
+		return 0, fs.status("write", h.ino, err)
+	}
+	n, err := h.of.f.WriteAt(ctx, p, off)
 	h.of.mtime.Store(time.Now().UnixNano())
 	fs.met.writeBytes.Add(float64(n))
 	if err != nil {
@@ -357,4 +361,21 @@ func (fs *fileSystem) setLk(cancel <-chan struct{}, in *fuse.LkIn, block bool) f
 	}
 	lk := meta.Plock{Type: in.Lk.Typ, Start: in.Lk.Start, End: in.Lk.End, Pid: in.Lk.Pid}
 	return fs.status("setlk", ino, fs.m.SetLk(ctx, ino, in.Owner, block, lk))
+}
+
+// reserve refuses (EDQUOT) a write that would grow the file past its
+// directory quota, before the bytes are accepted into the write buffer:
+// the growth (in 4 KiB blocks, as quotas charge it) is checked against the
+// quota's cached usage plus this client's writes not yet committed, and
+// reserved until they are. The commit checks again.
+func (fs *fileSystem) reserve(ctx context.Context, h *handle, off int64, n int) error {
+	if n == 0 {
+		return nil
+	}
+	end, size := uint64(off)+uint64(n), h.of.f.Size()
+	if end <= size {
+		return nil
+	}
+	blocks := func(x uint64) uint64 { return (x + 4095) &^ 4095 }
+	return fs.m.ReserveSpace(ctx, h.ino, blocks(end)-blocks(size))
 }

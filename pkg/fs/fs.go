@@ -447,7 +447,9 @@ func accessOK(a *meta.Attr, uid, gid, mask uint32) fuse.Status {
 
 func (fs *fileSystem) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	defer fs.met.op(opStatfs)()
-	st, err := fs.m.StatFS(context.Background())
+	// A mount of a sub-directory (a provisioned volume's) reports the
+	// nearest directory quota at or above it, so df shows the claim's size.
+	st, err := fs.m.StatFSDir(context.Background(), fs.root)
 	if err != nil {
 		return fs.status("statfs", 0, err)
 	}

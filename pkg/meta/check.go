@@ -141,7 +141,7 @@ func (c *Client) Check(ctx context.Context, repair bool) (*CheckReport, error) {
 			if repair {
 				ino, a := ino, a
 				fix(fmt.Sprintf("remove orphan %d", ino), func(tx kv.Tx) error {
-					_, err := removeInode(tx, ino, &a) // chunks left: PendingDeletes sweeps them
+					_, err := c.removeInode(tx, ino, &a) // chunks left: PendingDeletes sweeps them
 					return err
 				})
 			}
@@ -236,6 +236,21 @@ func (c *Client) Check(ctx context.Context, repair bool) (*CheckReport, error) {
 		}); err != nil {
 			return nil, fmt.Errorf("check: %w", err)
 		}
+	}
+	if r.Repaired > 0 {
+		clear(attrs)
+		if err := c.scanAll(ctx, []byte{pAttr}, func(k, v []byte) error {
+			var a Attr
+			if len(k) == 9 && decodeAttr(v, &a) == nil {
+				attrs[Ino(u64(k[1:]))] = a
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("check: %w", err)
+		}
+	}
+	if err := c.checkQuotas(ctx, attrs, problem, fix); err != nil {
+		return nil, fmt.Errorf("check quotas: %w", err)
 	}
 	var cs, ci int64
 	if err := c.view(ctx, func(tx kv.Tx) error {

@@ -51,9 +51,13 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 	if err := c.checkSpaceQuota(ctx); err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
+	var grew int64
+	hint := c.fileChainHint(ino)
 	err := c.txnOn(ctx, []Ino{ino}, func(tx kv.Tx) error {
+		grew = 0
 		k, uk := chunkKey(ino, index), randomUsageKey()
-		if err := prefetch(tx, attrKey(ino), k, uk); err != nil {
+		shard := c.quotaShard()
+		if err := prefetch(tx, quotaKeys([][]byte{attrKey(ino), k, uk}, hint, shard)...); err != nil {
 			return err
 		}
 		a, err := getAttr(tx, ino)
@@ -82,6 +86,16 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 			grow = align4k(end) - align4k(a.Size)
 			a.Size = end
 		}
+		if grow != 0 {
+			chain, err := c.chainTx(a.Parent)
+			if err != nil {
+				return err
+			}
+			if err := c.chargeTxAt(tx, chain, shard, grow, 0); err != nil {
+				return err
+			}
+		}
+		grew = grow
 		a.Mtime = mtime.UnixNano()
 		a.Ctime = a.Mtime
 		putAttr(tx, ino, &a)
@@ -90,6 +104,7 @@ func (c *Client) WriteChunk(ctx context.Context, ino Ino, index uint32, s Slice,
 	if err != nil {
 		return fmt.Errorf("write chunk %d of %d: %w", index, ino, err)
 	}
+	c.useReservation(ino, grew, false)
 	return nil
 }
 

@@ -72,6 +72,8 @@ type Client struct {
 	slots usageSlots
 	// confirms batches creates' reads of their directory (confirm.go).
 	confirms dirConfirms
+	// quotas caches the volume's directory quotas (quota_cache.go).
+	quotas quotaCache
 	// groups gathers concurrent creates into shared transactions
 	// (creategroup.go).
 	groups createGroups
@@ -122,10 +124,25 @@ func (c *Client) Engine() kv.Engine { return c.e }
 func (c *Client) LocalOpens() bool { return c.localOpens }
 
 func (c *Client) txn(ctx context.Context, fn func(kv.Tx) error) error {
-	start := time.Now()
-	attempts, err := kv.TxnAttempts(ctx, c.e, fn)
-	c.stats.txnDone(start, attempts)
-	return err
+	// Transactions charge quotas from the cache (quota_cache.go): keep it
+	// fresh (a time check, and a scan every quotaRefresh).
+	if err := c.loadQuotas(ctx); err != nil {
+		return err
+	}
+	for misses := 0; ; misses++ {
+		start := time.Now()
+		attempts, err := kv.TxnAttempts(ctx, c.e, fn)
+		c.stats.txnDone(start, attempts)
+		// A transaction charging quotas met a directory whose quotas the
+		// cache lacks (quota_cache.go): load them and run it again.
+		var miss *chainMiss
+		if !errors.As(err, &miss) || misses >= 16 {
+			return err
+		}
+		if _, err := c.quotaChain(ctx, miss.dir); err != nil {
+			return err
+		}
+	}
 }
 
 // txnOn is txn holding this client's stripes of inos for the duration.

@@ -52,6 +52,8 @@ type createOp struct {
 	target string
 	openBy uint64
 	ino    Ino
+	chain  []Ino // quotas above parent (quota.go)
+	shard  uint8 // the quota usage shard this attempt charges
 
 	// Outcome of the last attempt.
 	a       Attr
@@ -199,6 +201,10 @@ func (c *Client) createTxn(ctx context.Context, ops, confirm []*createOp) (tried
 		if !slot.blind {
 			keys = append(keys, slot.key)
 		}
+		for _, op := range ops {
+			op.shard = c.quotaShard()
+			keys = quotaKeys(keys, op.chain, op.shard)
+		}
 		var dirs []int // index in keys of confirm[i]'s directory
 		for _, o := range confirm {
 			k := attrKey(o.parent)
@@ -256,6 +262,14 @@ func (c *Client) applyCreate(tx kv.Tx, op *createOp) error {
 		}
 	}
 	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			op.err = err
+			return nil
+		}
+		return err
+	}
+	if err := c.chargeTxAt(tx, op.chain, op.shard, 0, 1); err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
 			op.err = err

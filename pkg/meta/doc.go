@@ -49,6 +49,8 @@
 //	N session-id                 JSON Session                           a client's registration and heartbeat
 //	O ino session-id             empty                                  ino is open in that session (kept after unlink until closed); on bolt only once unlinked
 //	Q session-id ino             empty                                  the same, indexed by session (reclaim)
+//	Y dir                        maxBytes(8) maxInodes(8)               directory quota of dir's tree (quota.go)
+//	y dir shard(1)               space(8) inodes(8), signed             usage of dir's quota: the sum of up to 256 shards, a shard per (client, stripe)
 //	L ino                        flock records                          whole-file locks: (session, owner, type) each
 //	M ino                        plock records                          fcntl byte-range locks: (session, owner, pid, type, start, end) each
 //
@@ -88,7 +90,9 @@
 // field names the directory holding its entry; a directory's nlink is 2 plus
 // its subdirectories, a file's nlink its entries; an inode without entries
 // has nlink 0 and is open in a live session; chunk keys belong to live or
-// removed files; the usage counters equal the sum over the inodes.
+// removed files; the usage counters equal the sum over the inodes; each
+// directory quota's usage equals the sum over the inodes charged to it
+// (every inode but the root, by the quotas above its Attr.Parent).
 //
 // # Slices and garbage collection
 //

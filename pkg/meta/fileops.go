@@ -51,6 +51,9 @@ func (c *Client) Fallocate(ctx context.Context, ino Ino, mode uint32, off, lengt
 			}
 		}
 		if mode&FallocKeepSize == 0 && end > a.Size {
+			if err := c.chargeFileTx(tx, &a, align4k(end)-align4k(a.Size), 0); err != nil {
+				return err
+			}
 			if err := addUsage(tx, align4k(end)-align4k(a.Size), 0); err != nil {
 				return err
 			}
@@ -230,6 +233,9 @@ func (c *Client) CopyFileRange(ctx context.Context, src Ino, srcOff uint64, dst 
 		}
 		t := now()
 		if end := dstOff + n; end > da.Size {
+			if err := c.chargeFileTx(tx, da, align4k(end)-align4k(da.Size), 0); err != nil {
+				return err
+			}
 			if err := addUsage(tx, align4k(end)-align4k(da.Size), 0); err != nil {
 				return err
 			}

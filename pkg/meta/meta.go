@@ -26,7 +26,7 @@ type Attr struct {
 	Atime  int64  // Unix nanoseconds
 	Mtime  int64
 	Ctime  int64
-	Parent Ino // directories: the parent directory; other types: 0
+	Parent Ino // directories: the parent directory; others: the directory whose quotas they are charged to (0: made before quotas; quota.go)
 }
 
 // Entry is one directory entry, with the child's attributes when asked for (readdirplus).
@@ -205,6 +205,24 @@ type Meta interface {
 	Sync(ctx context.Context) error
 	// Stats returns this client's counters (for metrics).
 	Stats() Stats
+
+	// SetQuota creates or changes the quota of directory dir (limits of 0
+	// are unlimited); creating one counts the tree's usage. See quota.go
+	// for what is charged and how limits are enforced (EDQUOT).
+	SetQuota(ctx context.Context, dir Ino, maxBytes, maxInodes uint64) error
+	// GetQuota returns dir's quota with its usage; ENOENT when it has none.
+	GetQuota(ctx context.Context, dir Ino) (Quota, error)
+	ListQuotas(ctx context.Context) (map[Ino]Quota, error)
+	// DeleteQuota removes dir's quota; ENOENT when it has none.
+	DeleteQuota(ctx context.Context, dir Ino) error
+	// StatFSDir is StatFS as seen from dir: the nearest quota at or above
+	// dir gives total/used (bytes and inodes), else the volume's figures.
+	StatFSDir(ctx context.Context, dir Ino) (StatFS, error)
+	// ReserveSpace reserves grow bytes of the quotas above file ino for
+	// writes this client accepts before committing them (write(2)),
+	// refusing (EDQUOT) what does not fit; the commits use the
+	// reservation up, and the file's last Release here drops the rest.
+	ReserveSpace(ctx context.Context, ino Ino, grow uint64) error
 
 	// Check verifies the namespace's invariants and lists every problem found.
 	Check(ctx context.Context, repair bool) (*CheckReport, error)

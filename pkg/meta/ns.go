@@ -179,7 +179,11 @@ func (c *Client) SetAttr(ctx context.Context, ino Ino, set uint32, in Attr) (Att
 			if !isReg(a.Mode) {
 				return fmt.Errorf("truncate non-regular file %d: %w", ino, syscall.EINVAL)
 			}
+			old := a.Size
 			if err := truncate(tx, ino, &a, in.Size); err != nil {
+				return err
+			}
+			if err := c.chargeFileTx(tx, &a, align4k(a.Size)-align4k(old), 0); err != nil {
 				return err
 			}
 			a.Mtime = t
@@ -275,13 +279,26 @@ func (c *Client) create(ctx context.Context, op string, parent Ino, name string,
 	if err := c.checkInodeQuota(ctx); err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
+	chain, err := c.quotaChain(ctx, parent)
+	if err == nil {
+		err = c.precheck(ctx, chain, 0, 1)
+	}
+	if err != nil {
+		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
+	}
 	ino, err := c.newIno(ctx)
 	if err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
 	}
-	o := &createOp{parent: parent, name: name, base: a, target: target, openBy: openBy, ino: ino}
+	if !isDir(a.Mode) {
+		a.Parent = parent // the directory its usage is charged by (quota.go)
+	}
+	o := &createOp{parent: parent, name: name, base: a, target: target, openBy: openBy, ino: ino, chain: chain}
 	if err := c.runCreate(ctx, o); err != nil {
 		return 0, Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
+	}
+	if openBy != 0 {
+		c.knownChain(ino, chain) // its writes reserve without reading it
 	}
 	return ino, o.a, nil
 }
@@ -348,6 +365,9 @@ func (c *Client) Link(ctx context.Context, ino, newParent Ino, newName string) (
 		}
 		if a.Nlink == 0 {
 			return fmt.Errorf("inode %d was unlinked: %w", ino, syscall.ENOENT)
+		}
+		if err := c.linkFitsTx(&a, newParent); err != nil {
+			return err
 		}
 		old, _, err := getEntry(tx, newParent, newName)
 		if err != nil {
@@ -452,10 +472,13 @@ func (c *Client) dropLink(tx kv.Tx, ino Ino, t int64) (unlinked, error) {
 		open, u.stored = true, true
 	}
 	if open {
+		if err := c.keepChargeTx(&a); err != nil {
+			return unlinked{}, err
+		}
 		putAttr(tx, ino, &a) // kept until the last Release
 		return u, nil
 	}
-	u.reap, err = removeInode(tx, ino, &a)
+	u.reap, err = c.removeInode(tx, ino, &a)
 	return u, err
 }
 
@@ -503,7 +526,10 @@ const (
 // removeInode deletes an inode without links or openers. It reports whether
 // the inode's chunks were left for the reaper (see reapLater); small files'
 // chunks are released at once, which saves the reaper's transaction.
-func removeInode(tx kv.Tx, ino Ino, a *Attr) (bool, error) {
+func (c *Client) removeInode(tx kv.Tx, ino Ino, a *Attr) (bool, error) {
+	if err := c.unchargeInodeTx(tx, ino, a); err != nil {
+		return false, err
+	}
 	tx.Delete(attrKey(ino))
 	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK {
 		tx.Delete(symlinkKey(ino))
@@ -589,7 +615,7 @@ func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
 		pa.Nlink--
 		c.touchDir(tx, parent, &pa, t, true)
 		removed = ino
-		_, err = removeInode(tx, ino, &a)
+		_, err = c.removeInode(tx, ino, &a)
 		return err
 	})
 	if err != nil {

@@ -43,6 +43,7 @@ func (c *Client) ReleaseMany(ctx context.Context, inos []Ino) error {
 	}
 	defer func() {
 		for _, h := range hs {
+			c.dropReservation(h.ino, h.of)
 			h.of.mu.Unlock()
 			c.unholdOpen(h.ino, h.of)
 		}
@@ -72,7 +73,7 @@ func (c *Client) ReleaseMany(ctx context.Context, inos []Ino) error {
 		err := c.txn(ctx, func(tx kv.Tx) error {
 			reap = reap[:0]
 			for _, h := range batch {
-				r, err := closeFileTx(tx, sid, h.ino)
+				r, err := c.closeFileTx(tx, sid, h.ino)
 				if err != nil {
 					return fmt.Errorf("inode %d: %w", h.ino, err)
 				}

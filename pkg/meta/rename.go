@@ -28,6 +28,12 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 		removed Ino
 		u       unlinked
 	)
+	// The quotas above both directories, for the transaction (chainTx).
+	for _, d := range []Ino{oldParent, newParent} {
+		if _, err := c.quotaChain(ctx, d); err != nil {
+			return wrap(err)
+		}
+	}
 	err := c.txnOn(ctx, []Ino{oldParent, newParent}, func(tx kv.Tx) error {
 		removed, u = 0, unlinked{}
 		if err := prefetch(tx, attrKey(oldParent), attrKey(newParent), entryKey(oldParent, oldName), entryKey(newParent, newName)); err != nil {
@@ -98,12 +104,22 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 			return err
 		}
 		a.Ctime = t
+		if newParent != oldParent {
+			if err := c.moveChargeTx(tx, &a, newParent); err != nil {
+				return err
+			}
+		}
 		if exchange {
 			da, err := getAttr(tx, dino)
 			if err != nil {
 				return err
 			}
 			da.Ctime = t
+			if newParent != oldParent {
+				if err := c.moveChargeTx(tx, &da, oldParent); err != nil {
+					return err
+				}
+			}
 			tx.Set(entryKey(oldParent, oldName), encodeEntry(dino, da.Mode))
 			tx.Set(entryKey(newParent, newName), encodeEntry(ino, a.Mode))
 			if newParent != oldParent {
@@ -129,7 +145,7 @@ func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newP
 						return err
 					}
 					npa.Nlink--
-					if _, err := removeInode(tx, dino, &da); err != nil {
+					if _, err := c.removeInode(tx, dino, &da); err != nil {
 						return err
 					}
 				} else {

@@ -284,6 +284,7 @@ func (c *Client) Release(ctx context.Context, ino Ino) error {
 	defer c.unholdOpen(ino, of)
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	defer c.dropReservation(ino, of)
 	if of.n == 0 {
 		return fmt.Errorf("release %d: not open in this client: %w", ino, syscall.EBADF)
 	}
@@ -324,7 +325,7 @@ func (c *Client) closeFile(ctx context.Context, sid uint64, ino Ino) error {
 	var reap bool
 	err := c.txn(ctx, func(tx kv.Tx) error {
 		var err error
-		reap, err = closeFileTx(tx, sid, ino)
+		reap, err = c.closeFileTx(tx, sid, ino)
 		return err
 	})
 	if err == nil && reap {
@@ -335,7 +336,7 @@ func (c *Client) closeFile(ctx context.Context, sid uint64, ino Ino) error {
 
 // closeFileTx is closeFile's work in tx; it reports whether the inode was
 // removed leaving chunks for the reaper.
-func closeFileTx(tx kv.Tx, sid uint64, ino Ino) (bool, error) {
+func (c *Client) closeFileTx(tx kv.Tx, sid uint64, ino Ino) (bool, error) {
 	tx.Delete(openKey(ino, sid))
 	tx.Delete(sessOpenKey(sid, ino))
 	b, err := tx.Get(attrKey(ino))
@@ -363,5 +364,5 @@ func closeFileTx(tx kv.Tx, sid uint64, ino Ino) (bool, error) {
 	if other {
 		return false, nil
 	}
-	return removeInode(tx, ino, &a)
+	return c.removeInode(tx, ino, &a)
 }
