@@ -408,6 +408,10 @@ func checkInjected(t testing.TB, before, after *corev1.Pod) {
 			}
 		case strings.HasPrefix(m.MountPath, "/var/run/secrets/"):
 			t.Fatalf("sidecar mounts %s: it needs no API access", m.MountPath)
+		case m.MountPath == volumeset.SecretsDir:
+			if vs.Mode != volumeset.ModeNode || v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+				t.Fatalf("%s in mode %s is %+v, want an in-memory emptyDir on ordinary nodes only", volumeset.SecretsDir, vs.Mode, v)
+			}
 		case v.EmptyDir != nil && !podfs[m.Name]:
 			if !slices.ContainsFunc(vs.Volumes, func(pv volumeset.Volume) bool { return pv.Cache.CacheDir == m.MountPath }) {
 				t.Fatalf("sidecar mounts emptyDir %q at %s, which is neither %s nor a cache dir", m.Name, m.MountPath, volumeset.RunDir)
