@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"podfs.io/podfs/pkg/redact"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/redact"
 )
 
 // Annotations, as Kubernetes and external-provisioner use them.
@@ -194,9 +194,6 @@ func (c *Controller) provision(ctx context.Context, pvc *corev1.PersistentVolume
 	dir, err := ensureClaimDir(ctx, m, c.opts.Quotas(m), dirPath, string(pvc.UID), uint64(size.Value()))
 	if errors.Is(err, errCollision) {
 		return fmt.Errorf("volume %q: %w: change the StorageClass's %s, or move that directory away", f.Name, err, ParamPathPattern)
-	}
-	if errors.Is(err, ErrNoQuotas) {
-		return fmt.Errorf("volume %q: %w: upgrade podfs", f.Name, err)
 	}
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", f.Name, err)

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"podfs.io/podfs/pkg/fs"
-	"podfs.io/podfs/pkg/redact"
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/redact"
 	"podfs.io/podfs/pkg/storage"
 )
 

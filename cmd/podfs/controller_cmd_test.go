@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podfs.io/podfs/internal/testenv"
-	"podfs.io/podfs/pkg/meta"
 	"podfs.io/podfs/provisioner"
 )
 
@@ -92,26 +91,15 @@ func TestControllerCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	if !metaHasQuotas(t) {
-		// TODO(lead): gone once pkg/meta's directory quotas are merged;
-		// until then the production adapter refuses, and says why.
-		for !hasEvent(ctx, c, "apps", "data", provisioner.ReasonProvisioningFailed, "cannot set directory quotas") {
-			if time.Now().After(deadline) {
-				t.Fatal("no ProvisioningFailed event about quotas after 60 s")
-			}
-			time.Sleep(100 * time.Millisecond)
+	var pv corev1.PersistentVolume
+	for c.Get(ctx, types.NamespacedName{Name: provisioner.PVName(pvc)}, &pv) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no PV after 60 s")
 		}
-	} else {
-		var pv corev1.PersistentVolume
-		for c.Get(ctx, types.NamespacedName{Name: provisioner.PVName(pvc)}, &pv) != nil {
-			if time.Now().After(deadline) {
-				t.Fatal("no PV after 60 s")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if pv.Spec.CSI == nil || pv.Spec.CSI.VolumeAttributes[provisioner.AttrSubDir] != "apps/data" {
-			t.Errorf("PV csi %+v", pv.Spec.CSI)
-		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if pv.Spec.CSI == nil || pv.Spec.CSI.VolumeAttributes[provisioner.AttrSubDir] != "apps/data" {
+		t.Errorf("PV csi %+v", pv.Spec.CSI)
 	}
 	resp, err := http.Get("http://" + health + "/readyz")
 	if err != nil {
@@ -134,29 +122,4 @@ func TestControllerCommand(t *testing.T) {
 	if err := c.Get(ctx, types.NamespacedName{Namespace: "podfs-system", Name: "podfs-controller"}, &lease); err != nil {
 		t.Errorf("no leader election Lease: %v", err)
 	}
-}
-
-// metaHasQuotas says whether this build's metadata client sets directory
-// quotas (what the controller's production adapter needs).
-func metaHasQuotas(t *testing.T) bool {
-	m, err := meta.Open(context.Background(), "bolt://"+filepath.Join(t.TempDir(), "meta.db"), meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(context.Background())
-	_, ok := m.(provisioner.Quotas)
-	return ok
-}
-
-func hasEvent(ctx context.Context, c client.Client, ns, object, reason, text string) bool {
-	var list corev1.EventList
-	if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
-		return false
-	}
-	for _, e := range list.Items {
-		if e.InvolvedObject.Name == object && e.Reason == reason && strings.Contains(e.Message, text) {
-			return true
-		}
-	}
-	return false
 }
