@@ -4,10 +4,9 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,13 +59,13 @@ func (e *env) testSidecarMetrics(t *testing.T) {
 	put := func(vol string) string { return `podfs_object_bytes_total{direction="put",volume="` + vol + `"}` }
 	var before map[string]float64
 	poll(t, 30*time.Second, "the sidecar's metrics at "+url, func() (bool, error) {
-		m, err := scrapeURL(url)
+		m, err := scrapeURL(t, url)
 		before = m
 		return err == nil && hasAll(m, written("data"), written("b")), nil
 	})
 
 	e.mustExec(t, ns, "app", "app", "sh", "-c", "dd if=/dev/urandom of=/a/f bs=1M count=4 2>/dev/null && sync")
-	after, err := scrapeURL(url)
+	after, err := scrapeURL(t, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,16 +91,14 @@ func hasAll(m map[string]float64, keys ...string) bool {
 
 // scrapeURL reads a Prometheus text endpoint into "name{l1="v1",...}" ->
 // value (labels in the order the endpoint writes them, sorted by name).
-func scrapeURL(url string) (map[string]float64, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
+// scrapeURL fetches url from the pod network: the host has no address
+// there, so curl runs in the backends' network namespace, beside the pods.
+func scrapeURL(t *testing.T, url string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	body, err := loadPodNet(t).command(ctx, "curl", "-sSf", "--max-time", "10", url).Output()
 	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: status %d, %v", url, resp.StatusCode, err)
+		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	var p expfmt.TextParser
 	mfs, err := p.TextToMetricFamilies(bytes.NewReader(body))

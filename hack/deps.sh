@@ -15,7 +15,8 @@ base=(ca-certificates gcc libc6-dev librados-dev pkg-config)
 # busybox-static: hack/imagebuild's test builds an image with it. acl: setfacl and
 # getfacl for pkg/fs's permission tests.
 full=(etcd-server ceph-mon ceph-osd ceph-mgr ceph-common fio e2fsprogs util-linux busybox-static acl)
-e2e=(containerd runc containernetworking-plugins iproute2 conntrack)
+# curl: the metrics scenario scrapes a sidecar from the pod network.
+e2e=(containerd runc containernetworking-plugins iproute2 conntrack curl)
 
 registry=(docker-registry apache2-utils openssl curl ca-certificates)
 
