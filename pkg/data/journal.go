@@ -1,0 +1,422 @@
+package data
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The write journal keeps every write a store acknowledged until the slice
+// holding it is committed, in files that outlive the process (Config.JournalDir).
+// A serving process killed with writes acknowledged but not committed then
+// loses none: the next one replays the journal's uncommitted writes and
+// commits them before it serves (see replayJournal).
+//
+// The journal is a sequence of segment files seg-<n>. Records are appended
+// with one write(2) each and never synced: a process crash keeps the page
+// cache, and a machine crash loses the mount's unsynced writes anyway.
+// Every record is
+//
+//	magic u32 | crc u32 | kind u8 | pad [3]u8 | len u32 | jid u64 | ino u64 | off u64 | payload [len]u8
+//
+// little endian, crc (Castagnoli) over everything after it, so a record
+// torn by the crash is recognized and ends its segment. Kinds:
+//
+//	data     bytes written at off of ino into the write slice jid
+//	done     slice jid is committed (or dropped): its data records are dead
+//	truncate ino was cut to off bytes (cuts replayed writes too)
+//
+// A segment is deleted once it and every older one hold only dead data
+// records; segments go in order so that a done record never disappears
+// before the data records it kills. Back-pressure keeps the journal at
+// about the write-buffer budget: a writer finding it full makes every
+// buffered slice upload and commit, which frees the oldest segments.
+
+const (
+	journalMagic  = 0x4c4a4650 // "PFJL"
+	journalHeader = 40
+
+	recData     = 1
+	recDone     = 2
+	recTruncate = 3
+
+	// journalResetAt: a journal left with only dead records is truncated
+	// to nothing once it is this big.
+	journalResetAt = 1 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type journal struct {
+	dir     string
+	log     *slog.Logger
+	limit   int64 // bytes of all segments before writers wait
+	segSize int64 // a segment is closed once this big
+	lock    *os.File
+
+	mu      sync.Mutex
+	segs    []*jsegment // oldest first; the last is written to
+	cur     *os.File
+	total   int64
+	nextJID uint64
+	space   chan struct{} // closed and replaced whenever total drops
+	broken  error
+}
+
+type jsegment struct {
+	seq  uint64
+	size int64
+	live int // slices with data records here not yet done
+}
+
+// jrecord is a record read back for replay.
+type jrecord struct {
+	kind     byte
+	jid      uint64
+	ino      uint64
+	off      uint64
+	payload  []byte
+	segment  string
+	position int64
+}
+
+func segName(seq uint64) string { return fmt.Sprintf("seg-%016d", seq) }
+
+// openJournalDir takes dir for volume vol: it creates it, locks it
+// against another process, and checks that it is this volume's. It
+// returns the segments left by a previous process, oldest first, and
+// whether that process journaled every write it acknowledged (intact).
+func openJournalDir(ctx context.Context, dir, vol string) (lock *os.File, old []uint64, intact bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, false, fmt.Errorf("create the write journal directory: %w", err)
+	}
+	lock, err = os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("open the write journal's lock: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
+	// A process that just exited or was killed releases the lock at once;
+	// one still running (stopping) holds it until it has committed.
+	for {
+		err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, nil, false, fmt.Errorf("lock the write journal %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, false, fmt.Errorf("the write journal %s is held by another process: %w", dir, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	volFile := filepath.Join(dir, "volume")
+	b, err := os.ReadFile(volFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.WriteFile(volFile, []byte(vol+"\n"), 0o600); err != nil {
+			return nil, nil, false, fmt.Errorf("write the write journal's volume: %w", err)
+		}
+		intact = false // no process journaled here before
+	case err != nil:
+		return nil, nil, false, fmt.Errorf("read the write journal's volume: %w", err)
+	case strings.TrimSpace(string(b)) != vol:
+		return nil, nil, false, fmt.Errorf("the write journal %s belongs to volume %s, not %s: give each volume its own journal directory",
+			dir, strings.TrimSpace(string(b)), vol)
+	default:
+		intact = true
+	}
+	if _, err := os.Stat(filepath.Join(dir, "broken")); err == nil {
+		intact = false // the previous process stopped journaling
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("list the write journal: %w", err)
+	}
+	for _, e := range ents {
+		if s, ok := strings.CutPrefix(e.Name(), "seg-"); ok {
+			if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+				old = append(old, n)
+			}
+		}
+	}
+	slices.Sort(old)
+	ok = true
+	return lock, old, intact, nil
+}
+
+// readJournal reads the records of the segments seqs, in order. A record
+// that does not check out ends its segment (a write torn by the crash).
+func readJournal(dir string, seqs []uint64, log *slog.Logger) ([]jrecord, error) {
+	var out []jrecord
+	for i, seq := range seqs {
+		name := filepath.Join(dir, segName(seq))
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("read the write journal: %w", err)
+		}
+		pos := 0
+		for pos < len(b) {
+			r, n := decodeRecord(b[pos:])
+			if n == 0 {
+				if i < len(seqs)-1 || len(b)-pos > journalHeader {
+					log.Warn("write journal: a damaged record ends a segment early", "segment", name, "at", pos, "left", len(b)-pos)
+				}
+				break
+			}
+			r.segment, r.position = name, int64(pos)
+			out = append(out, r)
+			pos += n
+		}
+	}
+	return out, nil
+}
+
+// decodeRecord returns the record at the start of b and its length, or a
+// zero length when b does not start with a whole, intact record.
+func decodeRecord(b []byte) (jrecord, int) {
+	if len(b) < journalHeader || binary.LittleEndian.Uint32(b) != journalMagic {
+		return jrecord{}, 0
+	}
+	n := int(binary.LittleEndian.Uint32(b[12:]))
+	if n < 0 || journalHeader+n > len(b) {
+		return jrecord{}, 0
+	}
+	if crc32.Checksum(b[8:journalHeader+n], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
+		return jrecord{}, 0
+	}
+	return jrecord{
+		kind:    b[8],
+		jid:     binary.LittleEndian.Uint64(b[16:]),
+		ino:     binary.LittleEndian.Uint64(b[24:]),
+		off:     binary.LittleEndian.Uint64(b[32:]),
+		payload: b[journalHeader : journalHeader+n],
+	}, journalHeader + n
+}
+
+// newJournal starts journaling in dir (locked by openJournalDir) after
+// the segments up to last.
+func newJournal(dir string, lock *os.File, last uint64, limit int64, log *slog.Logger) (*journal, error) {
+	j := &journal{dir: dir, log: log, lock: lock, limit: limit, segSize: min(max(limit/4, 64<<10), 64<<20),
+		space: make(chan struct{})}
+	_ = os.Remove(filepath.Join(dir, "broken"))
+	if err := j.rotateLocked(last + 1); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func (j *journal) rotateLocked(seq uint64) error {
+	f, err := os.OpenFile(filepath.Join(j.dir, segName(seq)), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("start write journal segment: %w", err)
+	}
+	if j.cur != nil {
+		j.cur.Close()
+	}
+	j.cur = f
+	j.segs = append(j.segs, &jsegment{seq: seq})
+	return nil
+}
+
+// reserve waits while the journal holds limit bytes, making the store's
+// buffered slices commit so that segments free up. It must be called
+// holding no file lock.
+func (j *journal) reserve(ctx context.Context, s *Store, n int64) error {
+	for {
+		j.mu.Lock()
+		if j.broken != nil || j.total == 0 || j.total+n <= j.limit {
+			j.mu.Unlock()
+			return nil
+		}
+		ch := j.space
+		j.mu.Unlock()
+		s.relieve()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// appendLocked writes one record; j.mu is held.
+func (j *journal) appendLocked(kind byte, jid, ino, off uint64, payload []byte) error {
+	if j.broken != nil {
+		return j.broken
+	}
+	seg := j.segs[len(j.segs)-1]
+	if seg.size >= j.segSize {
+		if err := j.rotateLocked(seg.seq + 1); err != nil {
+			j.failLocked(err)
+			return err
+		}
+		seg = j.segs[len(j.segs)-1]
+	}
+	var h [journalHeader]byte
+	binary.LittleEndian.PutUint32(h[0:], journalMagic)
+	h[8] = kind
+	binary.LittleEndian.PutUint32(h[12:], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(h[16:], jid)
+	binary.LittleEndian.PutUint64(h[24:], ino)
+	binary.LittleEndian.PutUint64(h[32:], off)
+	crc := crc32.Update(crc32.Checksum(h[8:], castagnoli), castagnoli, payload)
+	binary.LittleEndian.PutUint32(h[4:], crc)
+	want := journalHeader + len(payload)
+	n, err := unix.Writev(int(j.cur.Fd()), [][]byte{h[:], payload})
+	if err == nil && n != want {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		err = fmt.Errorf("append to the write journal %s: %w", j.dir, err)
+		j.failLocked(err)
+		return err
+	}
+	seg.size += int64(want)
+	j.total += int64(want)
+	return nil
+}
+
+// failLocked stops journaling after an error: the directory is marked so
+// that the next process knows writes acknowledged from now on may be lost
+// in a crash (as without a journal), and the segments are dropped (a
+// partial journal replayed over later unjournaled writes would undo them).
+func (j *journal) failLocked(err error) {
+	if j.broken != nil {
+		return
+	}
+	j.broken = err
+	j.log.Error("the write journal failed; writes acknowledged from now on are lost if this process is killed before they are committed", "dir", j.dir, "err", err)
+	_ = os.WriteFile(filepath.Join(j.dir, "broken"), []byte(err.Error()+"\n"), 0o600)
+	if j.cur != nil {
+		j.cur.Close()
+		j.cur = nil
+	}
+	for _, s := range j.segs {
+		_ = os.Remove(filepath.Join(j.dir, segName(s.seq)))
+	}
+	j.segs, j.total = nil, 0
+	close(j.space)
+	j.space = make(chan struct{})
+}
+
+// write journals data written at off of ino into ws.
+func (j *journal) write(ws *wslice, ino, off uint64, data []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.broken != nil {
+		return
+	}
+	if ws.jid == 0 {
+		j.nextJID++
+		ws.jid = j.nextJID
+	}
+	if j.appendLocked(recData, ws.jid, ino, off, data) != nil {
+		return
+	}
+	seg := j.segs[len(j.segs)-1]
+	if n := len(ws.jsegs); n == 0 || ws.jsegs[n-1] != seg.seq {
+		ws.jsegs = append(ws.jsegs, seg.seq)
+		seg.live++
+	}
+}
+
+// truncate journals that ino was cut to size.
+func (j *journal) truncate(ino, size uint64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	_ = j.appendLocked(recTruncate, 0, ino, size, nil)
+}
+
+// done journals that ws is committed or dropped, and frees the segments
+// that leaves holding only dead records.
+func (j *journal) done(ws *wslice) {
+	if ws.jid == 0 {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.broken != nil {
+		return
+	}
+	if j.appendLocked(recDone, ws.jid, 0, 0, nil) != nil {
+		return
+	}
+	for _, seq := range ws.jsegs {
+		for _, s := range j.segs {
+			if s.seq == seq {
+				s.live--
+			}
+		}
+	}
+	ws.jsegs = nil
+	freed := false
+	for len(j.segs) > 1 && j.segs[0].live == 0 {
+		s := j.segs[0]
+		if err := os.Remove(filepath.Join(j.dir, segName(s.seq))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			j.failLocked(fmt.Errorf("drop a write journal segment: %w", err))
+			return
+		}
+		j.total -= s.size
+		j.segs = j.segs[1:]
+		freed = true
+	}
+	if s := j.segs[0]; len(j.segs) == 1 && s.live == 0 && (s.size >= journalResetAt || s.size > j.limit/4) {
+		if err := j.cur.Truncate(0); err != nil {
+			j.failLocked(fmt.Errorf("reset the write journal: %w", err))
+			return
+		}
+		j.total -= s.size
+		s.size = 0
+		freed = true
+	}
+	if freed {
+		close(j.space)
+		j.space = make(chan struct{})
+	}
+}
+
+// close ends journaling. Everything was committed (Store.Close flushed), so
+// the segments go: the next process has nothing to replay.
+func (j *journal) close() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.cur != nil {
+		j.cur.Close()
+		j.cur = nil
+	}
+	// Only a prefix: a done record must not go before its data records.
+	for j.broken == nil && len(j.segs) > 0 && j.segs[0].live == 0 {
+		_ = os.Remove(filepath.Join(j.dir, segName(j.segs[0].seq)))
+		j.segs = j.segs[1:]
+	}
+	j.lock.Close()
+}
+
+// removeFile removes name; one already gone is fine.
+func removeFile(name string) error {
+	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
