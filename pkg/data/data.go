@@ -55,9 +55,9 @@ type Config struct {
 	// commits what an earlier process left. The directory is this store's
 	// alone (one per served connection) and must outlive the process.
 	JournalDir string
-	Readahead    int64 // sequential readahead window in bytes; default 16 MiB
-	MaxRetries   int   // retries of a failing object request before EIO; default 10
-	Logger       *slog.Logger
+	Readahead  int64 // sequential readahead window in bytes; default 16 MiB
+	MaxRetries int   // retries of a failing object request before EIO; default 10
+	Logger     *slog.Logger
 
 	RetryBackoff   time.Duration // first retry's delay, doubling up to 5 s; default 100 ms
 	MaxFetches     int           // concurrent block downloads (reads and readahead); default 16

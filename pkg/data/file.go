@@ -53,9 +53,9 @@ type wslice struct {
 	id      uint64 // 0 until the first upload asks for one
 	blocks  []*wblock
 	frozen  bool
-	flight  int   // uploads running
-	failed  error // an upload failed: the slice is dropped, Flush reports EIO
-	done    bool  // committed or dropped
+	flight  int      // uploads running
+	failed  error    // an upload failed: the slice is dropped, Flush reports EIO
+	done    bool     // committed or dropped
 	jid     uint64   // the slice's id in the write journal; 0 = none
 	jsegs   []uint64 // journal segments holding its data records
 
