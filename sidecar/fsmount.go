@@ -12,6 +12,7 @@ import (
 	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/pkg/fuseconn"
+	"podfs.io/podfs/sidecar/volumeset"
 )
 
 // FSMounter mounts volumes with pkg/fs, all in this process.
@@ -44,6 +45,10 @@ type FSMounter struct {
 
 // DefaultIdleRelease is how long a sidecar idles before it gives memory back.
 const DefaultIdleRelease = time.Minute
+
+// DefaultJournalDir is where the sidecar keeps its write journals: in the
+// pod's run directory, an emptyDir that outlives the sidecar's process.
+const DefaultJournalDir = volumeset.RunDir + "/journal"
 
 // Prepare sizes the memory budget all of vols share from the container's
 // memory limit, and gives memory back whenever the volumes idle, until ctx

@@ -21,6 +21,9 @@ volume is served instead (the startup probe and postStart hook).`)
 	grace := fs.Duration("stop-grace", 0, "non-native sidecars: after SIGTERM, wait this long for the apps before unmounting (default 20s)")
 	termLog := fs.String("termination-log", "/dev/termination-log", "file the kubelet reads the failure reason from; \"\" = none")
 	metrics := fs.String("metrics-addr", "", "serve the file system's Prometheus metrics here; \"\" = none")
+	memLimit := fs.Int64("memory-limit", 0, "bytes of memory the volumes' shared cache and write buffers are sized from; 0 = the container's cgroup limit, else $"+sidecar.MemoryLimitEnv)
+	idle := fs.Duration("idle-release", sidecar.DefaultIdleRelease, "give cache memory back after the volumes idle this long; negative = never")
+	journal := fs.String("journal-dir", sidecar.DefaultJournalDir, "ordinary nodes: keep each volume's write journal here, so a killed sidecar loses no acknowledged write; \"\" = none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -38,8 +41,9 @@ volume is served instead (the startup probe and postStart hook).`)
 		*termLog = "" // not in a pod
 	}
 	return sidecar.Run(ctx, sidecar.Config{
-		Set:            set,
-		Mounter:        &sidecar.FSMounter{Log: log, MetricsAddr: *metrics},
+		Set: set,
+		Mounter: &sidecar.FSMounter{Log: log, MetricsAddr: *metrics, MemoryLimit: *memLimit, IdleRelease: *idle,
+			JournalDir: *journal},
 		ProbeSocket:    *socket,
 		TerminationLog: *termLog,
 		StopGrace:      *grace,
