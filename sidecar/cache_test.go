@@ -34,7 +34,7 @@ func TestTwoVolumesCollidingSliceIDs(t *testing.T) {
 	cacheDir := filepath.Join(dir, "cache")
 	type vol struct {
 		name, metaURL, objects, target string
-		data                          []byte
+		data                           []byte
 	}
 	var vols []*vol
 	set := &volumeset.VolumeSet{Mode: volumeset.ModeNode, Native: true}
