@@ -28,8 +28,10 @@ type Conn struct {
 	SaveInit func([]byte) error
 	// PrevCrashed says the connection's previous server did not detach
 	// cleanly (!fuseconn.Handoff.Clean): it may have acknowledged writes it
-	// never committed. fsync through a file handle it opened for writing
-	// then answers EIO once, as a local file system reports lost writes.
+	// never committed. Unless its write journal (Config.Data.JournalDir)
+	// had them all, and New committed them, fsync through a file handle it
+	// opened for writing then answers EIO once, as a local file system
+	// reports lost writes.
 	PrevCrashed bool
 }
 
