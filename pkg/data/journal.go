@@ -1,6 +1,7 @@
 package data
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -82,15 +83,25 @@ type jsegment struct {
 	live int // slices with data records here not yet done
 }
 
-// jrecord is a record read back for replay.
+// jrecord is a record read back for replay. Its payload stays in the
+// segment (a journal may be as big as the write buffers): load reads it.
 type jrecord struct {
-	kind     byte
-	jid      uint64
-	ino      uint64
-	off      uint64
-	payload  []byte
-	segment  string
-	position int64
+	kind    byte
+	jid     uint64
+	ino     uint64
+	off     uint64
+	n       int      // payload length
+	seg     *os.File // the segment, for payload
+	payload int64    // where the payload starts in it
+}
+
+// load reads the record's payload.
+func (r *jrecord) load() ([]byte, error) {
+	p := make([]byte, r.n)
+	if _, err := r.seg.ReadAt(p, r.payload); err != nil {
+		return nil, fmt.Errorf("read the write journal %s at %d: %w", r.seg.Name(), r.payload, err)
+	}
+	return p, nil
 }
 
 func segName(seq uint64) string { return fmt.Sprintf("seg-%016d", seq) }
@@ -164,53 +175,67 @@ func openJournalDir(ctx context.Context, dir, vol string) (lock *os.File, old []
 	return lock, old, intact, nil
 }
 
-// readJournal reads the records of the segments seqs, in order. A record
-// that does not check out ends its segment (a write torn by the crash).
-func readJournal(dir string, seqs []uint64, log *slog.Logger) ([]jrecord, error) {
+// readJournal reads the records of the segments seqs, in order, checking
+// each but keeping no payload. A record that does not check out ends its
+// segment (a write torn by the crash). The caller closes the files.
+func readJournal(dir string, seqs []uint64, log *slog.Logger) ([]jrecord, []*os.File, error) {
 	var out []jrecord
+	var files []*os.File
 	for i, seq := range seqs {
 		name := filepath.Join(dir, segName(seq))
-		b, err := os.ReadFile(name)
+		f, err := os.Open(name)
 		if err != nil {
-			return nil, fmt.Errorf("read the write journal: %w", err)
+			return nil, files, fmt.Errorf("read the write journal: %w", err)
 		}
-		pos := 0
-		for pos < len(b) {
-			r, n := decodeRecord(b[pos:])
-			if n == 0 {
-				if i < len(seqs)-1 || len(b)-pos > journalHeader {
-					log.Warn("write journal: a damaged record ends a segment early", "segment", name, "at", pos, "left", len(b)-pos)
+		files = append(files, f)
+		st, err := f.Stat()
+		if err != nil {
+			return nil, files, fmt.Errorf("read the write journal: %w", err)
+		}
+		br := bufio.NewReaderSize(f, 1<<20)
+		var pos int64
+		var h [journalHeader]byte
+		for pos < st.Size() {
+			r, n, err := decodeRecord(br, h[:])
+			if err != nil {
+				if i < len(seqs)-1 || st.Size()-pos > journalHeader {
+					log.Warn("write journal: a damaged record ends a segment early", "segment", name, "at", pos, "left", st.Size()-pos, "err", err)
 				}
 				break
 			}
-			r.segment, r.position = name, int64(pos)
+			r.seg, r.payload = f, pos+journalHeader
 			out = append(out, r)
-			pos += n
+			pos += int64(n)
 		}
 	}
-	return out, nil
+	return out, files, nil
 }
 
-// decodeRecord returns the record at the start of b and its length, or a
-// zero length when b does not start with a whole, intact record.
-func decodeRecord(b []byte) (jrecord, int) {
-	if len(b) < journalHeader || binary.LittleEndian.Uint32(b) != journalMagic {
-		return jrecord{}, 0
+// decodeRecord reads the record at the start of r, checking it whole, and
+// returns it (without its payload) and its length.
+func decodeRecord(r io.Reader, h []byte) (jrecord, int, error) {
+	if _, err := io.ReadFull(r, h[:journalHeader]); err != nil {
+		return jrecord{}, 0, fmt.Errorf("short header: %w", err)
 	}
-	n := int(binary.LittleEndian.Uint32(b[12:]))
-	if n < 0 || journalHeader+n > len(b) {
-		return jrecord{}, 0
+	if binary.LittleEndian.Uint32(h) != journalMagic {
+		return jrecord{}, 0, errors.New("no record magic")
 	}
-	if crc32.Checksum(b[8:journalHeader+n], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
-		return jrecord{}, 0
+	n := int64(binary.LittleEndian.Uint32(h[12:]))
+	sum := crc32.New(castagnoli)
+	sum.Write(h[8:journalHeader])
+	if _, err := io.CopyN(sum, r, n); err != nil {
+		return jrecord{}, 0, fmt.Errorf("short payload: %w", err)
+	}
+	if sum.Sum32() != binary.LittleEndian.Uint32(h[4:]) {
+		return jrecord{}, 0, errors.New("checksum mismatch")
 	}
 	return jrecord{
-		kind:    b[8],
-		jid:     binary.LittleEndian.Uint64(b[16:]),
-		ino:     binary.LittleEndian.Uint64(b[24:]),
-		off:     binary.LittleEndian.Uint64(b[32:]),
-		payload: b[journalHeader : journalHeader+n],
-	}, journalHeader + n
+		kind: h[8],
+		jid:  binary.LittleEndian.Uint64(h[16:]),
+		ino:  binary.LittleEndian.Uint64(h[24:]),
+		off:  binary.LittleEndian.Uint64(h[32:]),
+		n:    int(n),
+	}, journalHeader + int(n), nil
 }
 
 // newJournal starts journaling in dir (locked by openJournalDir) after

@@ -37,11 +37,14 @@ func (s *Store) startJournal(ctx context.Context) error {
 	var last uint64
 	if len(old) > 0 {
 		last = old[len(old)-1]
-		recs, err := readJournal(dir, old, s.log)
-		if err != nil {
-			return fmt.Errorf("data: %w", err)
+		recs, files, err := readJournal(dir, old, s.log)
+		if err == nil {
+			err = s.replay(ctx, recs)
 		}
-		if err := s.replay(ctx, recs); err != nil {
+		for _, f := range files {
+			f.Close()
+		}
+		if err != nil {
 			return fmt.Errorf("data: replay the write journal %s: %w", dir, err)
 		}
 		// Committed: the old segments are done with, oldest first (a
@@ -102,9 +105,12 @@ func (s *Store) replay(ctx context.Context, recs []jrecord) error {
 			if r.kind == recTruncate {
 				err = f.Truncate(ctx, r.off)
 			} else {
-				_, err = f.WriteAt(ctx, r.payload, int64(r.off))
+				var p []byte
+				if p, err = r.load(); err == nil {
+					_, err = f.WriteAt(ctx, p, int64(r.off))
+				}
 				writes++
-				bytes += int64(len(r.payload))
+				bytes += int64(r.n)
 			}
 			if err != nil {
 				break
