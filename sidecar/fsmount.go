@@ -82,7 +82,10 @@ func (f *FSMounter) Prepare(ctx context.Context, vols []Volume) error {
 		idle = DefaultIdleRelease
 	}
 	if idle > 0 {
-		go b.ReleaseWhenIdle(ctx, idle)
+		go b.ReleaseWhenIdle(ctx, idle, func(before, now data.BudgetStats) {
+			log.Info("idle: gave memory back", "idle", idle, "cache_before", before.CacheBytes,
+				"cache_now", now.CacheBytes, "write_buffers_now", now.Buffer)
+		})
 	}
 	return nil
 }

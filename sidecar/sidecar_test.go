@@ -265,7 +265,8 @@ func child(mode string) int {
 	case "fail":
 		mounter = tmpfsMounter{failOn: "models", gate: os.Getenv("GATE")}
 	case "fs":
-		mounter = &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), JournalDir: os.Getenv("JOURNAL")}
+		idle, _ := time.ParseDuration(os.Getenv("IDLE"))
+		mounter = &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), JournalDir: os.Getenv("JOURNAL"), IdleRelease: idle}
 	}
 	err = Run(ctx, Config{Set: set, Mounter: mounter, ProbeSocket: os.Getenv("SOCKET"), TerminationLog: os.Getenv("TERMLOG"),
 		StopGrace: time.Second, HandoffDir: os.Getenv("HANDOFF"), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})

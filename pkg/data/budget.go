@@ -37,6 +37,7 @@ type Budget struct {
 	// activity counts reads and writes through any store, so an idle
 	// process can be told from a busy one without a clock read per request.
 	activity atomic.Int64
+	inflight atomic.Int64 // reads and writes running now
 	releases atomic.Int64 // times Release gave memory back
 
 	// pools holds block buffers by capacity (one pool per block size in
@@ -93,8 +94,18 @@ func (b *Budget) Stats() BudgetStats {
 // runtime (a sidecar may do so after a while idle).
 func (b *Budget) DropCache() { b.cache.Clear() }
 
-// touch records a read or write through a store of the budget.
-func (b *Budget) touch() { b.activity.Add(1) }
+// begin records the start of a read or write through a store of the
+// budget; the returned func records its end.
+func (b *Budget) begin() func() {
+	b.activity.Add(1)
+	b.inflight.Add(1)
+	return b.end
+}
+
+func (b *Budget) end() {
+	b.inflight.Add(-1)
+	b.activity.Add(1)
+}
 
 // Release gives the memory the budget holds but does not need back to the
 // operating system: the clean block cache, the pooled block buffers, and
@@ -118,11 +129,12 @@ func (b *Budget) Release() {
 }
 
 // ReleaseWhenIdle calls Release once the stores of the budget have had no
-// read or write for idle and hold no write buffers (nothing dirty, no
+// read or write running or started for idle and hold no write buffers (nothing dirty, no
 // upload running), and again after each later busy spell, until ctx ends.
 // A process serving volumes (the sidecar) runs it so that a burst of I/O
-// does not keep its memory high for the rest of its life.
-func (b *Budget) ReleaseWhenIdle(ctx context.Context, idle time.Duration) {
+// does not keep its memory high for the rest of its life. after, if set,
+// is called after each release with what the budget holds then.
+func (b *Budget) ReleaseWhenIdle(ctx context.Context, idle time.Duration, after func(before, now BudgetStats)) {
 	if idle <= 0 {
 		return
 	}
@@ -139,13 +151,17 @@ func (b *Budget) ReleaseWhenIdle(ctx context.Context, idle time.Duration) {
 		case <-t.C:
 		}
 		now := b.activity.Load()
-		if now != last || b.bufferUsed() > 0 || b.uploading.Load() > 0 {
+		if now != last || b.inflight.Load() > 0 || b.bufferUsed() > 0 || b.uploading.Load() > 0 {
 			last, quietSince, released = now, time.Now(), false
 			continue
 		}
 		if !released && time.Since(quietSince) >= idle {
+			before := b.Stats()
 			b.Release()
 			released = true
+			if after != nil {
+				after(before, b.Stats())
+			}
 		}
 	}
 }

@@ -99,7 +99,7 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("write inode %d at %d: negative offset: %w", f.ino, off, syscall.EINVAL)
 	}
-	f.s.budget.touch()
+	defer f.s.budget.begin()()
 	done := 0
 	for done < len(p) {
 		o := off + int64(done)

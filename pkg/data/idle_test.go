@@ -78,7 +78,7 @@ func TestReleaseWhenIdle(t *testing.T) {
 	}
 	rssRead, cached := rssBytes(t), st.CacheBytes
 
-	go budget.ReleaseWhenIdle(idleCtx, 200*time.Millisecond)
+	go budget.ReleaseWhenIdle(idleCtx, 200*time.Millisecond, nil)
 	waitUntil(t, "the idle release", func() bool { return budget.Stats().Releases > 0 })
 	st = budget.Stats()
 	if st.CacheBytes != 0 || st.Buffer != 0 {
