@@ -31,10 +31,13 @@ import (
 // cache, and a machine crash loses the mount's unsynced writes anyway.
 // Every record is
 //
-//	magic u32 | crc u32 | kind u8 | pad [3]u8 | len u32 | jid u64 | ino u64 | off u64 | payload [len]u8
+//	magic u32 | crc u32 | kind u8 | pad [3]u8 | len u32 | jid u64 | ino u64 | off u64 | seg u64 | payload [len]u8
 //
 // little endian, crc (Castagnoli) over everything after it, so a record
-// torn by the crash is recognized and ends its segment. Kinds:
+// torn by the crash is recognized and ends its segment. seg is the
+// segment's number: segment files are reused (renamed and written over
+// from the start, which costs the page cache no new pages), and a record
+// of an earlier use also ends the segment. Kinds:
 //
 //	data     bytes written at off of ino into the write slice jid
 //	done     slice jid is committed (or dropped): its data records are dead
@@ -48,7 +51,10 @@ import (
 
 const (
 	journalMagic  = 0x4c4a4650 // "PFJL"
-	journalHeader = 40
+	journalHeader = 48
+
+	// journalFree is how many emptied segment files are kept for reuse.
+	journalFree = 2
 
 	recData     = 1
 	recDone     = 2
@@ -71,6 +77,7 @@ type journal struct {
 	mu      sync.Mutex
 	segs    []*jsegment // oldest first; the last is written to
 	cur     *os.File
+	free    []string // emptied segment files kept for reuse
 	total   int64
 	nextJID uint64
 	space   chan struct{} // closed and replaced whenever total drops
@@ -90,6 +97,7 @@ type jrecord struct {
 	jid     uint64
 	ino     uint64
 	off     uint64
+	segNo   uint64
 	n       int      // payload length
 	seg     *os.File // the segment, for payload
 	payload int64    // where the payload starts in it
@@ -105,6 +113,8 @@ func (r *jrecord) load() ([]byte, error) {
 }
 
 func segName(seq uint64) string { return fmt.Sprintf("seg-%016d", seq) }
+
+func (j *journal) segPath(seq uint64) string { return filepath.Join(j.dir, segName(seq)) }
 
 // openJournalDir takes dir for volume vol: it creates it, locks it
 // against another process, and checks that it is this volume's. It
@@ -181,7 +191,7 @@ func openJournalDir(ctx context.Context, dir, vol string) (lock *os.File, old []
 func readJournal(dir string, seqs []uint64, log *slog.Logger) ([]jrecord, []*os.File, error) {
 	var out []jrecord
 	var files []*os.File
-	for i, seq := range seqs {
+	for _, seq := range seqs {
 		name := filepath.Join(dir, segName(seq))
 		f, err := os.Open(name)
 		if err != nil {
@@ -197,10 +207,13 @@ func readJournal(dir string, seqs []uint64, log *slog.Logger) ([]jrecord, []*os.
 		var h [journalHeader]byte
 		for pos < st.Size() {
 			r, n, err := decodeRecord(br, h[:])
+			if err == nil && r.segNo != seq {
+				break // written by an earlier use of the file
+			}
 			if err != nil {
-				if i < len(seqs)-1 || st.Size()-pos > journalHeader {
-					log.Warn("write journal: a damaged record ends a segment early", "segment", name, "at", pos, "left", st.Size()-pos, "err", err)
-				}
+				// A record torn by the crash, or what an earlier use of
+				// the file left after the last record.
+				log.Debug("write journal: segment ends", "segment", name, "at", pos, "file_size", st.Size(), "why", err)
 				break
 			}
 			r.seg, r.payload = f, pos+journalHeader
@@ -230,11 +243,12 @@ func decodeRecord(r io.Reader, h []byte) (jrecord, int, error) {
 		return jrecord{}, 0, errors.New("checksum mismatch")
 	}
 	return jrecord{
-		kind: h[8],
-		jid:  binary.LittleEndian.Uint64(h[16:]),
-		ino:  binary.LittleEndian.Uint64(h[24:]),
-		off:  binary.LittleEndian.Uint64(h[32:]),
-		n:    int(n),
+		kind:  h[8],
+		jid:   binary.LittleEndian.Uint64(h[16:]),
+		ino:   binary.LittleEndian.Uint64(h[24:]),
+		off:   binary.LittleEndian.Uint64(h[32:]),
+		segNo: binary.LittleEndian.Uint64(h[40:]),
+		n:     int(n),
 	}, journalHeader + int(n), nil
 }
 
@@ -244,14 +258,27 @@ func newJournal(dir string, lock *os.File, last uint64, limit int64, log *slog.L
 	j := &journal{dir: dir, log: log, lock: lock, limit: limit, segSize: min(max(limit/4, 64<<10), 64<<20),
 		space: make(chan struct{})}
 	_ = os.Remove(filepath.Join(dir, "broken"))
+	if old, _ := filepath.Glob(filepath.Join(dir, "free-*")); len(old) > 0 {
+		for _, f := range old {
+			_ = os.Remove(f)
+		}
+	}
 	if err := j.rotateLocked(last + 1); err != nil {
 		return nil, err
 	}
 	return j, nil
 }
 
+// rotateLocked starts segment seq, in an emptied file when there is one.
 func (j *journal) rotateLocked(seq uint64) error {
-	f, err := os.OpenFile(filepath.Join(j.dir, segName(seq)), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
+	flags := os.O_CREATE | os.O_TRUNC | os.O_WRONLY
+	if n := len(j.free); n > 0 {
+		if err := os.Rename(j.free[n-1], j.segPath(seq)); err == nil {
+			flags = os.O_WRONLY
+		}
+		j.free = j.free[:n-1]
+	}
+	f, err := os.OpenFile(j.segPath(seq), flags, 0o600)
 	if err != nil {
 		return fmt.Errorf("start write journal segment: %w", err)
 	}
@@ -305,10 +332,11 @@ func (j *journal) appendLocked(kind byte, jid, ino, off uint64, payload []byte) 
 	binary.LittleEndian.PutUint64(h[16:], jid)
 	binary.LittleEndian.PutUint64(h[24:], ino)
 	binary.LittleEndian.PutUint64(h[32:], off)
+	binary.LittleEndian.PutUint64(h[40:], seg.seq)
 	crc := crc32.Update(crc32.Checksum(h[8:], castagnoli), castagnoli, payload)
 	binary.LittleEndian.PutUint32(h[4:], crc)
 	want := journalHeader + len(payload)
-	n, err := unix.Writev(int(j.cur.Fd()), [][]byte{h[:], payload})
+	n, err := unix.Pwritev(int(j.cur.Fd()), [][]byte{h[:], payload}, seg.size)
 	if err == nil && n != want {
 		err = io.ErrShortWrite
 	}
@@ -338,9 +366,12 @@ func (j *journal) failLocked(err error) {
 		j.cur = nil
 	}
 	for _, s := range j.segs {
-		_ = os.Remove(filepath.Join(j.dir, segName(s.seq)))
+		_ = os.Remove(j.segPath(s.seq))
 	}
-	j.segs, j.total = nil, 0
+	for _, f := range j.free {
+		_ = os.Remove(f)
+	}
+	j.segs, j.free, j.total = nil, nil, 0
 	close(j.space)
 	j.space = make(chan struct{})
 }
@@ -398,7 +429,7 @@ func (j *journal) done(ws *wslice) {
 	freed := false
 	for len(j.segs) > 1 && j.segs[0].live == 0 {
 		s := j.segs[0]
-		if err := os.Remove(filepath.Join(j.dir, segName(s.seq))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := j.dropLocked(s.seq); err != nil {
 			j.failLocked(fmt.Errorf("drop a write journal segment: %w", err))
 			return
 		}
@@ -407,11 +438,14 @@ func (j *journal) done(ws *wslice) {
 		freed = true
 	}
 	if s := j.segs[0]; len(j.segs) == 1 && s.live == 0 && (s.size >= journalResetAt || s.size > j.limit/4) {
-		if err := j.cur.Truncate(0); err != nil {
+		// Start over in the same file as the next segment: its records
+		// are all dead, and the renamed file's old ones no longer count.
+		if err := os.Rename(j.segPath(s.seq), j.segPath(s.seq+1)); err != nil {
 			j.failLocked(fmt.Errorf("reset the write journal: %w", err))
 			return
 		}
 		j.total -= s.size
+		s.seq++
 		s.size = 0
 		freed = true
 	}
@@ -419,6 +453,20 @@ func (j *journal) done(ws *wslice) {
 		close(j.space)
 		j.space = make(chan struct{})
 	}
+}
+
+// dropLocked takes the emptied segment seq out of the journal: kept for
+// reuse under a name replay ignores, or removed.
+func (j *journal) dropLocked(seq uint64) error {
+	if len(j.free) < journalFree {
+		name := filepath.Join(j.dir, fmt.Sprintf("free-%016d", seq))
+		if err := os.Rename(j.segPath(seq), name); err != nil {
+			return err
+		}
+		j.free = append(j.free, name)
+		return nil
+	}
+	return removeFile(j.segPath(seq))
 }
 
 // close ends journaling. Everything was committed (Store.Close flushed), so
@@ -432,9 +480,13 @@ func (j *journal) close() {
 	}
 	// Only a prefix: a done record must not go before its data records.
 	for j.broken == nil && len(j.segs) > 0 && j.segs[0].live == 0 {
-		_ = os.Remove(filepath.Join(j.dir, segName(j.segs[0].seq)))
+		_ = os.Remove(j.segPath(j.segs[0].seq))
 		j.segs = j.segs[1:]
 	}
+	for _, f := range j.free {
+		_ = os.Remove(f)
+	}
+	j.free = nil
 	j.lock.Close()
 }
 

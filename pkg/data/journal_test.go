@@ -3,6 +3,7 @@ package data
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -38,14 +39,17 @@ func (s *stalled) Put(ctx context.Context, key string, data []byte) error {
 }
 
 // crash abandons s as a killed process would: its journal stays as written,
-// its lock is released, and nothing it does later reaches the journal.
-func crash(s *Store) {
+// its lock is released, and nothing it does later reaches the journal. It
+// returns the last segment and where its records end.
+func crash(s *Store) (string, int64) {
 	j := s.journal
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	last := j.segs[len(j.segs)-1]
 	j.broken = errors.New("crashed (test)")
 	j.cur.Close()
 	j.lock.Close()
+	return j.segPath(last.seq), last.size
 }
 
 func journalStore(t *testing.T, m meta.Meta, obj storage.Store, dir string, budget *Budget) *Store {
@@ -103,21 +107,19 @@ func TestJournalReplay(t *testing.T) {
 	if _, err := f.WriteAt(ctx, tail, 14*page); err != nil {
 		t.Fatal(err)
 	}
-	crash(a)
-	// A record torn by the crash.
-	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*"))
-	if len(segs) == 0 {
-		t.Fatal("no journal segment written")
-	}
-	last := segs[len(segs)-1]
-	lf, err := os.OpenFile(last, os.O_APPEND|os.O_WRONLY, 0)
+	last, end := crash(a)
+	// A record torn by the crash, right after the last whole one.
+	lf, err := os.OpenFile(last, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var torn bytes.Buffer
-	torn.Write([]byte{0x50, 0x46, 0x4a, 0x4c, 1, 2, 3, 4, recData})
-	torn.Write(make([]byte, 100))
-	lf.Write(torn.Bytes())
+	torn := make([]byte, journalHeader+100)
+	binary.LittleEndian.PutUint32(torn, journalMagic)
+	torn[8] = recData
+	binary.LittleEndian.PutUint32(torn[12:], 4096) // longer than what follows
+	if _, err := lf.WriteAt(torn, end); err != nil {
+		t.Fatal(err)
+	}
 	lf.Close()
 
 	want := make([]byte, 16*page)
