@@ -124,20 +124,20 @@ func openJournalDir(ctx context.Context, dir, vol string) (lock *os.File, old []
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, false, fmt.Errorf("create the write journal directory: %w", err)
 	}
-	lock, err = os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("open the write journal's lock: %w", err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			lock.Close()
+			lf.Close() // and with it the lock
 		}
 	}()
 	// A process that just exited or was killed releases the lock at once;
 	// one still running (stopping) holds it until it has committed.
 	for {
-		err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
 			break
 		}
@@ -182,7 +182,7 @@ func openJournalDir(ctx context.Context, dir, vol string) (lock *os.File, old []
 	}
 	slices.Sort(old)
 	ok = true
-	return lock, old, intact, nil
+	return lf, old, intact, nil
 }
 
 // readJournal reads the records of the segments seqs, in order, checking
@@ -487,6 +487,12 @@ func (j *journal) close() {
 		_ = os.Remove(f)
 	}
 	j.free = nil
+	if j.broken == nil && len(j.segs) == 0 {
+		// Nothing to replay: a later process that finds no marker knows
+		// that whoever served after this one kept no journal, unless it
+		// made one itself (see openJournalDir's intact).
+		_ = os.Remove(filepath.Join(j.dir, "volume"))
+	}
 	j.lock.Close()
 }
 
