@@ -253,6 +253,9 @@ func child(mode string) int {
 	if mode == "fuse" {
 		return fuseChild(os.Getenv("FUSE_DIR"))
 	}
+	if mode == "app" {
+		return appChild(os.Getenv("APP_FILE"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	set, err := volumeset.Decode(os.Getenv(volumeset.EnvVar))
