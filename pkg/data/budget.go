@@ -129,8 +129,9 @@ func (b *Budget) Release() {
 }
 
 // ReleaseWhenIdle calls Release once the stores of the budget have had no
-// read or write running or started for idle and hold no write buffers (nothing dirty, no
-// upload running), and again after each later busy spell, until ctx ends.
+// read or write running or started for idle, and again after each later
+// busy spell, until ctx ends. Writes still buffered then (files left open)
+// are uploaded and committed first, so their buffers go back as well.
 // A process serving volumes (the sidecar) runs it so that a burst of I/O
 // does not keep its memory high for the rest of its life. after, if set,
 // is called after each release with what the budget holds then.
@@ -151,11 +152,18 @@ func (b *Budget) ReleaseWhenIdle(ctx context.Context, idle time.Duration, after 
 		case <-t.C:
 		}
 		now := b.activity.Load()
-		if now != last || b.inflight.Load() > 0 || b.bufferUsed() > 0 || b.uploading.Load() > 0 {
+		if now != last || b.inflight.Load() > 0 {
 			last, quietSince, released = now, time.Now(), false
 			continue
 		}
 		if !released && time.Since(quietSince) >= idle {
+			if b.bufferUsed() > 0 || b.uploading.Load() > 0 {
+				// Files left open with buffered writes: commit them, so
+				// their buffers go back too and nothing stays uncommitted
+				// through a long quiet spell; release once they are done.
+				b.relieveAll()
+				continue
+			}
 			before := b.Stats()
 			b.Release()
 			released = true
@@ -163,6 +171,20 @@ func (b *Budget) ReleaseWhenIdle(ctx context.Context, idle time.Duration, after 
 				after(before, b.Stats())
 			}
 		}
+	}
+}
+
+// relieveAll makes every store of the budget upload and commit what its
+// files buffer.
+func (b *Budget) relieveAll() {
+	b.mu.Lock()
+	stores := make([]*Store, 0, len(b.stores))
+	for st := range b.stores {
+		stores = append(stores, st)
+	}
+	b.mu.Unlock()
+	for _, st := range stores {
+		st.relieve()
 	}
 }
 

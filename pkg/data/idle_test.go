@@ -8,9 +8,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"podfs.io/podfs/pkg/meta"
 	"podfs.io/podfs/pkg/storage"
 )
 
@@ -78,11 +80,29 @@ func TestReleaseWhenIdle(t *testing.T) {
 	}
 	rssRead, cached := rssBytes(t), st.CacheBytes
 
+	// A file left open with a partial block buffered: the idle release
+	// commits it rather than keep its buffer.
+	open2, _, err := m.Mknod(ctx, meta.RootIno, "open", syscall.S_IFREG|0o644, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := s.Open(open2, 0)
+	defer held.Release(ctx)
+	if _, err := held.WriteAt(ctx, buf[:100<<10], 0); err != nil {
+		t.Fatal(err)
+	}
+	if budget.Stats().Buffer == 0 {
+		t.Fatal("the open file's write holds no buffer; the test cannot show it committed")
+	}
+
 	go budget.ReleaseWhenIdle(idleCtx, 200*time.Millisecond, nil)
 	waitUntil(t, "the idle release", func() bool { return budget.Stats().Releases > 0 })
 	st = budget.Stats()
 	if st.CacheBytes != 0 || st.Buffer != 0 {
 		t.Fatalf("after the idle release the budget holds %d cached and %d buffered bytes, want none", st.CacheBytes, st.Buffer)
+	}
+	if a, err := m.GetAttr(ctx, open2); err != nil || a.Size != 100<<10 {
+		t.Errorf("the open file's buffered write after the idle release: length %d, %v; want it committed (%d)", a.Size, err, 100<<10)
 	}
 	budget.poolMu.Lock()
 	for size, p := range budget.pools {
