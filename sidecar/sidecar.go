@@ -42,6 +42,12 @@ type Mounter interface {
 	Mount(ctx context.Context, v Volume) (Mount, error)
 }
 
+// Preparer is a Mounter that sets up what all the volumes share (the
+// memory budget) before the first is mounted.
+type Preparer interface {
+	Prepare(ctx context.Context, vols []Volume) error
+}
+
 // Mount is one served mount.
 type Mount interface {
 	// Unmount flushes and unmounts, lazily when busy. Safe to call twice.
@@ -142,6 +148,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	vols, err := Resolve(cfg.Set, cfg.Getenv)
 	if err != nil {
 		return err
+	}
+	if p, ok := cfg.Mounter.(Preparer); ok {
+		if err := p.Prepare(ctx, vols); err != nil {
+			return err
+		}
 	}
 	if cfg.Set.Mode == volumeset.ModeNode {
 		handoffDefaults(&cfg)

@@ -256,6 +256,9 @@ func child(mode string) int {
 	case "plan":
 		return planChild()
 	}
+	if mode == "app" {
+		return appChild(os.Getenv("APP_FILE"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	set, err := volumeset.Decode(os.Getenv(volumeset.EnvVar))
@@ -268,7 +271,8 @@ func child(mode string) int {
 	case "fail":
 		mounter = tmpfsMounter{failOn: "models", gate: os.Getenv("GATE")}
 	case "fs":
-		fsm := &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+		idle, _ := time.ParseDuration(os.Getenv("IDLE"))
+		fsm := &FSMounter{Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), JournalDir: os.Getenv("JOURNAL"), IdleRelease: idle}
 		if addr := os.Getenv("METRICS"); addr != "" {
 			fsm.Metrics = NewMetrics()
 			stopMetrics, err := fsm.Metrics.Serve(addr, fsm.Log)

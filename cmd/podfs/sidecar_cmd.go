@@ -30,6 +30,9 @@ in this process instead.`)
 	grace := fs.Duration("stop-grace", 0, "non-native sidecars: after SIGTERM, wait this long for the apps before unmounting (default 20s)")
 	termLog := fs.String("termination-log", "/dev/termination-log", "file the kubelet reads the failure reason from; \"\" = none")
 	metrics := fs.String("metrics-addr", "", "serve every volume's Prometheus metrics (label volume) at http://ADDR/metrics, e.g. :9567; \"\" = none")
+	memLimit := fs.Int64("memory-limit", 0, "bytes of memory the volumes' shared cache and write buffers are sized from; 0 = the container's cgroup limit, else $"+sidecar.MemoryLimitEnv)
+	idle := fs.Duration("idle-release", sidecar.DefaultIdleRelease, "give cache memory back after the volumes idle this long; negative = never")
+	journal := fs.String("journal-dir", sidecar.DefaultJournalDir, "ordinary nodes: keep each volume's write journal here, so a killed sidecar loses no acknowledged write; \"\" = none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,8 +80,9 @@ in this process instead.`)
 		}
 	}
 	return sidecar.Run(ctx, sidecar.Config{
-		Set:            set,
-		Mounter:        &sidecar.FSMounter{Log: log, Metrics: met},
+		Set: set,
+		Mounter: &sidecar.FSMounter{Log: log, Metrics: met, MemoryLimit: *memLimit, IdleRelease: *idle,
+			JournalDir: *journal},
 		ProbeSocket:    *socket,
 		TerminationLog: *termLog,
 		StopGrace:      *grace,

@@ -3,6 +3,8 @@ package data
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,11 @@ type Budget struct {
 
 	peak      atomic.Int64
 	uploading atomic.Int64 // blocks being uploaded now, by any store
+	// activity counts reads and writes through any store, so an idle
+	// process can be told from a busy one without a clock read per request.
+	activity atomic.Int64
+	inflight atomic.Int64 // reads and writes running now
+	releases atomic.Int64 // times Release gave memory back
 
 	// pools holds block buffers by capacity (one pool per block size in
 	// use), shared so that a block evicted from the cache by one volume's
@@ -68,6 +75,7 @@ type BudgetStats struct {
 	BufferLimit int64
 	PeakBuffer  int64 // most write-buffer bytes held at once
 	Stores      int   // data layers using the budget
+	Releases    int64 // times idle memory was given back (Release)
 }
 
 // Stats reports the budget's use.
@@ -78,12 +86,107 @@ func (b *Budget) Stats() BudgetStats {
 	return BudgetStats{
 		CacheBytes: b.cache.Used(), CacheLimit: b.cache.Limit(),
 		Buffer: used, BufferLimit: b.bufLimit, PeakBuffer: b.peak.Load(), Stores: n,
+		Releases: b.releases.Load(),
 	}
 }
 
 // DropCache empties the block cache, giving its memory back to the Go
 // runtime (a sidecar may do so after a while idle).
 func (b *Budget) DropCache() { b.cache.Clear() }
+
+// begin records the start of a read or write through a store of the
+// budget; the returned func records its end.
+func (b *Budget) begin() func() {
+	b.activity.Add(1)
+	b.inflight.Add(1)
+	return b.end
+}
+
+func (b *Budget) end() {
+	b.inflight.Add(-1)
+	b.activity.Add(1)
+}
+
+// Release gives the memory the budget holds but does not need back to the
+// operating system: the clean block cache, the pooled block buffers, and
+// whatever else the Go runtime keeps free. Write buffers holding data are
+// kept. The next reads refill the cache from the disk cache or the object
+// store.
+func (b *Budget) Release() {
+	b.cache.Clear()
+	b.poolMu.Lock()
+	for size := range b.pools {
+		// Fresh pools: the old ones and every buffer in them become garbage.
+		b.pools[size] = &sync.Pool{}
+	}
+	b.poolMu.Unlock()
+	// A pooled buffer outlives one collection in the pool's victim cache:
+	// the first GC moves it there, the one inside FreeOSMemory frees it and
+	// returns the memory.
+	runtime.GC()
+	debug.FreeOSMemory()
+	b.releases.Add(1)
+}
+
+// ReleaseWhenIdle calls Release once the stores of the budget have had no
+// read or write running or started for idle, and again after each later
+// busy spell, until ctx ends. Writes still buffered then (files left open)
+// are uploaded and committed first, so their buffers go back as well.
+// A process serving volumes (the sidecar) runs it so that a burst of I/O
+// does not keep its memory high for the rest of its life. after, if set,
+// is called after each release with what the budget holds then.
+func (b *Budget) ReleaseWhenIdle(ctx context.Context, idle time.Duration, after func(before, now BudgetStats)) {
+	if idle <= 0 {
+		return
+	}
+	tick := min(max(idle/4, time.Millisecond), 5*time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	last := b.activity.Load()
+	quietSince := time.Now()
+	released := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := b.activity.Load()
+		if now != last || b.inflight.Load() > 0 {
+			last, quietSince, released = now, time.Now(), false
+			continue
+		}
+		if !released && time.Since(quietSince) >= idle {
+			if b.bufferUsed() > 0 || b.uploading.Load() > 0 {
+				// Files left open with buffered writes: commit them, so
+				// their buffers go back too and nothing stays uncommitted
+				// through a long quiet spell; release once they are done.
+				b.relieveAll()
+				continue
+			}
+			before := b.Stats()
+			b.Release()
+			released = true
+			if after != nil {
+				after(before, b.Stats())
+			}
+		}
+	}
+}
+
+// relieveAll makes every store of the budget upload and commit what its
+// files buffer.
+func (b *Budget) relieveAll() {
+	b.mu.Lock()
+	stores := make([]*Store, 0, len(b.stores))
+	for st := range b.stores {
+		stores = append(stores, st)
+	}
+	b.mu.Unlock()
+	for _, st := range stores {
+		st.relieve()
+	}
+}
 
 func (b *Budget) register(s *Store) {
 	b.mu.Lock()

@@ -49,9 +49,15 @@ type Config struct {
 	// volume keeps its blocks in CacheDir/<volume UUID>. "" = none.
 	CacheDir     string
 	CacheDirSize int64 // bound of one volume's disk cache; default 10 GiB
-	Readahead    int64 // sequential readahead window in bytes; default 16 MiB
-	MaxRetries   int   // retries of a failing object request before EIO; default 10
-	Logger       *slog.Logger
+	// JournalDir, when set, keeps a write journal there (see journal.go):
+	// every acknowledged write until its slice is committed, so that a
+	// process killed with writes uncommitted loses none. New replays and
+	// commits what an earlier process left. The directory is this store's
+	// alone (one per served connection) and must outlive the process.
+	JournalDir string
+	Readahead  int64 // sequential readahead window in bytes; default 16 MiB
+	MaxRetries int   // retries of a failing object request before EIO; default 10
+	Logger     *slog.Logger
 
 	RetryBackoff   time.Duration // first retry's delay, doubling up to 5 s; default 100 ms
 	MaxFetches     int           // concurrent block downloads (reads and readahead); default 16
@@ -115,6 +121,11 @@ type Store struct {
 	budget *Budget
 	mem    *memCache // budget.cache
 	disk   *diskCache
+
+	journal *journal // nil: no write journal
+	// journalIntact: an earlier process journaled here, and New committed
+	// everything it had acknowledged.
+	journalIntact bool
 
 	uploads chan struct{} // semaphore of MaxUploads
 	fetches chan struct{} // semaphore of MaxFetches
@@ -223,6 +234,13 @@ func New(m meta.Meta, obj storage.Store, cfg Config) (*Store, error) {
 	}
 	budget.register(s)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if cfg.JournalDir != "" {
+		if err := s.startJournal(context.Background()); err != nil {
+			s.cancel()
+			budget.unregister(s)
+			return nil, err
+		}
+	}
 	if cfg.CompactSlices > 0 {
 		s.bg.Add(1)
 		go s.compactLoop()
@@ -275,6 +293,9 @@ func (s *Store) Close(ctx context.Context) error {
 	s.cancel()
 	s.bg.Wait()
 	s.budget.unregister(s)
+	if s.journal != nil {
+		s.journal.close()
+	}
 	return first
 }
 

@@ -54,9 +54,11 @@ type wslice struct {
 	id      uint64 // 0 until the first upload asks for one
 	blocks  []*wblock
 	frozen  bool
-	flight  int   // uploads running
-	failed  error // an upload failed: the slice is dropped, Flush reports EIO
-	done    bool  // committed or dropped
+	flight  int      // uploads running
+	failed  error    // an upload failed: the slice is dropped, Flush reports EIO
+	done    bool     // committed or dropped
+	jid     uint64   // the slice's id in the write journal; 0 = none
+	jsegs   []uint64 // journal segments holding its data records
 
 	idMu sync.Mutex
 }
@@ -98,6 +100,7 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("write inode %d at %d: negative offset: %w", f.ino, off, syscall.EINVAL)
 	}
+	defer f.s.budget.begin()()
 	done := 0
 	for done < len(p) {
 		o := off + int64(done)
@@ -107,11 +110,21 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		if rest := meta.ChunkSize - int(pos); n > rest {
 			n = rest
 		}
+		if j := f.s.journal; j != nil {
+			if err := j.reserve(ctx, f.s, int64(n)); err != nil {
+				return done, err
+			}
+		}
 		if err := f.s.reserve(ctx, int64(n)); err != nil {
 			return done, err
 		}
 		f.mu.Lock()
-		grown := f.writeLocked(idx, pos, p[done:done+n])
+		ws, grown := f.writeLocked(idx, pos, p[done:done+n])
+		if j := f.s.journal; j != nil {
+			// Before the write is acknowledged, and under f.mu so that the
+			// journal has this file's writes in the order they were applied.
+			j.write(ws, uint64(f.ino), uint64(o), p[done:done+n])
+		}
 		if end := uint64(o) + uint64(n); end > f.size {
 			f.size = end
 		}
@@ -122,9 +135,9 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// writeLocked copies data to chunk offset pos of chunk idx and returns how
-// many bytes the buffers grew by.
-func (f *File) writeLocked(idx, pos uint32, data []byte) int {
+// writeLocked copies data to chunk offset pos of chunk idx and returns the
+// slice it went into and how many bytes the buffers grew by.
+func (f *File) writeLocked(idx, pos uint32, data []byte) (*wslice, int) {
 	bs := f.s.bs
 	list := f.pending[idx]
 	var ws *wslice
@@ -165,7 +178,7 @@ func (f *File) writeLocked(idx, pos uint32, data []byte) int {
 	if int(ws.pos+ws.length) == meta.ChunkSize {
 		f.freezeLocked(ws) // nothing can follow it in this chunk
 	}
-	return grown
+	return ws, grown
 }
 
 // canWrite reports whether a write of n bytes at chunk offset pos may go into
@@ -390,6 +403,9 @@ func (f *File) commitLoop() {
 			delete(f.pending, ws.index)
 		}
 		ws.done = true
+		if j := f.s.journal; j != nil {
+			j.done(ws)
+		}
 		var freed int64
 		for _, b := range ws.blocks {
 			freed += int64(len(b.buf))
@@ -494,6 +510,9 @@ func (f *File) Truncate(ctx context.Context, size uint64) error {
 }
 
 func (f *File) truncateLocked(size uint64) {
+	if j := f.s.journal; j != nil {
+		j.truncate(uint64(f.ino), size)
+	}
 	f.size = size
 	for idx, list := range f.pending {
 		cs := uint64(idx) * meta.ChunkSize

@@ -221,6 +221,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read inode %d at %d: negative offset: %w", f.ino, off, syscall.EINVAL)
 	}
+	defer f.s.budget.begin()()
 	f.mu.Lock()
 	size := int64(f.size)
 	f.mu.Unlock()

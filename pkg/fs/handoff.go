@@ -28,8 +28,10 @@ type Conn struct {
 	SaveInit func([]byte) error
 	// PrevCrashed says the connection's previous server did not detach
 	// cleanly (!fuseconn.Handoff.Clean): it may have acknowledged writes it
-	// never committed. fsync through a file handle it opened for writing
-	// then answers EIO once, as a local file system reports lost writes.
+	// never committed. Unless its write journal (Config.Data.JournalDir)
+	// had them all, and New committed them, fsync through a file handle it
+	// opened for writing then answers EIO once, as a local file system
+	// reports lost writes.
 	PrevCrashed bool
 }
 
@@ -54,6 +56,11 @@ func attachServer(ctx context.Context, fsys *fileSystem, c *Conn, fo *fuse.Mount
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("serve the handed-off FUSE connection: %w", err)
+	}
+	// A successor continues this connection after a kill -9: a request
+	// being copied in at that moment must not fail (see prefault.go).
+	if err := prefaultReadBuffers(a.Server); err != nil {
+		log.Warn("request buffers are not prefaulted: a kill -9 of this server may fail the request the kernel is copying to it with EIO", "err", err)
 	}
 	return a.Server, a, nil
 }

@@ -14,11 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"podfs.io/podfs/pkg/data"
 	"podfs.io/podfs/pkg/fuseconn"
 )
 
 // handoffChildEnv makes the test binary a sidecar-like serving process:
-// "socket dir|volume|metadata URL". It dials the holder, serves the
+// "socket dir|volume|metadata URL|journal dir". It dials the holder, serves the
 // connection it gets with a podfs Mount, and on SIGTERM detaches cleanly
 // and reports it, as the sidecar does.
 const handoffChildEnv = "PODFS_TEST_HANDOFF_CHILD"
@@ -28,10 +29,10 @@ const handoffServing = "handoff child serving"
 
 func handoffChild(arg string) error {
 	parts := strings.Split(arg, "|")
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return fmt.Errorf("bad %s %q", handoffChildEnv, arg)
 	}
-	dir, volume, metaURL := parts[0], parts[1], parts[2]
+	dir, volume, metaURL, journal := parts[0], parts[1], parts[2], parts[3]
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
@@ -42,7 +43,7 @@ func handoffChild(arg string) error {
 		return err
 	}
 	defer h.Close()
-	m, err := New(ctx, Config{MetaURL: metaURL, Logger: log, Conn: &Conn{
+	m, err := New(ctx, Config{MetaURL: metaURL, Logger: log, Data: data.Config{JournalDir: journal}, Conn: &Conn{
 		File:        h.Conn,
 		Init:        h.Init,
 		SaveInit:    func(b []byte) error { return h.SaveInit(ctx, b) },
@@ -98,11 +99,13 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func startHandoffChild(t *testing.T, dir, volume, metaURL string) *handoffProc {
+// startHandoffChild starts a serving child; journal is its write journal
+// directory ("" = none).
+func startHandoffChild(t *testing.T, dir, volume, metaURL, journal string) *handoffProc {
 	t.Helper()
 	p := &handoffProc{done: make(chan struct{})}
 	p.cmd = exec.Command(os.Args[0], "-test.run", "^$")
-	p.cmd.Env = append(os.Environ(), handoffChildEnv+"="+dir+"|"+volume+"|"+metaURL)
+	p.cmd.Env = append(os.Environ(), handoffChildEnv+"="+dir+"|"+volume+"|"+metaURL+"|"+journal)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -226,7 +226,14 @@ func New(ctx context.Context, cfg Config) (*Mount, error) {
 	}
 	mnt.fs = fsys
 
-	fsys.initHandles(cfg.Conn != nil && cfg.Conn.PrevCrashed)
+	// A predecessor killed with writes acknowledged but uncommitted owes
+	// the app an fsync error, unless its journal had them all (data.New
+	// has committed them by now).
+	prevLost := cfg.Conn != nil && cfg.Conn.PrevCrashed && !d.JournalIntact()
+	if cfg.Conn != nil && cfg.Conn.PrevCrashed && !prevLost {
+		log.Info("the previous server of this connection died; its write journal had every write it acknowledged, and they are committed")
+	}
+	fsys.initHandles(prevLost)
 	switch {
 	case cfg.Conn != nil:
 		// Mounted by the connection's holder.

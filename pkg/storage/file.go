@@ -44,6 +44,10 @@ type FileOptions struct {
 	JournalSegment int64
 	// Log receives the journal's reports (default slog.Default()).
 	Log *slog.Logger
+	// Remote says the directory is a network file system (NFS, CephFS):
+	// the data layer then caches its blocks as it does an object store's,
+	// instead of leaving caching to the local page cache (see IsLocal).
+	Remote bool
 }
 
 // directMin is the smallest object written with O_DIRECT; smaller ones
@@ -527,7 +531,7 @@ func (f *File) Prefetch(key string, off, n int64) {
 }
 
 // Local marks the store as local to this machine (see IsLocal).
-func (f *File) Local() bool { return true }
+func (f *File) Local() bool { return !f.opts.Remote }
 
 // Close spills the journal (every object to its file, durably) and closes
 // the descriptors.

@@ -12,14 +12,15 @@ import (
 
 // Forms lists the storage URLs Open accepts, for error messages and help.
 const Forms = `accepted storage URLs:
-  file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false][&journal=true|false]
+  file:///var/lib/podfs/data[?fsync=true|false][&direct=true|false][&journal=true|false][&remote=true|false]
                                                            local directory (default; fsync=true, direct=true:
                                                            objects of 1 MiB and more bypass the page cache;
                                                            journal=true: with fsync, smaller objects are made
                                                            durable in a journal under .podfs-journal and moved
                                                            to their files later; off unless the URL says
                                                            journal=true for mounts of etcd/TiKV volumes and
-                                                           of bolt volumes with a --sync-delay)
+                                                           of bolt volumes with a --sync-delay; remote=true:
+                                                           a network file system, cached like an object store)
   rados://POOL?conf=/etc/ceph/ceph.conf&user=admin         Ceph RADOS with a ceph.conf
   rados://POOL?mon_host=127.0.0.1:6789&user=podfs&keyring=/etc/podfs/ceph/keyring
                                                            Ceph RADOS without a ceph.conf
@@ -70,8 +71,14 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 					return nil, err
 				}
 				opts.NoJournal = !on
+			case "remote":
+				on, err := urlBool(rawURL, k, v[0])
+				if err != nil {
+					return nil, err
+				}
+				opts.Remote = on
 			default:
-				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct, journal)\n%s", shown, k, Forms)
+				return nil, fmt.Errorf("storage URL %q: unknown option %q for file storage (known: fsync, direct, journal, remote)\n%s", shown, k, Forms)
 			}
 		}
 		return NewFile(u.Path, opts)
