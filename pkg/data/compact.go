@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"podfs.io/podfs/pkg/meta"
+	"podfs.io/podfs/pkg/storage"
 )
 
 // scheduleCompact queues a chunk for background compaction.
@@ -117,6 +119,8 @@ func (s *Store) compactIfWasteful(ctx context.Context, ino meta.Ino, index uint3
 // again: compaction never loses a concurrent write. A chunk with nothing to
 // gain is left alone.
 func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) error {
+	s.compactRun.Lock()
+	defer s.compactRun.Unlock()
 	old, err := s.m.ReadChunk(ctx, ino, index)
 	if err != nil {
 		return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, err)
@@ -157,6 +161,11 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 			}
 			if err != nil {
 				cleanup()
+				if errors.Is(err, storage.ErrNotFound) && s.chunkChanged(ctx, ino, index, old) {
+					// Another client compacted (or rewrote) the chunk and
+					// its old objects are gone: nothing left to do here.
+					return fmt.Errorf("compact inode %d chunk %d: %w", ino, index, meta.ErrChunkChanged)
+				}
 				return fmt.Errorf("compact inode %d chunk %d: read: %w", ino, index, err)
 			}
 			key := BlockKey(id, i, blen)
@@ -176,6 +185,12 @@ func (s *Store) CompactChunk(ctx context.Context, ino meta.Ino, index uint32) er
 	s.forget(ino, index)
 	s.wakeDeleter()
 	return nil
+}
+
+// chunkChanged reports whether the chunk's slice list is no longer old.
+func (s *Store) chunkChanged(ctx context.Context, ino meta.Ino, index uint32, old []meta.Slice) bool {
+	now, err := s.m.ReadChunk(ctx, ino, index)
+	return err == nil && !slices.Equal(now, old)
 }
 
 // CompactFile compacts every chunk of a file of size bytes and returns how

@@ -136,6 +136,10 @@ type Store struct {
 	mu    sync.Mutex
 	files map[meta.Ino]*File
 
+	// compactRun lets one compaction of this client run at a time: two
+	// (the background one and podfs compact) racing on one chunk would see
+	// the winner's replaced objects deleted under the loser's reads.
+	compactRun     sync.Mutex
 	compactMu      sync.Mutex
 	compactPending map[chunkRef]bool
 	compactWake    chan struct{}
