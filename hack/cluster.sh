@@ -469,6 +469,11 @@ down() {
 		log "nothing to do: no $state"
 		return 0
 	}
+	# The e2e registry (hack/registry.sh) keeps its state under $state:
+	# stop it before that goes, or it outlives its files.
+	if [[ -f $state/registry/registry.pid ]]; then
+		PODFS_E2E_STATE=$state "$(dirname "$0")/registry.sh" down || true
+	fi
 	stop kube-controller-manager
 	stop kube-scheduler
 	stop_pods
