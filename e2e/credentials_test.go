@@ -66,7 +66,9 @@ func (e *env) testCredentials(t *testing.T) {
 	if _, err := e.kc.CoreV1().Secrets(e.releaseNS).Create(kctx, secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.kc.CoreV1().Secrets(e.releaseNS).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = e.kc.CoreV1().Secrets(e.releaseNS).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 	pvName := ns + "-" + name
 	size := resource.MustParse("1Gi")
 	pv := &corev1.PersistentVolume{
@@ -85,7 +87,9 @@ func (e *env) testCredentials(t *testing.T) {
 	if _, err := e.kc.CoreV1().PersistentVolumes().Create(kctx, pv, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.kc.CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = e.kc.CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
+	})
 	empty := ""
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: "cred", Namespace: ns},

@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"k8s.io/klog/v2"
 	"podfs.io/podfs/csinode"
+	"podfs.io/podfs/pkg/metricserver"
 )
 
 func runCSINode(ctx context.Context, log *slog.Logger, args []string) error {
@@ -93,22 +91,11 @@ the connection to the pod's podfs sidecar; pods without one are refused.`)
 // serveProcessMetrics serves the default Prometheus registry (the Go runtime
 // and process collectors) until the returned stop is called.
 func serveProcessMetrics(addr string, log *slog.Logger) (func(), error) {
-	l, err := net.Listen("tcp", addr)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	stop, err := metricserver.Serve(addr, mux, log)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	log.Info("serving metrics", "addr", l.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	return stop, nil
 }

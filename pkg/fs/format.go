@@ -140,4 +140,3 @@ func ProbeStorage(ctx context.Context, s storage.Store) error {
 	}
 	return s.Delete(ctx, key)
 }
-

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"podfs.io/podfs/pkg/metricserver"
 	"podfs.io/podfs/pkg/storage"
 )
 
@@ -135,10 +135,6 @@ func (m *metrics) register(cs ...prometheus.Collector) {
 
 // serve starts the HTTP endpoint; the returned function stops it.
 func (m *metrics) serve(addr string, log *slog.Logger) (func(), error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for metrics on %s: %w (pick a free address with --metrics)", addr, err)
-	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	// Profiles of the mount process, for finding where time goes under a
@@ -148,18 +144,11 @@ func (m *metrics) serve(addr string, log *slog.Logger) (func(), error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	log.Info("serving metrics", "addr", l.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	stop, err := metricserver.Serve(addr, mux, log)
+	if err != nil {
+		return nil, fmt.Errorf("%w (pick a free address with --metrics)", err)
+	}
+	return stop, nil
 }
 
 // instrumentedStore counts and times the object requests the data layer makes.
