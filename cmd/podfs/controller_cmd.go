@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"os"
 
-	"k8s.io/klog/v2"
-
 	"podfs.io/podfs/provisioner"
 )
 
@@ -39,7 +37,6 @@ its object storage. See docs/provisioning.md.`)
 	if err != nil {
 		return err
 	}
-	klog.SetSlogLogger(log) // client-go's event recorder and leader election log through klog
 	c, err := provisioner.New(provisioner.Options{
 		RestConfig: cfg, LeaderElection: *leader, LeaderElectionID: *leaseName, LeaderElectionNamespace: *namespace,
 		MetricsAddr: *metrics, HealthAddr: *health, Workers: *workers, Log: log,

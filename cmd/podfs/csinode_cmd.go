@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"k8s.io/klog/v2"
 	"podfs.io/podfs/csinode"
 	"podfs.io/podfs/pkg/metricserver"
 )
@@ -61,8 +60,6 @@ the connection to the pod's podfs sidecar; pods without one are refused.`)
 		}
 		defer stop()
 	}
-	// mount-utils logs through klog; send it to the same place.
-	klog.SetSlogLogger(log)
 	rc, err := restConfig(*kubeconfig)
 	if err != nil {
 		return err

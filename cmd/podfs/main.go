@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"k8s.io/klog/v2"
+
 	"podfs.io/podfs/pkg/redact"
 )
 
@@ -87,6 +89,9 @@ func run(args []string) int {
 		return 0
 	}
 	log := newLogger()
+	// client-go (events, leader election) and mount-utils log through
+	// klog: to the same place, set once before any command starts.
+	klog.SetSlogLogger(log)
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue

@@ -12,7 +12,6 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 	"podfs.io/podfs/webhook"
 )
 
@@ -99,7 +98,6 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 	if *configMap != "" && *namespace == "" {
 		return usagef("--config-map needs --namespace (or $POD_NAMESPACE)")
 	}
-	klog.SetSlogLogger(log) // client-go's event recorder logs through klog
 	srv, err := webhook.NewServer(ctx, opts)
 	if err != nil {
 		return err

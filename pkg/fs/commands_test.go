@@ -26,7 +26,7 @@ func TestCommands(t *testing.T) {
 			t.Fatalf("format: exit %d\n%s", code, out)
 		}
 	}
-	if code, out := runPodfs(t, "format", metaURL, "othername"); code == 0 || !strings.Contains(out, "already holds") {
+	if code, out := runPodfs(t, "format", metaURL, "othername"); code == 0 || !strings.Contains(out, "holds another volume") {
 		t.Fatalf("formatting an existing volume under another name: exit %d\n%s", code, out)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data")); err != nil {
