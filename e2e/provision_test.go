@@ -72,6 +72,9 @@ func (e *env) newProvisioned(t *testing.T, ns string) provisioned {
 		// Claims first, and their PVs gone (the controller deletes their
 		// directories with the Secret), then the class and the Secret.
 		bg := context.Background()
+		// Pods first: a claim in use is not deleted (pvc-protection).
+		zero := int64(0)
+		_ = e.kc.CoreV1().Pods(ns).DeleteCollection(bg, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
 		claims, err := e.kc.CoreV1().PersistentVolumeClaims(ns).List(bg, metav1.ListOptions{})
 		if err == nil {
 			for _, c := range claims.Items {
@@ -122,19 +125,20 @@ func (e *env) waitBound(t *testing.T, ns, name string) *corev1.PersistentVolumeC
 	return pvc
 }
 
-// dfBlocks returns the 1K-blocks total and used of path in the pod (df -k).
+// dfBlocks returns the 1K-blocks total and used of path in the pod (df -Pk:
+// one line per file system, however long its name).
 func (e *env) dfBlocks(t *testing.T, ns, pod, path string) (total, used int64) {
 	t.Helper()
-	out := e.mustExec(t, ns, pod, "app", "df", "-k", path)
+	out := e.mustExec(t, ns, pod, "app", "df", "-Pk", path)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	f := strings.Fields(lines[len(lines)-1])
 	if len(f) < 4 {
-		t.Fatalf("df -k %s: %q", path, out)
+		t.Fatalf("df -Pk %s: %q", path, out)
 	}
 	total, err1 := strconv.ParseInt(f[1], 10, 64)
 	used, err2 := strconv.ParseInt(f[2], 10, 64)
 	if err1 != nil || err2 != nil {
-		t.Fatalf("df -k %s: %q", path, out)
+		t.Fatalf("df -Pk %s: %q", path, out)
 	}
 	return total, used
 }
