@@ -113,6 +113,13 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 func (fs *fileSystem) newHandle(ino meta.Ino, a *meta.Attr, flags uint32) uint64 {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	fs.nextFh++
+	fs.addHandleLocked(fs.nextFh, ino, a.Size, flags)
+	return fs.nextFh
+}
+
+// addHandleLocked registers handle fh of ino; fs.mu is held.
+func (fs *fileSystem) addHandleLocked(fh uint64, ino meta.Ino, size uint64, flags uint32) *handle {
 	of := fs.open[ino]
 	if of == nil {
 		of = &openFile{}
@@ -120,12 +127,12 @@ func (fs *fileSystem) newHandle(ino meta.Ino, a *meta.Attr, flags uint32) uint64
 		fs.met.openFiles.Inc()
 	}
 	// data reference counts its handle per inode; one Open per FUSE handle.
-	of.f = fs.d.Open(ino, a.Size)
+	of.f = fs.d.Open(ino, size)
 	of.refs++
-	fs.nextFh++
-	fs.handles[fs.nextFh] = &handle{ino: ino, of: of, flags: flags}
+	h := &handle{ino: ino, of: of, flags: flags}
+	fs.handles[fh] = h
 	fs.met.handles.Inc()
-	return fs.nextFh
+	return h
 }
 
 func (fs *fileSystem) handle(fh uint64) *handle {

@@ -72,17 +72,7 @@ func (fs *fileSystem) useHandle(fh, nodeID uint64, flags uint32) *handle {
 		fs.rel.deferRelease(ino)
 		return h
 	}
-	of := fs.open[ino]
-	if of == nil {
-		of = &openFile{}
-		fs.open[ino] = of
-		fs.met.openFiles.Inc()
-	}
-	of.f = fs.d.Open(ino, a.Size)
-	of.refs++
-	h := &handle{ino: ino, of: of, flags: flags}
-	fs.handles[fh] = h
-	fs.met.handles.Inc()
+	h := fs.addHandleLocked(fh, ino, a.Size, flags)
 	fs.mu.Unlock()
 	fs.log.Debug("reopened a file handle of the previous server", "fh", fh, "ino", ino, "flags", flags)
 	return h
