@@ -296,20 +296,6 @@ func (p *Patch) matches(pvcLabels map[string]string, storageClass string, isPVC 
 	return storageClass != "" && slices.Contains(p.StorageClassNames, storageClass)
 }
 
-// mergeOptions appends src to dst, a later option replacing an earlier one
-// with the same key (the part before '=').
-func mergeOptions(dst []string, src ...string) []string {
-	for _, o := range src {
-		k, _, _ := strings.Cut(o, "=")
-		dst = slices.DeleteFunc(dst, func(d string) bool {
-			dk, _, _ := strings.Cut(d, "=")
-			return dk == k
-		})
-		dst = append(dst, o)
-	}
-	return dst
-}
-
 // mergeCache overlays the set fields of src onto dst.
 func mergeCache(dst *volumeset.Cache, src *CacheConfig) {
 	if src == nil {

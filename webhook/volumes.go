@@ -175,23 +175,23 @@ func volumeEntry(i int, v *podfsVolume, mountPoint string, cfg *Config, annOpts 
 		}
 	}
 	opts := append([]string(nil), cfg.MountOptions...)
-	opts = mergeOptions(opts, v.pvOpts...)
+	opts = volumeset.MergeOptions(opts, v.pvOpts...)
 	if s := v.attrs[AttrMountOptions]; s != "" {
 		o, err := volumeset.ParseOptions(s)
 		if err != nil {
 			return e, nil, refusef("volume %q: volumeAttributes %s: %v", v.name, AttrMountOptions, err)
 		}
-		opts = mergeOptions(opts, o...)
+		opts = volumeset.MergeOptions(opts, o...)
 	}
 	mergeCache(&e.Cache, &cfg.Cache)
 	for i := range cfg.Patches {
 		p := &cfg.Patches[i]
 		if p.matches(pvcLabels(v.pvc), v.class, v.pvc != nil) {
-			opts = mergeOptions(opts, p.MountOptions...)
+			opts = volumeset.MergeOptions(opts, p.MountOptions...)
 			mergeCache(&e.Cache, p.Cache)
 		}
 	}
-	e.Options = mergeOptions(opts, annOpts...)
+	e.Options = volumeset.MergeOptions(opts, annOpts...)
 	return e, env, nil
 }
 
