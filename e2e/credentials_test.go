@@ -111,15 +111,7 @@ func (e *env) testCredentials(t *testing.T) {
 	})
 
 	// Nothing secret in the pod, the sidecar's log or the events.
-	cephKey := ""
-	for _, l := range strings.Split(string(read(ceph.PodfsKeyring)), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && strings.TrimSpace(k) == "key" {
-			cephKey = strings.TrimSpace(v)
-		}
-	}
-	if cephKey == "" {
-		t.Fatal("no key in client.podfs's keyring")
-	}
+	cephKey := testenv.CephKey(t, ceph.PodfsKeyring)
 	got, err := e.kc.CoreV1().Pods(ns).Get(kctx, p.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

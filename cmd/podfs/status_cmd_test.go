@@ -61,7 +61,7 @@ func TestFormatWithCredentialFiles(t *testing.T) {
 	e := testenv.StartEtcdTLS(t)
 	pw := e.AddUser(t, "podfs", "podfs-pw", "podfs\x00")
 	c := testenv.StartCephx(t)
-	key := cephKeyOf(t, c.PodfsKeyring)
+	key := testenv.CephKey(t, c.PodfsKeyring)
 	run := func(wantOK bool, args ...string) string {
 		t.Helper()
 		out, err := exec.Command(bin, args...).CombinedOutput()
@@ -104,18 +104,3 @@ func TestFormatWithCredentialFiles(t *testing.T) {
 	}
 }
 
-// cephKeyOf returns the key in a keyring file.
-func cephKeyOf(t *testing.T, keyring string) string {
-	t.Helper()
-	b, err := os.ReadFile(keyring)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && strings.TrimSpace(k) == "key" {
-			return strings.TrimSpace(v)
-		}
-	}
-	t.Fatalf("no key in %s", keyring)
-	return ""
-}

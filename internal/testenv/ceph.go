@@ -213,3 +213,19 @@ func CephMain(m *testing.M) int {
 	defer StopSharedCeph()
 	return m.Run()
 }
+
+// CephKey returns the key in a keyring file's "key = ..." line.
+func CephKey(t testing.TB, keyring string) string {
+	t.Helper()
+	b, err := os.ReadFile(keyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && strings.TrimSpace(k) == "key" {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no key in %s:\n%s", keyring, b)
+	return ""
+}

@@ -11,22 +11,6 @@ import (
 	"podfs.io/podfs/internal/testenv"
 )
 
-// cephKey returns the key in a keyring file's "key = ..." line.
-func cephKey(t *testing.T, keyring string) string {
-	t.Helper()
-	b, err := os.ReadFile(keyring)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && strings.TrimSpace(k) == "key" {
-			return strings.TrimSpace(v)
-		}
-	}
-	t.Fatalf("no key in %s:\n%s", keyring, b)
-	return ""
-}
-
 // otherKey is a well-formed Ceph key that is not key.
 func otherKey(t *testing.T, key string) string {
 	t.Helper()
@@ -45,7 +29,7 @@ func TestRadosCephx(t *testing.T) {
 	c := testenv.StartCephx(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	key := cephKey(t, c.PodfsKeyring)
+	key := testenv.CephKey(t, c.PodfsKeyring)
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
