@@ -103,4 +103,3 @@ func TestFormatWithCredentialFiles(t *testing.T) {
 		t.Fatalf("podfs format with a wrong keyring:\n%s", out)
 	}
 }
-
