@@ -28,14 +28,28 @@ func mountConn(t *testing.T, ro bool) (string, *os.File) {
 	return mp, conn
 }
 
-// serveConn serves a handed-off connection in this process.
-func serveConn(t *testing.T, v *volume, c *Conn) *Mount {
+// serveConn serves a handed-off connection, mounted at mp, in this process.
+//
+// The first server of a connection also makes the kernel stop sending POLL
+// requests (disablePoll), as a holder mounting for another process never
+// needs to: this process serves the files it opens, and the Go runtime
+// registers every file it opens with epoll. That registration asks the
+// server (FUSE_POLL) from inside the runtime, where the thread cannot stop
+// for a garbage collection; one that starts meanwhile waits for it, the
+// server's goroutines wait for the collection, and the process hangs.
+func serveConn(t *testing.T, v *volume, mp string, c *Conn) *Mount {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	m, err := New(ctx, Config{MetaURL: v.metaURL, Conn: c, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("serve the handed-off connection: %v", err)
+	}
+	if c.Init == nil {
+		if err := disablePoll(mp); err != nil {
+			_ = m.Unmount(ctx)
+			t.Fatal(err)
+		}
 	}
 	return m
 }
@@ -49,7 +63,7 @@ func TestServeHandedOffConn(t *testing.T) {
 	v := newBoltVolume(t)
 	mp, conn := mountConn(t, false)
 	var saved []byte
-	m1 := serveConn(t, v, &Conn{File: conn, SaveInit: func(b []byte) error { saved = b; return nil }})
+	m1 := serveConn(t, v, mp, &Conn{File: conn, SaveInit: func(b []byte) error { saved = b; return nil }})
 	if saved == nil {
 		t.Fatal("the first server did not save the INIT exchange")
 	}
@@ -89,7 +103,7 @@ func TestServeHandedOffConn(t *testing.T) {
 		t.Fatal("detaching a handed-off connection unmounted it")
 	}
 
-	m2 := serveConn(t, v, &Conn{File: conn, Init: saved})
+	m2 := serveConn(t, v, mp, &Conn{File: conn, Init: saved})
 	t.Cleanup(func() {
 		_ = syscall.Unmount(mp, syscall.MNT_DETACH) // the holder's job; ends m2's serving
 		_ = m2.Wait()

@@ -16,8 +16,8 @@ import (
 // fails loudly when a go-fuse upgrade moves the buffer pool.
 func TestPrefaultReadBuffers(t *testing.T) {
 	v := newBoltVolume(t)
-	_, conn := mountConn(t, false)
-	m := serveConn(t, v, &Conn{File: conn, SaveInit: func([]byte) error { return nil }})
+	mp, conn := mountConn(t, false)
+	m := serveConn(t, v, mp, &Conn{File: conn, SaveInit: func([]byte) error { return nil }})
 	defer m.Unmount(context.Background())
 	p, err := readPool(m.server)
 	if err != nil {
