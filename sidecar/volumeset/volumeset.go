@@ -49,7 +49,7 @@ import (
 	"strings"
 )
 
-// Names shared by the webhook, the sidecar and the CSI node (see DESIGN.md).
+// Names shared by the webhook, the sidecar and the CSI node (see docs/architecture.md).
 const (
 	DriverName         = "csi.podfs.io"
 	ContainerName      = "podfs-sidecar"
