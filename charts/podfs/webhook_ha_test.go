@@ -82,7 +82,9 @@ func TestSharedPortNeedsNoMetricsPort(t *testing.T) {
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9444 {
 		t.Errorf("readiness probe %+v, want HTTP on the health port", c.ReadinessProbe)
 	}
-	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--reuse-port") || strings.HasPrefix(a, "--health-socket") }) {
+	if slices.ContainsFunc(c.Args, func(a string) bool {
+		return strings.HasPrefix(a, "--reuse-port") || strings.HasPrefix(a, "--health-socket")
+	}) {
 		t.Errorf("args %v: reuse-port flags without reusePort", c.Args)
 	}
 	if len(c.Ports) == 0 {
