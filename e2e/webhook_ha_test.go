@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -121,6 +123,13 @@ func (e *env) testWebhookHA(t *testing.T) {
 	}
 	victim, conns := e.connectionHolder(t, ready)
 	t.Logf("deleting webhook pod %s (holds %d of the API server's connections to port %d)", victim.Name, conns, webhookPort)
+	// The victim's own account of its drain, until its container ends.
+	logs := exec.CommandContext(ctx, e.kubectl, "--kubeconfig", e.kubeconfig, "-n", e.releaseNS, "logs", "-f", victim.Name, "-c", "webhook", "--since=10m")
+	var logBuf bytes.Buffer
+	logs.Stdout, logs.Stderr = &logBuf, &logBuf
+	if err := logs.Start(); err != nil {
+		t.Fatalf("kubectl logs -f %s: %v", victim.Name, err)
+	}
 	delStart := time.Now()
 	close(deleting)
 	if err := e.kc.CoreV1().Pods(e.releaseNS).Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
@@ -147,6 +156,24 @@ func (e *env) testWebhookHA(t *testing.T) {
 	if delErr != nil {
 		t.Fatal(delErr)
 	}
+	logDone := make(chan error, 1)
+	go func() { logDone <- logs.Wait() }()
+	select {
+	case <-logDone:
+	case <-time.After(30 * time.Second):
+		_ = logs.Process.Kill()
+		<-logDone
+	}
+	drained := ""
+	for _, line := range strings.Split(logBuf.String(), "\n") {
+		if strings.Contains(line, "webhook server drained") || strings.Contains(line, "did not drain") {
+			drained = line
+		}
+	}
+	if !strings.Contains(drained, "webhook server drained") {
+		t.Errorf("the deleted replica did not log a completed drain (SIGTERM, then Shutdown); its last log lines:\n%s", tail(logBuf.String(), 15))
+	}
+	t.Logf("deleted replica: %s", drained)
 
 	failures, notInjected, during := 0, 0, 0
 	for _, r := range results {
@@ -187,6 +214,9 @@ func (e *env) testWebhookHA(t *testing.T) {
 	back := time.Now()
 	ready = e.waitWebhookReplicas(t, ctx, deploy, sel, 2, victim.Name)
 	t.Logf("the Deployment is back to 2 ready replicas %s after the deletion (%v)", time.Since(back).Round(time.Millisecond), podNames(ready))
+
+	holder, n := e.connectionHolder(t, ready)
+	t.Logf("the API server's connections to port %d are now held by %s (%d)", webhookPort, holder.Name, n)
 
 	e.evictTwo(t, ctx, ready)
 	// Later scenarios need both replicas.
@@ -260,6 +290,14 @@ func (e *env) waitWebhookReplicas(t *testing.T, ctx context.Context, deploy, sel
 		return len(pods) == n, nil
 	})
 	return pods
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func closed(ch chan struct{}) bool {
