@@ -94,3 +94,23 @@ func TestSharedPortNeedsNoMetricsPort(t *testing.T) {
 		t.Errorf("rolling update %+v: a host-network replica without reusePort cannot start beside the old one", dep.Spec.Strategy)
 	}
 }
+
+// TestReusePortOnPodNetwork: off the host network a containerPort is no
+// hostPort, so the webhook port stays declared; the health port does not
+// (probes use the socket).
+func TestReusePortOnPodNetwork(t *testing.T) {
+	r := render(t, "--set", "webhook.reusePort=true")
+	var dep appsv1.Deployment
+	r.get(t, "Deployment/podfs-webhook", &dep)
+	c := dep.Spec.Template.Spec.Containers[0]
+	var ports []string
+	for _, p := range c.Ports {
+		ports = append(ports, p.Name)
+	}
+	if strings.Join(ports, ",") != "https,metrics" {
+		t.Errorf("ports %v, want https and metrics (no health port: probes use the socket)", ports)
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.Exec == nil || !slices.Contains(c.Args, "--reuse-port") {
+		t.Errorf("reusePort on the pod network: probe %+v, args %v", c.ReadinessProbe, c.Args)
+	}
+}
