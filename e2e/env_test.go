@@ -118,6 +118,7 @@ func TestE2E(t *testing.T) {
 	t.Run("16-sidecar-metrics", e.testSidecarMetrics)
 	t.Run("17-registry-pull", e.testRegistryPull)
 	t.Run("18-credentials-from-secret", e.testCredentials)
+	t.Run("19-webhook-ha", e.testWebhookHA)
 	t.Run("perf-startup", e.testStartupLatency)
 	t.Run("perf-provision", e.testProvisionLatency)
 }

@@ -518,8 +518,14 @@ func TestKubeChartRBAC(t *testing.T) {
 
 // TestKubeMountedCerts serves certificates from files (cert-manager's way,
 // --cert-dir), the caBundle put into the webhook configuration by someone
-// else, and a renewed certificate is picked up without a restart.
+// else, and a renewed certificate is picked up without a restart; by
+// controller-runtime's server and by PortServer (--reuse-port).
 func TestKubeMountedCerts(t *testing.T) {
+	t.Run("default-server", func(t *testing.T) { testMountedCerts(t, false) })
+	t.Run("reuse-port", func(t *testing.T) { testMountedCerts(t, true) })
+}
+
+func testMountedCerts(t *testing.T, reusePort bool) {
 	certDir := t.TempDir()
 	issuer := &CertManager{IPs: []net.IP{net.ParseIP("127.0.0.1")}}
 	issuer.defaults()
@@ -541,7 +547,7 @@ func TestKubeMountedCerts(t *testing.T) {
 	}
 	first := writeCert()
 	w := startWorldAs(t, "image: podfs:mounted\n", nil, nil, func(k *testenv.Kube, c client.Client, o *Options) {
-		o.CertDir, o.CASecretName = certDir, ""
+		o.CertDir, o.CASecretName, o.ReusePort = certDir, "", reusePort
 		var mwc admissionregistrationv1.MutatingWebhookConfiguration
 		must(t, c.Get(context.Background(), types.NamespacedName{Name: whMWC}, &mwc))
 		mwc.Webhooks[0].ClientConfig.CABundle = bundle

@@ -69,6 +69,12 @@ type Options struct {
 	NativeSidecar string
 	MetricsAddr   string // "" or "0" = no metrics server
 	HealthAddr    string // "" or "0" = no health probes
+	// HealthSocket also serves /healthz and /readyz on this unix socket
+	// ("" = none): probes that reach this replica when the port is shared.
+	HealthSocket string
+	// ReusePort opens the webhook's listener with SO_REUSEPORT, so replicas
+	// on one node's host network share Port (see PortServer).
+	ReusePort bool
 	// AppsDone runs the controller that lets non-native pods complete.
 	AppsDone bool
 	// LeaderElection makes one replica (a Lease named LeaderElectionID in
@@ -90,6 +96,8 @@ type Server struct {
 	Certs   *CertManager // nil with CertDir
 	config  *ConfigStore
 	events  record.EventRecorder
+	// Probe checks, kept for the health socket too.
+	live, ready map[string]healthz.Checker
 }
 
 // NewServer prepares the manager, caches, certificates (the CA bundle is in
@@ -110,7 +118,8 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: o, config: NewConfigStore(DefaultConfig(o.DefaultImage))}
+	s := &Server{opts: o, config: NewConfigStore(DefaultConfig(o.DefaultImage)),
+		live: map[string]healthz.Checker{}, ready: map[string]healthz.Checker{}}
 	if o.DefaultImage == "" && o.ConfigMapName == "" {
 		return nil, errors.New("no sidecar image: set --sidecar-image or a ConfigMap with image")
 	}
@@ -168,7 +177,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: healthAddr,
-		WebhookServer:          crwebhook.NewServer(whOpts),
+		WebhookServer:          webhookServer(whOpts, o),
 		Cache:                  cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()},
 	}
 	if o.LeaderElection {
@@ -204,7 +213,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		Secrets: &SecretMetadata{Reader: mgr.GetAPIReader()}, Log: o.Log, Metrics: NewMetrics(ctrlmetrics.Registry)}
 	mgr.GetWebhookServer().Register(MutatePath, s.Handler)
 
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+	if err := s.addCheck(false, "ping", healthz.Ping); err != nil {
 		return nil, err
 	}
 	if native && (o.NativeSidecar == "" || o.NativeSidecar == "auto") {
@@ -212,8 +221,20 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+	if err := s.addCheck(true, "webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return nil, err
+	}
+	if o.HealthSocket != "" {
+		ln, err := listenHealthSocket(o.HealthSocket)
+		if err != nil {
+			return nil, err
+		}
+		// An HTTP server of the manager: stopped last, after the webhook.
+		if err := mgr.Add(&manager.Server{Name: "health-socket", Listener: ln, Server: &http.Server{
+			Handler: healthHandler(s.live, s.ready), ReadHeaderTimeout: 10 * time.Second}}); err != nil {
+			ln.Close()
+			return nil, err
+		}
 	}
 	// Names are unique per process already; tests run several servers.
 	ctrlOpts := controller.Options{SkipNameValidation: ptr(true)}
@@ -285,12 +306,33 @@ func (s *Server) watchNodes(ctx context.Context, direct client.Client) error {
 	}
 	s.Handler.Nodes = nv
 	// Until the nodes are known, native placement could pick a node too old.
-	return s.mgr.AddReadyzCheck("nodes", func(*http.Request) error {
+	return s.addCheck(true, "nodes", func(*http.Request) error {
 		if !inf.HasSynced() {
 			return errors.New("the node informer has not synced yet")
 		}
 		return nil
 	})
+}
+
+// webhookServer is controller-runtime's server, or PortServer when the port
+// is shared: DefaultServer has no hook for socket options, and it keeps
+// controller-runtime's webhook request metrics for the usual case.
+func webhookServer(whOpts crwebhook.Options, o Options) crwebhook.Server {
+	if !o.ReusePort {
+		return crwebhook.NewServer(whOpts)
+	}
+	return &PortServer{Host: o.Host, Port: o.Port, ReusePort: true, TLSOpts: whOpts.TLSOpts, CertDir: o.CertDir, Log: o.Log}
+}
+
+// addCheck adds a liveness (ready false) or readiness check to the
+// manager's probes and to the health socket's.
+func (s *Server) addCheck(ready bool, name string, c healthz.Checker) error {
+	if ready {
+		s.ready[name] = c
+		return s.mgr.AddReadyzCheck(name, c)
+	}
+	s.live[name] = c
+	return s.mgr.AddHealthzCheck(name, c)
 }
 
 // Run serves until ctx ends.

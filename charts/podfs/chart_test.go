@@ -506,8 +506,8 @@ func TestImagePullSecrets(t *testing.T) {
 }
 
 // TestWebhookDrainable: two replicas spread over nodes, a
-// PodDisruptionBudget keeping one, leader election on; none of it on the
-// single-node values, where a second replica could not bind its port.
+// PodDisruptionBudget keeping one, leader election on; no budget for one
+// replica (it would block every drain).
 func TestWebhookDrainable(t *testing.T) {
 	r := render(t)
 	var dep appsv1.Deployment
@@ -545,7 +545,7 @@ func TestWebhookDrainable(t *testing.T) {
 		t.Error("no RBAC for the leader election Lease")
 	}
 
-	r = render(t, "-f", "values-single-node.yaml")
+	r = render(t, "--set", "webhook.replicas=1")
 	if _, ok := r["PodDisruptionBudget/podfs-webhook"]; ok {
 		t.Error("a PodDisruptionBudget with one replica blocks every drain")
 	}

@@ -39,6 +39,7 @@ func commands() []command {
 		{"compact", "compact fragmented files of a mounted podfs: compact PATH...", runCompact},
 		{"bench", "benchmark a mounted podfs: bench PATH", runBench},
 		{"webhook", "serve the mutating admission webhook", runWebhook},
+		{"probe", "check a webhook's health socket: probe --socket PATH --path /readyz", runProbe},
 		{"controller", "provision, expand and delete podfs volumes of StorageClasses", runController},
 		{"sidecar", "serve a pod's podfs volumes (the injected sidecar)", runSidecar},
 		{"csi-node", "serve the CSI node plugin", runCSINode},

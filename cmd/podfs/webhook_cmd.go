@@ -49,6 +49,8 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 	certHosts := fs.String("cert-hosts", "", "comma-separated DNS names and IP addresses of the serving certificate (adds to --dns-names and --ips)")
 	metrics := fs.String("metrics-addr", ":8080", "Prometheus metrics address; 0 = off")
 	health := fs.String("health-addr", ":8081", "healthz/readyz address; 0 = off")
+	healthSocket := fs.String("health-socket", "", "also serve healthz/readyz on this unix socket, for exec probes (podfs probe) that must reach this replica; \"\" = none")
+	reusePort := fs.Bool("reuse-port", false, "open the webhook port with SO_REUSEPORT so several replicas on one node's host network share it (Linux; probe them through --health-socket)")
 	appsDone := fs.Bool("apps-done", true, "run the controller that lets pods with non-native sidecars complete")
 	certCheck := fs.Duration("cert-check", time.Hour, "how often to check the certificates for renewal")
 	leaderElect := fs.Bool("leader-elect", true, "with several replicas: one (holding a Lease in --namespace) runs apps-done, CA rotation and the caBundle watch; all serve admissions")
@@ -67,6 +69,7 @@ Secret and patches its bundle into the MutatingWebhookConfiguration.`)
 		RestConfig: cfg, Namespace: *namespace, ConfigMapName: *configMap, DefaultImage: *image,
 		Host: *host, Port: *port, CertDir: *certDir, CASecretName: *caSecret, WebhookConfig: *mwc,
 		NativeSidecar: *native, MetricsAddr: *metrics, HealthAddr: *health, AppsDone: *appsDone,
+		HealthSocket: *healthSocket, ReusePort: *reusePort,
 		CertCheck: *certCheck, LeaderElection: *leaderElect, LeaderElectionID: *leaderID, Log: log,
 	}
 	for _, h := range strings.Split(*certHosts, ",") {
