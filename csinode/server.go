@@ -7,13 +7,14 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"podfs.io/podfs/pkg/unixsock"
 )
 
 // stopTimeout bounds a graceful stop: a call stuck on a hung FUSE mount must
@@ -140,26 +141,11 @@ func (s *Server) serve(srv *grpc.Server, lis net.Listener) {
 // left behind, and lets only root use it: whoever can call the plugin can
 // have it mount as root.
 func (s *Server) listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another path", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
-		}
-	}
-	lis, err := net.Listen("unix", path)
+	lis, err := unixsock.Listen(path, 0o750, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return nil, err
 	}
 	s.sockets = append(s.sockets, path)
-	if err := os.Chmod(path, 0o600); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("restrict socket %s: %w", path, err)
-	}
 	return lis, nil
 }
 

@@ -8,21 +8,18 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"podfs.io/podfs/pkg/unixsock"
 )
 
 // serveProbe answers GET /ready on a unix socket: 200 once every volume is
 // mounted, 503 with the phase (and reason) otherwise.
 func serveProbe(socket string, st *state) (io.Closer, error) {
-	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
-		return nil, fmt.Errorf("probe socket directory: %w", err)
-	}
-	_ = os.Remove(socket) // left by a previous run of this container
-	l, err := net.Listen("unix", socket)
+	l, err := unixsock.Listen(socket, 0o755, 0)
 	if err != nil {
-		return nil, fmt.Errorf("listen on probe socket %s: %w", socket, err)
+		return nil, fmt.Errorf("probe socket: %w", err)
 	}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		phase, reason := st.get()

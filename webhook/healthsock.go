@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+
+	"podfs.io/podfs/pkg/unixsock"
 )
 
 // Health probes on a unix socket. With replicas sharing a host port
@@ -24,18 +24,7 @@ import (
 // listenHealthSocket opens the socket at path, replacing a stale one a
 // previous process of the pod left behind.
 func listenHealthSocket(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("health socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("health socket %s: the path exists and is not a socket; give another --health-socket", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove the stale health socket: %w", err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path, 0o700, 0)
 	if err != nil {
 		return nil, fmt.Errorf("health socket: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/pkg/meta"
 	"podfs.io/podfs/pkg/redact"
+	"podfs.io/podfs/pkg/unixsock"
 )
 
 // readyFDEnv names the file descriptor a detached mount reports on: "ok"
@@ -317,8 +318,7 @@ func statusSocketPath(mp string) string { return filepath.Join(runDir, mountName
 // embedded (bolt) volume can only be read through the process holding it.
 func serveStatus(mnt *fs.Mount, mp string, log *slog.Logger) func() {
 	p := statusSocketPath(mp)
-	_ = os.Remove(p)
-	l, err := net.Listen("unix", p)
+	l, err := unixsock.Listen(p, 0o755, 0)
 	if err != nil {
 		log.Debug("no status socket; podfs status needs the metadata directly", "err", err)
 		return nil
