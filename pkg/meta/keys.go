@@ -3,6 +3,8 @@ package meta
 import (
 	"encoding/binary"
 	"fmt"
+
+	"podfs.io/podfs/pkg/meta/kv"
 )
 
 // Key prefixes; see the schema table in doc.go.
@@ -151,3 +153,18 @@ func decodeSlices(b []byte) ([]Slice, error) {
 // present is the value of keys whose existence is the information (TiKV
 // stores no empty values).
 var present = []byte{1}
+
+// deletePrefixTx deletes every key starting with prefix in tx.
+func deletePrefixTx(tx kv.Tx, prefix []byte) error {
+	var keys [][]byte
+	if err := tx.Scan(prefix, kv.PrefixEnd(prefix), 0, func(k, _ []byte) bool {
+		keys = append(keys, k)
+		return true
+	}); err != nil {
+		return fmt.Errorf("scan keys under %x: %w", prefix, err)
+	}
+	for _, k := range keys {
+		tx.Delete(k)
+	}
+	return nil
+}

@@ -534,15 +534,8 @@ func (c *Client) removeInode(tx kv.Tx, ino Ino, a *Attr) (bool, error) {
 	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK {
 		tx.Delete(symlinkKey(ino))
 	}
-	var xk [][]byte
-	if err := tx.Scan(inoKey(pXattr, ino), kv.PrefixEnd(inoKey(pXattr, ino)), 0, func(k, _ []byte) bool {
-		xk = append(xk, k)
-		return true
-	}); err != nil {
+	if err := deletePrefixTx(tx, inoKey(pXattr, ino)); err != nil {
 		return false, err
-	}
-	for _, k := range xk {
-		tx.Delete(k)
 	}
 	var space int64
 	reap := false

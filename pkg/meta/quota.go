@@ -109,18 +109,7 @@ func setQuotaUsageTx(tx kv.Tx, dir Ino, space, inodes int64) error {
 }
 
 func deleteQuotaUsageTx(tx kv.Tx, dir Ino) error {
-	p := inoKey(pQuotaUsage, dir)
-	var keys [][]byte
-	if err := tx.Scan(p, kv.PrefixEnd(p), 0, func(k, _ []byte) bool {
-		keys = append(keys, k)
-		return true
-	}); err != nil {
-		return err
-	}
-	for _, k := range keys {
-		tx.Delete(k)
-	}
-	return nil
+	return deletePrefixTx(tx, inoKey(pQuotaUsage, dir))
 }
 
 func toQuota(l quotaLimits, space, inodes int64) Quota {
