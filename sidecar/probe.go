@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -52,11 +51,7 @@ var ErrNotReady = errors.New("not ready")
 // wait > 0 it retries until ready, until the sidecar reports a failure, or
 // until wait passes (the postStart hook of non-native sidecars).
 func Probe(ctx context.Context, socket string, wait time.Duration) error {
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}}}
+	c := unixsock.HTTPClient(socket, 3*time.Second)
 	deadline := time.Now().Add(wait)
 	for {
 		err := probeOnce(ctx, c)

@@ -49,13 +49,7 @@ func ProbeSocket(ctx context.Context, socket, path string, timeout time.Duration
 	if !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("probe path %q: want an absolute path such as /readyz or /healthz", path)
 	}
-	c := &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}},
-	}
+	c := unixsock.HTTPClient(socket, timeout)
 	defer c.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://podfs-webhook"+path+"?verbose", nil)
 	if err != nil {

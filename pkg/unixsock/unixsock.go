@@ -4,11 +4,14 @@
 package unixsock
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Listen listens on the unix socket path, creating its directory with
@@ -39,4 +42,15 @@ func Listen(path string, dirMode, mode fs.FileMode) (net.Listener, error) {
 		}
 	}
 	return l, nil
+}
+
+// HTTPClient is an HTTP client that sends every request to the unix socket
+// at path, whatever the URL's host: the probes of a server from Listen.
+func HTTPClient(path string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
 }

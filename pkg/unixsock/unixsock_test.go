@@ -1,11 +1,14 @@
 package unixsock
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestListen(t *testing.T) {
@@ -47,5 +50,30 @@ func TestListen(t *testing.T) {
 	}
 	if b, err := os.ReadFile(file); err != nil || string(b) != "keep" {
 		t.Errorf("the regular file was touched: %q, %v", b, err)
+	}
+}
+
+func TestHTTPClient(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "h.sock")
+	l, err := Listen(sock, 0o700, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.URL.Path)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+
+	resp, err := HTTPClient(sock, 5*time.Second).Get("http://any-host/ready")
+	if err != nil {
+		t.Fatalf("GET over the socket: %v", err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); string(b) != "/ready" {
+		t.Errorf("answer %q, want the path /ready", b)
+	}
+	if _, err := HTTPClient(sock+".missing", time.Second).Get("http://any-host/"); err == nil {
+		t.Error("GET on a missing socket succeeded")
 	}
 }
