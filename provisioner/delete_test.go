@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podfs.io/podfs/internal/testenv"
 	"podfs.io/podfs/pkg/meta"
 )
 
@@ -59,7 +60,7 @@ func (w *world) release(pvc *corev1.PersistentVolumeClaim, pv *corev1.Persistent
 	w.t.Helper()
 	must(w.t, w.c.Delete(w.ctx, pvc))
 	// Without kube-controller-manager nobody removes pvc-protection.
-	poll(w.t, "claim "+pvc.Name+" gone", 30e9, func() error {
+	testenv.Poll(w.t, "claim "+pvc.Name+" gone", 30e9, func() error {
 		var cur corev1.PersistentVolumeClaim
 		err := w.c.Get(w.ctx, client.ObjectKeyFromObject(pvc), &cur)
 		if apierrors.IsNotFound(err) {
@@ -81,7 +82,7 @@ func (w *world) release(pvc *corev1.PersistentVolumeClaim, pv *corev1.Persistent
 // (pv-protection) hold it.
 func (w *world) waitPVDeleted(name string) {
 	w.t.Helper()
-	poll(w.t, "PV "+name+" deleted", 30e9, func() error {
+	testenv.Poll(w.t, "PV "+name+" deleted", 30e9, func() error {
 		var pv corev1.PersistentVolume
 		err := w.c.Get(w.ctx, types.NamespacedName{Name: name}, &pv)
 		if apierrors.IsNotFound(err) {
@@ -155,7 +156,7 @@ func testExpand(w *world) {
 	pvc.Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("3Gi")
 	must(w.t, w.c.Update(w.ctx, pvc))
 	want := resource.MustParse("3Gi")
-	poll(w.t, "expansion", 30e9, func() error {
+	testenv.Poll(w.t, "expansion", 30e9, func() error {
 		must(w.t, w.c.Get(w.ctx, client.ObjectKeyFromObject(pvc), pvc))
 		must(w.t, w.c.Get(w.ctx, types.NamespacedName{Name: pv.Name}, pv))
 		got, cap := pvc.Status.Capacity[corev1.ResourceStorage], pv.Spec.Capacity[corev1.ResourceStorage]
@@ -227,7 +228,7 @@ func testExpandRetry(w *world) {
 	secret.ResourceVersion = ""
 	must(w.t, w.c.Create(w.ctx, &secret))
 	two := resource.MustParse("2Gi")
-	poll(w.t, "expansion after the Secret is back", 30e9, func() error {
+	testenv.Poll(w.t, "expansion after the Secret is back", 30e9, func() error {
 		must(w.t, w.c.Get(w.ctx, client.ObjectKeyFromObject(pvc), pvc))
 		if got := pvc.Status.Capacity[corev1.ResourceStorage]; got.Cmp(two) != 0 {
 			return fmt.Errorf("claim status %s", got.String())

@@ -215,7 +215,7 @@ func (w *world) claim(ns, name, class, size string, mode corev1.PersistentVolume
 func (w *world) waitPV(pvc *corev1.PersistentVolumeClaim) *corev1.PersistentVolume {
 	w.t.Helper()
 	var pv corev1.PersistentVolume
-	poll(w.t, "PV of "+pvc.Name, 30*time.Second, func() error {
+	testenv.Poll(w.t, "PV of "+pvc.Name, 30*time.Second, func() error {
 		return w.c.Get(w.ctx, types.NamespacedName{Name: PVName(pvc)}, &pv)
 	})
 	return &pv
@@ -225,7 +225,7 @@ func (w *world) waitPV(pvc *corev1.PersistentVolumeClaim) *corev1.PersistentVolu
 func (w *world) waitEvent(ns, object, reason string) string {
 	w.t.Helper()
 	var msg string
-	poll(w.t, reason+" event on "+object, 30*time.Second, func() error {
+	testenv.Poll(w.t, reason+" event on "+object, 30*time.Second, func() error {
 		var list corev1.EventList
 		if err := w.c.List(w.ctx, &list, client.InNamespace(ns)); err != nil {
 			return err
@@ -268,7 +268,7 @@ func (w *world) meta(v testVolume) meta.Meta {
 // waitLog waits for a log line holding every one of parts.
 func (w *world) waitLog(parts ...string) {
 	w.t.Helper()
-	poll(w.t, fmt.Sprintf("log line with %q", parts), 30*time.Second, func() error {
+	testenv.Poll(w.t, fmt.Sprintf("log line with %q", parts), 30*time.Second, func() error {
 		for _, line := range strings.Split(w.logs.String(), "\n") {
 			all := true
 			for _, p := range parts {
@@ -286,23 +286,6 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// poll calls f until it returns nil or the deadline passes (a bound on a
-// hang, not an assertion about speed).
-func poll(t testing.TB, what string, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %v after %s", what, err, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"podfs.io/podfs/internal/testenv"
 	"podfs.io/podfs/pkg/meta"
 )
 
@@ -250,7 +251,7 @@ func testRollback(w *world) {
 	must(w.t, w.c.Create(w.ctx, binding))
 	// The API server loads policies in the background: wait until it denies.
 	probe := &corev1.PersistentVolume{}
-	poll(w.t, "the policy to deny PVs", 30e9, func() error {
+	testenv.Poll(w.t, "the policy to deny PVs", 30e9, func() error {
 		probe = &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-"}, Spec: corev1.PersistentVolumeSpec{
 			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
 			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},

@@ -25,6 +25,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+
+	"podfs.io/podfs/internal/testenv"
 )
 
 // BenchmarkAdmission measures admission latency of the real server (the
@@ -131,7 +133,7 @@ func startBenchWorld(b *testing.B) *benchWorld {
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	// Let the informers fill before measuring.
 	c := benchClient(w.srv.Certs.CABundle(), "h2", 1)
-	poll(b, "first admission", 20*time.Second, func() error { return post(c, w.url, admissionBody(b, "inj")) })
+	testenv.Poll(b, "first admission", 20*time.Second, func() error { return post(c, w.url, admissionBody(b, "inj")) })
 	return &benchWorld{url: w.url, bundle: w.srv.Certs.CABundle(), load: strings.TrimSpace(string(load))}
 }
 

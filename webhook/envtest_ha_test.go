@@ -32,7 +32,7 @@ func TestKubeCABundleRepaired(t *testing.T) {
 		must(t, c.Get(ctx, types.NamespacedName{Name: whMWC}, &mwc))
 		mwc.Webhooks[0].ClientConfig.CABundle = nil
 		must(t, c.Update(ctx, &mwc))
-		poll(t, fmt.Sprintf("caBundle patched again (round %d)", round), 30*time.Second, func() error {
+		testenv.Poll(t, fmt.Sprintf("caBundle patched again (round %d)", round), 30*time.Second, func() error {
 			must(t, c.Get(ctx, types.NamespacedName{Name: whMWC}, &mwc))
 			if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, w.srv.Certs.CABundle()) {
 				return errors.New("caBundle differs from the webhook's CA")
@@ -75,7 +75,7 @@ func startReplica(t *testing.T, k *testenv.Kube, name string) *replica {
 			t.Errorf("replica %s: %v", name, err)
 		}
 	})
-	poll(t, name+" ready", 30*time.Second, func() error {
+	testenv.Poll(t, name+" ready", 30*time.Second, func() error {
 		resp, err := http.Get("http://" + health + "/readyz")
 		if err != nil {
 			return err

@@ -49,7 +49,7 @@ func TestKubeReusePortReplicas(t *testing.T) {
 		}
 	})
 	for _, s := range []string{sockA, sockB} {
-		poll(t, "replica ready through "+s, 30*time.Second, func() error { return ProbeSocket(w.ctx, s, "/readyz", 5*time.Second) })
+		testenv.Poll(t, "replica ready through "+s, 30*time.Second, func() error { return ProbeSocket(w.ctx, s, "/readyz", 5*time.Second) })
 		if err := ProbeSocket(w.ctx, s, "/healthz", 5*time.Second); err != nil {
 			t.Fatalf("liveness through %s: %v", s, err)
 		}

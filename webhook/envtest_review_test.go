@@ -79,7 +79,7 @@ func TestKubeReviewFindings(t *testing.T) {
 		must(t, w.c.Status().Update(ctx, n))
 	}
 	i := 0
-	poll(t, "the webhook sees the old kubelet", 30*time.Second, func() error {
+	testenv.Poll(t, "the webhook sees the old kubelet", 30*time.Second, func() error {
 		i++
 		p := podIn(pod(nil), "inj", fmt.Sprintf("unbound-%d", i))
 		must(t, c.Create(ctx, p))

@@ -68,22 +68,6 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// poll calls f until it returns nil or the deadline passes.
-func poll(t testing.TB, what string, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %v after %s", what, err, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func startWorld(t testing.TB, config string, log *slog.Logger) *kubeWorld {
 	return startWorldAs(t, config, log, nil)
 }
@@ -166,7 +150,7 @@ func startWorldOn(t testing.TB, k *testenv.Kube, config string, log *slog.Logger
 			t.Errorf("webhook server: %v", err)
 		}
 	})
-	poll(t, "webhook ready", 30*time.Second, func() error {
+	testenv.Poll(t, "webhook ready", 30*time.Second, func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("webhook server stopped: %v", err)
@@ -361,7 +345,7 @@ func TestKubeAdmission(t *testing.T) {
 		must(t, c.Get(ctx, types.NamespacedName{Namespace: whNamespace, Name: whConfigMap}, &cm))
 		cm.Data[ConfigKey] = "image: [not, a, string]\n"
 		must(t, c.Update(ctx, &cm))
-		poll(t, "InvalidConfig event", 20*time.Second, func() error {
+		testenv.Poll(t, "InvalidConfig event", 20*time.Second, func() error {
 			var evs corev1.EventList
 			if err := c.List(ctx, &evs, client.InNamespace(whNamespace)); err != nil {
 				return err
@@ -377,7 +361,7 @@ func TestKubeAdmission(t *testing.T) {
 		must(t, c.Get(ctx, types.NamespacedName{Namespace: whNamespace, Name: whConfigMap}, &cm))
 		cm.Data[ConfigKey] = "image: podfs:v2\n"
 		must(t, c.Update(ctx, &cm))
-		poll(t, "new configuration", 20*time.Second, func() error {
+		testenv.Poll(t, "new configuration", 20*time.Second, func() error {
 			if img := w.srv.Config().Image; img != "podfs:v2" {
 				return fmt.Errorf("image %q", img)
 			}
@@ -410,7 +394,7 @@ func TestKubeAdmission(t *testing.T) {
 		must(t, c.Get(ctx, client.ObjectKeyFromObject(q), q))
 		q.Status.ContainerStatuses[1].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, StartedAt: now, FinishedAt: now}}
 		must(t, c.Status().Update(ctx, q))
-		poll(t, "apps-done annotation", 20*time.Second, func() error {
+		testenv.Poll(t, "apps-done annotation", 20*time.Second, func() error {
 			if err := c.Get(ctx, client.ObjectKeyFromObject(q), q); err != nil {
 				return err
 			}
@@ -574,7 +558,7 @@ func testMountedCerts(t *testing.T, reusePort bool) {
 		t.Fatal("the server does not serve the mounted certificate")
 	}
 	second := writeCert()
-	poll(t, "renewed certificate served", 30*time.Second, func() error {
+	testenv.Poll(t, "renewed certificate served", 30*time.Second, func() error {
 		if c := served(); c == nil || c.SerialNumber.Cmp(second.SerialNumber) != 0 {
 			return fmt.Errorf("still the old certificate")
 		}

@@ -160,3 +160,20 @@ func WaitTCP(p *Process, addr string, timeout time.Duration) error {
 
 // Addr formats 127.0.0.1:port.
 func Addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// Poll calls f until it returns nil, and fails the test with f's last error
+// once timeout has passed: a bound on a hang, not an assertion about speed.
+func Poll(t testing.TB, what string, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %v after %s", what, err, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
