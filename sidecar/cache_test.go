@@ -16,7 +16,6 @@ import (
 	"podfs.io/podfs/internal/testenv"
 	"podfs.io/podfs/pkg/fs"
 	"podfs.io/podfs/pkg/fuseconn"
-	"podfs.io/podfs/pkg/meta"
 	"podfs.io/podfs/sidecar/volumeset"
 )
 
@@ -129,18 +128,7 @@ func TestTwoVolumesCollidingSliceIDs(t *testing.T) {
 // caches like an object store.
 func formatRemote(t *testing.T, dir, name, uuid, objects string) string {
 	t.Helper()
-	metaURL := "bolt://" + filepath.Join(dir, name+".db")
-	ctx := context.Background()
-	m, err := meta.Open(ctx, metaURL, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(ctx)
-	if err := m.Init(ctx, meta.Format{Name: name, UUID: uuid, BlockSize: 1 << 20,
-		Storage: "file://" + objects + "?remote=true", CreatedAt: time.Now(), Version: meta.FormatVersion}); err != nil {
-		t.Fatal(err)
-	}
-	return metaURL
+	return formatBoltWith(t, dir, name, uuid, "file://"+objects+"?remote=true")
 }
 
 // rewriteElsewhere mounts the volume in this process, as another client,

@@ -89,6 +89,13 @@ func (c *csiNode) waitStatus(t *testing.T, ok func(fuseconn.Status) bool) fuseco
 // formatBolt formats a podfs volume on the embedded engine under dir.
 func formatBolt(t *testing.T, dir, name string) string {
 	t.Helper()
+	return formatBoltWith(t, dir, name, "00000000-0000-4000-8000-0000000000a1", "file://"+filepath.Join(dir, name+"-objects"))
+}
+
+// formatBoltWith formats volume name, with its metadata in dir and its
+// data at storage, and returns its metadata URL.
+func formatBoltWith(t *testing.T, dir, name, uuid, storage string) string {
+	t.Helper()
 	metaURL := "bolt://" + filepath.Join(dir, name+".db")
 	ctx := context.Background()
 	m, err := meta.Open(ctx, metaURL, meta.Options{})
@@ -96,8 +103,8 @@ func formatBolt(t *testing.T, dir, name string) string {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
-	if err := m.Init(ctx, meta.Format{Name: name, UUID: "00000000-0000-4000-8000-0000000000a1",
-		BlockSize: 1 << 20, Storage: "file://" + filepath.Join(dir, name+"-objects"), CreatedAt: time.Now(), Version: meta.FormatVersion}); err != nil {
+	if err := m.Init(ctx, meta.Format{Name: name, UUID: uuid, BlockSize: 1 << 20,
+		Storage: storage, CreatedAt: time.Now(), Version: meta.FormatVersion}); err != nil {
 		t.Fatal(err)
 	}
 	return metaURL
