@@ -450,6 +450,3 @@ func (c *Client) hasQuotas() bool {
 	defer cq.mu.Unlock()
 	return len(cq.limits) > 0
 }
-
-// sameChain reports whether two chains name the same quotas.
-func sameChain(a, b []Ino) bool { return slices.Equal(a, b) }

@@ -73,7 +73,7 @@ func (c *Client) linkFitsTx(a *Attr, dir Ino) error {
 	if err != nil {
 		return err
 	}
-	if !sameChain(from, to) {
+	if !slices.Equal(from, to) {
 		return fmt.Errorf("hard link across a directory quota boundary (%v to %v): %w", from, to, syscall.EXDEV)
 	}
 	return nil
@@ -94,12 +94,12 @@ func (c *Client) moveChargeTx(tx kv.Tx, a *Attr, dest Ino) error {
 		return err
 	}
 	if isDir(a.Mode) {
-		if !sameChain(from, to) {
+		if !slices.Equal(from, to) {
 			return fmt.Errorf("directory renamed across a directory quota boundary (quotas %v to %v; copy it instead): %w", from, to, syscall.EXDEV)
 		}
 		return nil
 	}
-	if !sameChain(from, to) {
+	if !slices.Equal(from, to) {
 		if a.Nlink > 1 {
 			return fmt.Errorf("file with %d links renamed across a directory quota boundary: %w", a.Nlink, syscall.EXDEV)
 		}
